@@ -1,0 +1,46 @@
+//! Seeded initialisers with PyTorch's defaults.
+//!
+//! All randomness in handgrad flows from one [`Rng`] (ChaCha8, a named algorithm whose stream does
+//! not change between `rand` versions), so the same seed gives the same weights everywhere.
+
+use crate::tensor::Tensor;
+use ndarray::IxDyn;
+use ndarray_rand::RandomExt;
+use rand::SeedableRng;
+use rand_distr::{Normal, Uniform};
+
+/// The crate's seeded random number generator.
+pub type Rng = rand_chacha::ChaCha8Rng;
+
+/// A new [`Rng`] from a `u64` seed.
+pub fn rng(seed: u64) -> Rng {
+    Rng::seed_from_u64(seed)
+}
+
+/// Samples `U(-bound, bound)` of the given shape. `bound` must be finite and > 0.
+pub fn uniform(shape: &[usize], bound: f32, rng: &mut Rng) -> Tensor {
+    let dist = Uniform::new(-bound, bound).expect("uniform bound must be finite and > 0");
+    Tensor::random_using(IxDyn(shape), dist, rng)
+}
+
+/// Samples `N(0, std²)` of the given shape. `std` must be finite and ≥ 0.
+pub fn normal(shape: &[usize], std: f32, rng: &mut Rng) -> Tensor {
+    let dist = Normal::new(0.0, std).expect("normal std must be finite and >= 0");
+    Tensor::random_using(IxDyn(shape), dist, rng)
+}
+
+/// PyTorch's default for `nn.Linear` and `nn.Conv2d` weights and biases.
+///
+/// `kaiming_uniform_(a=√5)` on the weight gives `U(-1/√fan_in, 1/√fan_in)`, and the bias uses the
+/// same bound. `fan_in` is `in_features` (Linear) or `in_channels·kh·kw` (Conv2d).
+pub fn pytorch_default(shape: &[usize], fan_in: usize, rng: &mut Rng) -> Tensor {
+    let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+    uniform(shape, bound, rng)
+}
+
+/// Glorot / Xavier uniform (Keras's default for Dense and Conv2D kernels):
+/// `U(-a, a)` with `a = √(6 / (fan_in + fan_out))`.
+pub fn xavier_uniform(shape: &[usize], fan_in: usize, fan_out: usize, rng: &mut Rng) -> Tensor {
+    let bound = (6.0 / ((fan_in + fan_out).max(1) as f32)).sqrt();
+    uniform(shape, bound, rng)
+}

@@ -1,0 +1,3 @@
+//! PLACEHOLDER (being written)
+/// placeholder
+pub struct Dropout;

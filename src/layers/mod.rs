@@ -1,0 +1,151 @@
+//! Stateful building blocks: the [`Layer`] trait and one file per layer.
+//!
+//! A layer owns its configuration, its [`Param`]s and the cache its backward pass needs. Shapes
+//! given to [`Layer::build`] and [`Layer::output_shape`] are per-sample (the batch axis `B` is
+//! implicit); tensors given to [`Layer::forward`] carry the batch axis first.
+
+use crate::error::Result;
+use crate::init::Rng;
+use crate::param::Param;
+use crate::tensor::Tensor;
+
+mod activation;
+mod dense;
+mod dropout;
+
+pub use activation::{Gelu, Relu, Sigmoid, Softmax, Tanh};
+pub use dense::Dense;
+pub use dropout::Dropout;
+
+/// Whether a forward pass is for training (caches for backward, dropout active) or inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Training: layers cache what backward needs; dropout drops.
+    #[default]
+    Train,
+    /// Inference: no caches are needed; dropout is the identity.
+    Eval,
+}
+
+/// A building block with a forward and a hand-written backward pass.
+///
+/// Contract:
+/// - [`Layer::build`] is called once with the per-sample input shape before any forward; layers
+///   whose sizes are inferred (e.g. `Dense`'s `in_features`) create their parameters there.
+/// - [`Layer::forward`] in [`Mode::Train`] caches what [`Layer::backward`] needs.
+/// - [`Layer::backward`] takes `dL/dout`, **accumulates** (`+=`) parameter gradients into
+///   `Param::grad` and returns `dL/dx`.
+pub trait Layer: Send + Sync {
+    /// A short description for summaries and error messages, e.g. `"Dense(in=64, out=10)"`.
+    fn describe(&self) -> String;
+
+    /// Prepares the layer for per-sample inputs of shape `input_shape` (no batch axis) and
+    /// returns the per-sample output shape. Creates parameters when needed, drawing from `rng`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] when the layer cannot take that input.
+    fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>>;
+
+    /// Runs the layer on a batch `x` (batch axis first).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] when `x` does not fit, [`crate::Error::State`] before `build`.
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor>;
+
+    /// Back-propagates `dout = dL/dout` through the last training-mode forward: accumulates
+    /// parameter gradients and returns `dL/dx`.
+    ///
+    /// # Errors
+    /// [`crate::Error::State`] without a preceding training forward, [`crate::Error::Shape`] when
+    /// `dout` does not match the last output.
+    fn backward(&mut self, dout: &Tensor) -> Result<Tensor>;
+
+    /// `true` for a softmax over the last axis: a following cross-entropy loss then takes the
+    /// logits before it and uses the fused, numerically stable `(p − onehot)/N` backward.
+    fn is_softmax(&self) -> bool {
+        false
+    }
+
+    /// The layer's parameters with their local names (`"weight"`, `"bias"`), in a fixed order.
+    fn params(&self) -> Vec<(String, &Param)> {
+        Vec::new()
+    }
+
+    /// The layer's parameters, mutably, with their local names, in the order of [`Layer::params`].
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Vec::new()
+    }
+}
+
+/// Something that expands into one or more layers, so that `Dense::new(64).relu()` adds two
+/// layers (`Dense` then `ReLU`), keeping indices aligned with PyTorch's `nn.Sequential`.
+pub trait IntoLayers {
+    /// The layers, in order.
+    fn into_layers(self) -> Vec<Box<dyn Layer>>;
+}
+
+impl<L: Layer + 'static> IntoLayers for L {
+    fn into_layers(self) -> Vec<Box<dyn Layer>> {
+        vec![Box::new(self)]
+    }
+}
+
+/// A layer followed by an activation layer, made by e.g. `Dense::new(64).relu()`.
+pub struct WithActivation {
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl WithActivation {
+    /// Pairs `layer` with the activation `act`.
+    pub fn new(layer: Box<dyn Layer>, act: Box<dyn Layer>) -> Self {
+        WithActivation {
+            layers: vec![layer, act],
+        }
+    }
+}
+
+impl IntoLayers for WithActivation {
+    fn into_layers(self) -> Vec<Box<dyn Layer>> {
+        self.layers
+    }
+}
+
+/// Builder methods that append an activation layer, available on every layer.
+pub trait Activate: Layer + Sized + 'static {
+    /// Appends a [`Relu`].
+    fn relu(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Relu::new()))
+    }
+    /// Appends a [`Gelu`] (tanh approximation).
+    fn gelu(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Gelu::new()))
+    }
+    /// Appends a [`Sigmoid`].
+    fn sigmoid(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Sigmoid::new()))
+    }
+    /// Appends a [`Tanh`].
+    fn tanh(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Tanh::new()))
+    }
+    /// Appends a [`Softmax`] over the last axis.
+    fn softmax(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Softmax::new()))
+    }
+}
+
+impl<L: Layer + Sized + 'static> Activate for L {}
+
+/// The error for a backward pass without a cached training forward.
+pub(crate) fn no_cache(layer: &str) -> crate::Error {
+    crate::Error::State(format!(
+        "{layer}: backward called without a preceding forward in Mode::Train"
+    ))
+}
+
+/// The error for using a layer before `build`.
+pub(crate) fn not_built(layer: &str) -> crate::Error {
+    crate::Error::State(format!(
+        "{layer}: used before build(); add it to a Sequential and call build(), or build it directly"
+    ))
+}

@@ -1,0 +1,312 @@
+//! `Sequential`: a stack of layers applied in order (Keras `Sequential`, PyTorch `nn.Sequential`).
+
+use super::Loss;
+use crate::error::{Error, Result};
+use crate::init::Rng;
+use crate::layers::{IntoLayers, Layer, Mode};
+use crate::optim::Optimizer;
+use crate::param::Param;
+use crate::tensor::Tensor;
+
+/// A stack of layers applied in order, built from a per-sample input shape.
+///
+/// Parameter names are `"<layer index>.<local name>"` (`"0.weight"`, `"2.bias"`), one index per
+/// layer including activations, exactly as PyTorch's `nn.Sequential` numbers them.
+///
+/// ```
+/// use handgrad::prelude::*;
+/// let mut rng = handgrad::init::rng(7);
+/// let model = Sequential::new(&[64]).add(Dense::new(32).relu()).add(Dense::new(10)).build(&mut rng)?;
+/// assert_eq!(model.param_count(), 64 * 32 + 32 + 32 * 10 + 10);
+/// assert_eq!(model.output_shape(), &[10]);
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+pub struct Sequential {
+    input_shape: Vec<usize>,
+    layers: Vec<Box<dyn Layer>>,
+    /// Per-sample output shape of every layer, filled by `build`.
+    shapes: Vec<Vec<usize>>,
+    built: bool,
+}
+
+impl Sequential {
+    /// An empty model taking per-sample inputs of shape `input_shape` (no batch axis), e.g.
+    /// `&[64]` for 64 features or `&[1, 28, 28]` for grey 28×28 images.
+    pub fn new(input_shape: &[usize]) -> Self {
+        Sequential {
+            input_shape: input_shape.to_vec(),
+            layers: Vec::new(),
+            shapes: Vec::new(),
+            built: false,
+        }
+    }
+
+    /// Appends a layer (or a layer with its activation, e.g. `Dense::new(64).relu()`).
+    pub fn add(mut self, layer: impl IntoLayers) -> Self {
+        self.layers.extend(layer.into_layers());
+        self.built = false;
+        self
+    }
+
+    /// Builds every layer in order, inferring input sizes and creating parameters from `rng`.
+    ///
+    /// # Errors
+    /// The first layer that cannot take its input shape, as [`Error::Shape`] naming the layer
+    /// index; [`Error::State`] for a model without layers.
+    pub fn build(mut self, rng: &mut Rng) -> Result<Self> {
+        if self.layers.is_empty() {
+            return Err(Error::State("Sequential::build: the model has no layers".into()));
+        }
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(Error::shape(
+                "Sequential::new",
+                "a non-empty per-sample input shape without zero sizes",
+                &self.input_shape,
+            ));
+        }
+        self.shapes.clear();
+        let mut shape = self.input_shape.clone();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            shape = layer.build(&shape, rng).map_err(|e| match e {
+                Error::Shape { op, expected, got } => Error::Shape {
+                    op: format!("layer {i} ({op})"),
+                    expected,
+                    got,
+                },
+                other => other,
+            })?;
+            self.shapes.push(shape.clone());
+        }
+        self.built = true;
+        Ok(self)
+    }
+
+    /// The per-sample input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// The per-sample output shape (empty before `build`).
+    pub fn output_shape(&self) -> &[usize] {
+        self.shapes.last().map(|s| s.as_slice()).unwrap_or(&[])
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    fn check_built(&self) -> Result<()> {
+        if self.built {
+            Ok(())
+        } else {
+            Err(Error::State("Sequential used before build(); call .build(&mut rng)?".into()))
+        }
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
+        if x.ndim() != self.input_shape.len() + 1 || x.shape()[1..] != self.input_shape[..] {
+            return Err(Error::shape(
+                "Sequential",
+                format!("a batch of inputs shaped (B, {})", dims(&self.input_shape)),
+                x.shape(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the model on a batch.
+    ///
+    /// # Shapes
+    /// `x: (B, …input_shape) → (B, …output_shape)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not a batch of `input_shape` inputs.
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_range(x, mode, self.layers.len())
+    }
+
+    fn forward_range(&mut self, x: &Tensor, mode: Mode, end: usize) -> Result<Tensor> {
+        self.check_built()?;
+        self.check_input(x)?;
+        let mut h = x.clone();
+        for layer in &mut self.layers[..end] {
+            h = layer.forward(&h, mode)?;
+        }
+        Ok(h)
+    }
+
+    /// Back-propagates `dout = dL/d(output)` through the last training forward, accumulating
+    /// every parameter's gradient, and returns `dL/dx`.
+    ///
+    /// # Errors
+    /// [`Error::State`] without a preceding [`Mode::Train`] forward; [`Error::Shape`] for a
+    /// gradient of the wrong shape.
+    pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        self.backward_range(dout, self.layers.len())
+    }
+
+    fn backward_range(&mut self, dout: &Tensor, end: usize) -> Result<Tensor> {
+        self.check_built()?;
+        let mut d = dout.clone();
+        for layer in self.layers[..end].iter_mut().rev() {
+            d = layer.backward(&d)?;
+        }
+        Ok(d)
+    }
+
+    /// Inference: the model's output in [`Mode::Eval`] (probabilities when it ends in `Softmax`).
+    ///
+    /// # Shapes
+    /// `x: (B, …input_shape) → (B, …output_shape)`.
+    pub fn predict(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.forward(x, Mode::Eval)
+    }
+
+    /// The number of layers that produce the logits the loss sees: all of them, or all but a
+    /// trailing softmax (which is then fused into the cross-entropy).
+    fn logits_end(&self, loss: Loss) -> usize {
+        let n = self.layers.len();
+        match loss {
+            Loss::SparseCategoricalCrossentropy if n > 0 && self.layers[n - 1].is_softmax() => n - 1,
+            _ => n,
+        }
+    }
+
+    /// Forward in training mode, the loss against `labels`, and the backward pass: accumulates
+    /// every parameter's gradient and returns the loss. A trailing `Softmax` layer is fused with
+    /// the cross-entropy (the loss sees the logits before it).
+    ///
+    /// # Errors
+    /// As [`Sequential::forward`] and [`Loss::forward_backward`] (label count or range).
+    pub fn loss_backward(&mut self, x: &Tensor, labels: &[usize], loss: Loss) -> Result<f32> {
+        let end = self.logits_end(loss);
+        let logits = self.forward_range(x, Mode::Train, end)?;
+        let (value, dlogits) = loss.forward_backward(&logits, labels)?;
+        self.backward_range(&dlogits, end)?;
+        Ok(value)
+    }
+
+    /// One optimisation step on a batch: `zero_grad`, forward, sparse categorical cross-entropy,
+    /// backward, `opt.step`. Returns the batch loss (before the update).
+    ///
+    /// # Errors
+    /// As [`Sequential::loss_backward`] and [`Optimizer::step`].
+    pub fn train_step(&mut self, x: &Tensor, labels: &[usize], opt: &mut dyn Optimizer) -> Result<f32> {
+        self.zero_grad();
+        let loss = self.loss_backward(x, labels, Loss::SparseCategoricalCrossentropy)?;
+        opt.step(&mut self.params_mut())?;
+        Ok(loss)
+    }
+
+    /// Mean loss and accuracy (argmax of the output against `labels`) on a batch, in eval mode.
+    ///
+    /// # Errors
+    /// As [`Sequential::forward`] and [`Loss::forward_backward`].
+    pub fn evaluate(&mut self, x: &Tensor, labels: &[usize]) -> Result<(f32, f32)> {
+        let loss = Loss::SparseCategoricalCrossentropy;
+        let end = self.logits_end(loss);
+        let logits = self.forward_range(x, Mode::Eval, end)?;
+        let (value, _) = loss.forward_backward(&logits, labels)?;
+        let classes = logits.shape()[logits.ndim() - 1];
+        let correct = logits
+            .as_standard_layout()
+            .as_slice()
+            .expect("standard layout")
+            .chunks(classes)
+            .zip(labels)
+            .filter(|(row, &l)| argmax(row) == l)
+            .count();
+        Ok((value, correct as f32 / labels.len().max(1) as f32))
+    }
+
+    /// Every parameter with its hierarchical name (`"0.weight"`), in layer order.
+    pub fn params(&self) -> Vec<(String, &Param)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, p) in layer.params() {
+                out.push((format!("{i}.{name}"), p));
+            }
+        }
+        out
+    }
+
+    /// Every parameter, mutably, with its hierarchical name, in layer order.
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, p) in layer.params_mut() {
+                out.push((format!("{i}.{name}"), p));
+            }
+        }
+        out
+    }
+
+    /// Sets every parameter's gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.params_mut() {
+            p.zero_grad();
+        }
+    }
+
+    /// The total number of trainable scalars.
+    pub fn param_count(&self) -> usize {
+        self.params().iter().map(|(_, p)| p.numel()).sum()
+    }
+
+    /// A Keras-like table: layer index and type, output shape (`None` = batch), parameter count,
+    /// and the total.
+    pub fn summary(&self) -> String {
+        let mut rows = vec![("Layer (type)".to_string(), "Output Shape".to_string(), "Param #".to_string())];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let shape = self
+                .shapes
+                .get(i)
+                .map(|s| format!("(None, {})", dims(s)))
+                .unwrap_or_else(|| "(not built)".into());
+            let n: usize = layer.params().iter().map(|(_, p)| p.numel()).sum();
+            rows.push((format!("{i} {}", layer.describe()), shape, group(n)));
+        }
+        let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0) + 2;
+        let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0) + 2;
+        let w2 = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(0);
+        let rule = "─".repeat(w0 + w1 + w2);
+        let mut s = format!("Model: \"sequential\"\n{rule}\n");
+        for (k, (a, b, c)) in rows.iter().enumerate() {
+            s += &format!("{a:<w0$}{b:<w1$}{c:>w2$}\n");
+            if k == 0 {
+                s += &format!("{}\n", "═".repeat(w0 + w1 + w2));
+            }
+        }
+        s += &format!("{rule}\nTotal params: {}\nTrainable params: {}\n", group(self.param_count()), group(self.param_count()));
+        s
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `1234567` → `"1,234,567"`.
+fn group(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}

@@ -1,0 +1,353 @@
+//! Elementwise activations: ReLU, GELU (tanh approximation, GPT-2 `gelu_new`), sigmoid, tanh.
+//!
+//! Each activation has a forward and a backward pass, side by side:
+//!
+//! - `xxx_forward(x)` / `xxx_backward(cache, dy)` take [`ndarray`] views of any shape and layout
+//!   and return a new array of the same shape;
+//! - `xxx_forward_into(x, y)` / `xxx_backward_into(cache, dy, dx)` take flat row-major slices
+//!   and write into a caller buffer (no allocation), for hot loops.
+//!
+//! What backward needs: ReLU and GELU take the forward **input** `x`; sigmoid and tanh take the
+//! forward **output** `y` (their derivatives are functions of `y`). ReLU's backward may equally
+//! be given `y = relu(x)`, since `x > 0 ⇔ y > 0`.
+//!
+//! Inputs with more than [`PARALLEL_MIN_LEN`] elements are split into fixed-size chunks that run
+//! in parallel with rayon. Every element is computed by the same scalar function whatever the
+//! chunking, so results are bit-identical for 1 or N threads.
+
+use ndarray::{Array, ArrayView, Dimension};
+use rayon::prelude::*;
+
+/// Inputs with more elements than this run in parallel (smaller ones stay on the calling thread,
+/// where the rayon overhead would dominate).
+pub const PARALLEL_MIN_LEN: usize = 1 << 15;
+
+/// The number of elements per parallel task.
+const CHUNK: usize = 1 << 13;
+
+/// √(2/π), the GELU tanh-approximation scale.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// The cubic coefficient of the GELU tanh approximation.
+const GELU_COEFF: f32 = 0.044_715;
+
+// ---------------------------------------------------------------------------------------------
+// Scalar definitions (the single source of truth for every form below).
+// ---------------------------------------------------------------------------------------------
+
+#[inline]
+fn relu(x: f32) -> f32 {
+    // `x > 0` rather than `x.max(0)`: NaN propagates as in torch.relu.
+    if x > 0.0 || x.is_nan() {
+        x
+    } else {
+        0.0
+    }
+}
+
+#[inline]
+fn relu_grad(x: f32, dy: f32) -> f32 {
+    // forward: y = max(x, 0)  ⇒  dx = dy·[x > 0]   (torch's choice: derivative 0 at x = 0)
+    if x > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
+#[inline]
+fn gelu(x: f32) -> f32 {
+    let u = SQRT_2_OVER_PI * (x + GELU_COEFF * x * x * x);
+    0.5 * x * (1.0 + u.tanh())
+}
+
+#[inline]
+fn gelu_grad(x: f32, dy: f32) -> f32 {
+    // forward: y = 0.5·x·(1 + tanh(u)),  u = √(2/π)·(x + 0.044715·x³)
+    //   ⇒  dx = dy·[0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²)],  t = tanh(u)
+    let x2 = x * x;
+    let t = (SQRT_2_OVER_PI * (x + GELU_COEFF * x2 * x)).tanh();
+    let du_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_COEFF * x2);
+    dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    // Stable for large |x|: exp is only ever taken of a non-positive number, so it cannot
+    // overflow, and 1 + e never loses the small tail (σ(−100) ≈ 3.7e−44, not 0/∞).
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+#[inline]
+fn sigmoid_grad(y: f32, dy: f32) -> f32 {
+    // forward: y = 1 / (1 + e^(−x))  ⇒  dx = dy·y·(1 − y)
+    dy * y * (1.0 - y)
+}
+
+#[inline]
+fn tanh_grad(y: f32, dy: f32) -> f32 {
+    // forward: y = tanh(x)  ⇒  dx = dy·(1 − y²)
+    dy * (1.0 - y * y)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise drivers: serial below PARALLEL_MIN_LEN, fixed-size parallel chunks above.
+// ---------------------------------------------------------------------------------------------
+
+/// `y[i] = f(x[i])`.
+fn map_into(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    assert_eq!(x.len(), y.len(), "activation: x has {} elements, y has {}", x.len(), y.len());
+    let run = |x: &[f32], y: &mut [f32]| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = f(x);
+        }
+    };
+    if x.len() > PARALLEL_MIN_LEN {
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| run(x, y));
+    } else {
+        run(x, y);
+    }
+}
+
+/// `dx[i] = g(cache[i], dy[i])`.
+fn zip_map_into(cache: &[f32], dy: &[f32], dx: &mut [f32], g: impl Fn(f32, f32) -> f32 + Sync) {
+    assert!(
+        cache.len() == dy.len() && dy.len() == dx.len(),
+        "activation backward: cache has {} elements, dy {}, dx {}",
+        cache.len(),
+        dy.len(),
+        dx.len()
+    );
+    let run = |c: &[f32], dy: &[f32], dx: &mut [f32]| {
+        for ((dx, &c), &dy) in dx.iter_mut().zip(c).zip(dy) {
+            *dx = g(c, dy);
+        }
+    };
+    if dx.len() > PARALLEL_MIN_LEN {
+        dx.par_chunks_mut(CHUNK)
+            .zip(cache.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (c, dy))| run(c, dy, dx));
+    } else {
+        run(cache, dy, dx);
+    }
+}
+
+/// Allocating form of [`map_into`] for a view of any shape and layout.
+fn map<D: Dimension>(x: ArrayView<f32, D>, f: impl Fn(f32) -> f32 + Sync) -> Array<f32, D> {
+    let x = x.as_standard_layout();
+    let mut y = Array::zeros(x.raw_dim());
+    map_into(
+        x.as_slice().expect("standard layout"),
+        y.as_slice_mut().expect("standard layout"),
+        f,
+    );
+    y
+}
+
+/// Allocating form of [`zip_map_into`]; `cache` and `dy` must have the same shape.
+fn zip_map<D: Dimension>(
+    op: &str,
+    cache: ArrayView<f32, D>,
+    dy: ArrayView<f32, D>,
+    g: impl Fn(f32, f32) -> f32 + Sync,
+) -> Array<f32, D> {
+    assert_eq!(
+        cache.shape(),
+        dy.shape(),
+        "{op} backward: cache shape {:?} differs from dy shape {:?}",
+        cache.shape(),
+        dy.shape()
+    );
+    let cache = cache.as_standard_layout();
+    let dy = dy.as_standard_layout();
+    let mut dx = Array::zeros(cache.raw_dim());
+    zip_map_into(
+        cache.as_slice().expect("standard layout"),
+        dy.as_slice().expect("standard layout"),
+        dx.as_slice_mut().expect("standard layout"),
+        g,
+    );
+    dx
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReLU
+// ---------------------------------------------------------------------------------------------
+
+/// ReLU: `y = max(x, 0)` (NaN propagates, as in `torch.relu`).
+///
+/// # Shapes
+/// `x`: any → `y`: same shape.
+pub fn relu_forward<D: Dimension>(x: ArrayView<f32, D>) -> Array<f32, D> {
+    map(x, relu)
+}
+
+/// ReLU forward into a caller buffer.
+///
+/// # Shapes
+/// `x: (n)`, `y: (n)` (flat, any logical shape).
+pub fn relu_forward_into(x: &[f32], y: &mut [f32]) {
+    map_into(x, y, relu);
+}
+
+/// ReLU backward: `dx = dy` where `x > 0`, else 0 (derivative 0 at `x = 0`, as torch).
+///
+/// `x` is the forward input; the forward output `y` gives the same result.
+///
+/// # Shapes
+/// `x`, `dy`: same shape → `dx`: same shape.
+pub fn relu_backward<D: Dimension>(x: ArrayView<f32, D>, dy: ArrayView<f32, D>) -> Array<f32, D> {
+    zip_map("relu", x, dy, relu_grad)
+}
+
+/// ReLU backward into a caller buffer (see [`relu_backward`]).
+///
+/// # Shapes
+/// `x: (n)`, `dy: (n)`, `dx: (n)`.
+pub fn relu_backward_into(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    zip_map_into(x, dy, dx, relu_grad);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU, tanh approximation (GPT-2 `gelu_new`, torch `gelu(approximate="tanh")`)
+// ---------------------------------------------------------------------------------------------
+
+/// GELU, tanh approximation: `y = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+///
+/// # Shapes
+/// `x`: any → `y`: same shape.
+pub fn gelu_forward<D: Dimension>(x: ArrayView<f32, D>) -> Array<f32, D> {
+    map(x, gelu)
+}
+
+/// GELU forward into a caller buffer.
+///
+/// # Shapes
+/// `x: (n)`, `y: (n)`.
+pub fn gelu_forward_into(x: &[f32], y: &mut [f32]) {
+    map_into(x, y, gelu);
+}
+
+/// GELU backward from the forward **input** `x`:
+/// `dx = dy·[0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²)]`, `t = tanh(u)`.
+///
+/// # Shapes
+/// `x`, `dy`: same shape → `dx`: same shape.
+pub fn gelu_backward<D: Dimension>(x: ArrayView<f32, D>, dy: ArrayView<f32, D>) -> Array<f32, D> {
+    zip_map("gelu", x, dy, gelu_grad)
+}
+
+/// GELU backward into a caller buffer (see [`gelu_backward`]).
+///
+/// # Shapes
+/// `x: (n)`, `dy: (n)`, `dx: (n)`.
+pub fn gelu_backward_into(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    zip_map_into(x, dy, dx, gelu_grad);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sigmoid
+// ---------------------------------------------------------------------------------------------
+
+/// Logistic sigmoid `y = 1 / (1 + e^(−x))`, stable for large `|x|` (no overflow, no NaN).
+///
+/// # Shapes
+/// `x`: any → `y`: same shape.
+pub fn sigmoid_forward<D: Dimension>(x: ArrayView<f32, D>) -> Array<f32, D> {
+    map(x, sigmoid)
+}
+
+/// Sigmoid forward into a caller buffer.
+///
+/// # Shapes
+/// `x: (n)`, `y: (n)`.
+pub fn sigmoid_forward_into(x: &[f32], y: &mut [f32]) {
+    map_into(x, y, sigmoid);
+}
+
+/// Sigmoid backward from the forward **output** `y`: `dx = dy·y·(1 − y)`.
+///
+/// # Shapes
+/// `y`, `dy`: same shape → `dx`: same shape.
+pub fn sigmoid_backward<D: Dimension>(
+    y: ArrayView<f32, D>,
+    dy: ArrayView<f32, D>,
+) -> Array<f32, D> {
+    zip_map("sigmoid", y, dy, sigmoid_grad)
+}
+
+/// Sigmoid backward into a caller buffer (see [`sigmoid_backward`]).
+///
+/// # Shapes
+/// `y: (n)`, `dy: (n)`, `dx: (n)`.
+pub fn sigmoid_backward_into(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    zip_map_into(y, dy, dx, sigmoid_grad);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tanh
+// ---------------------------------------------------------------------------------------------
+
+/// Hyperbolic tangent `y = tanh(x)`.
+///
+/// # Shapes
+/// `x`: any → `y`: same shape.
+pub fn tanh_forward<D: Dimension>(x: ArrayView<f32, D>) -> Array<f32, D> {
+    map(x, f32::tanh)
+}
+
+/// Tanh forward into a caller buffer.
+///
+/// # Shapes
+/// `x: (n)`, `y: (n)`.
+pub fn tanh_forward_into(x: &[f32], y: &mut [f32]) {
+    map_into(x, y, f32::tanh);
+}
+
+/// Tanh backward from the forward **output** `y`: `dx = dy·(1 − y²)`.
+///
+/// # Shapes
+/// `y`, `dy`: same shape → `dx`: same shape.
+pub fn tanh_backward<D: Dimension>(y: ArrayView<f32, D>, dy: ArrayView<f32, D>) -> Array<f32, D> {
+    zip_map("tanh", y, dy, tanh_grad)
+}
+
+/// Tanh backward into a caller buffer (see [`tanh_backward`]).
+///
+/// # Shapes
+/// `y: (n)`, `dy: (n)`, `dx: (n)`.
+pub fn tanh_backward_into(y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    zip_map_into(y, dy, dx, tanh_grad);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmoid_is_finite_and_saturates_at_the_extremes() {
+        for &(x, want) in &[(-1000.0f32, 0.0f32), (1000.0, 1.0), (0.0, 0.5)] {
+            let y = sigmoid(x);
+            assert!(y.is_finite() && (y - want).abs() < 1e-7, "sigmoid({x}) = {y}");
+        }
+        // The negative tail keeps its value instead of collapsing through 1 − (1 − tiny).
+        assert!(sigmoid(-80.0) > 0.0);
+    }
+
+    #[test]
+    fn parallel_and_serial_paths_are_bit_identical() {
+        let n = PARALLEL_MIN_LEN * 3 + 17;
+        let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 6.0).collect();
+        let mut par = vec![0.0; n];
+        gelu_forward_into(&x, &mut par);
+        for (i, (&p, &x)) in par.iter().zip(&x).enumerate() {
+            assert_eq!(p.to_bits(), gelu(x).to_bits(), "element {i}");
+        }
+    }
+}

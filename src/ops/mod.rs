@@ -1,0 +1,9 @@
+//! Pure kernels: forward and backward side by side, no state, no `Result`.
+//!
+//! Inputs were checked one tier up (layers, losses); kernels `assert!` internal invariants only.
+
+pub mod activation;
+pub mod cross_entropy;
+pub mod linear;
+pub mod matmul;
+pub mod softmax;

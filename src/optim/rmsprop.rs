@@ -1,0 +1,3 @@
+//! PLACEHOLDER
+/// p
+pub struct RmsProp;

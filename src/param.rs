@@ -1,0 +1,45 @@
+//! `Param`: a trainable tensor and its gradient.
+
+use crate::tensor::Tensor;
+
+/// A trainable tensor together with its accumulated gradient.
+///
+/// Gradients accumulate (`+=`) during backward passes; call [`Param::zero_grad`] (or the
+/// model's `zero_grad`) before each step. Parameters are addressed by hierarchical names such as
+/// `"0.weight"` or `"h.0.attn.c_attn.bias"`, following PyTorch state-dict names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// The current value.
+    pub value: Tensor,
+    /// The gradient of the loss with respect to `value`, same shape.
+    pub grad: Tensor,
+}
+
+impl Param {
+    /// Wraps `value` with a zero gradient of the same shape.
+    pub fn new(value: Tensor) -> Self {
+        let grad = Tensor::zeros(value.raw_dim());
+        Param { value, grad }
+    }
+
+    /// Sets the gradient to zero.
+    pub fn zero_grad(&mut self) {
+        self.grad.fill(0.0);
+    }
+
+    /// Number of scalar entries.
+    pub fn numel(&self) -> usize {
+        self.value.len()
+    }
+
+    /// The shape of the value (and of the gradient).
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+}
+
+/// A parameter borrowed mutably together with its hierarchical name, as optimizers receive it.
+pub type NamedParamMut<'a> = (String, &'a mut Param);
+
+/// A parameter borrowed immutably together with its hierarchical name.
+pub type NamedParam<'a> = (String, &'a Param);

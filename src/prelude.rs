@@ -1,0 +1,12 @@
+//! The names a user needs: `use handgrad::prelude::*;`.
+
+pub use crate::error::{Error, Result};
+pub use crate::init::{rng, Rng};
+pub use crate::layers::{Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh};
+pub use crate::model::{Loss, Sequential};
+pub use crate::optim::{
+    clip_grad_norm, clip_grad_value, Adam, AdamW, LrSchedule, Optimizer, RmsProp, Sgd,
+};
+pub use crate::param::Param;
+pub use crate::tensor::Tensor;
+pub use rand::SeedableRng;
