@@ -12,7 +12,9 @@ use ndarray::Array2;
 use std::time::Duration;
 
 fn filled(r: usize, c: usize, seed: usize) -> Array2<f32> {
-    Array2::from_shape_fn((r, c), |(i, j)| ((i * 31 + j * 17 + seed) % 97) as f32 / 97.0 - 0.5)
+    Array2::from_shape_fn((r, c), |(i, j)| {
+        ((i * 31 + j * 17 + seed) % 97) as f32 / 97.0 - 0.5
+    })
 }
 
 fn main() {
@@ -31,12 +33,23 @@ fn main() {
         println!("measured FMA peak, {t} thread(s): {p:.1} GFLOP/s");
     }
     println!();
-    row(&["M,K,N", "form", "threads", "median ms", "min ms", "GFLOP/s (median)", "GFLOP/s (best)", "% of peak (median)"]
-        .map(String::from));
+    row(&[
+        "M,K,N",
+        "form",
+        "threads",
+        "median ms",
+        "min ms",
+        "GFLOP/s (median)",
+        "GFLOP/s (best)",
+        "% of peak (median)",
+    ]
+    .map(String::from));
     row(&["---"; 8].map(String::from));
 
-    let mut shapes: Vec<(usize, usize, usize, &str)> =
-        [128, 256, 512, 1024, 2048].iter().map(|&s| (s, s, s, "A·B")).collect();
+    let mut shapes: Vec<(usize, usize, usize, &str)> = [128, 256, 512, 1024, 2048]
+        .iter()
+        .map(|&s| (s, s, s, "A·B"))
+        .collect();
     for form in ["A·B", "Aᵀ·B", "A·Bᵀ"] {
         shapes.push((1024, 256, 768, form));
         shapes.push((1024, 1024, 256, form));

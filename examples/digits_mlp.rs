@@ -14,7 +14,10 @@ fn arg(name: &str, default: u64) -> u64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number, got {v}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number, got {v}"))
+        })
         .unwrap_or(default)
 }
 
@@ -22,7 +25,11 @@ fn main() -> handgrad::Result<()> {
     let epochs = arg("--epochs", 30) as usize;
     let seed = arg("--seed", 0);
     let (train, test) = digits()?.split(0.2, seed)?;
-    println!("UCI digits: {} training and {} test images of 8x8 pixels", train.len(), test.len());
+    println!(
+        "UCI digits: {} training and {} test images of 8x8 pixels",
+        train.len(),
+        test.len()
+    );
 
     let mut rng = handgrad::init::rng(seed);
     let mut model = Sequential::new(&[64])

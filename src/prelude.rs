@@ -2,7 +2,9 @@
 
 pub use crate::error::{Error, Result};
 pub use crate::init::{rng, Rng};
-pub use crate::layers::{Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh};
+pub use crate::layers::{
+    Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh,
+};
 pub use crate::model::{Loss, Sequential};
 pub use crate::optim::{
     clip_grad_norm, clip_grad_value, Adam, AdamW, LrSchedule, Optimizer, RmsProp, Sgd,

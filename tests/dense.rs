@@ -15,15 +15,32 @@ fn ix2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
 #[test]
 fn linear_golden_through_the_kernel() {
     let fx = Fixture::load("linear");
-    let (x, w, b, gout) = (fx.f32("x"), fx.f32("weight"), fx.f32("bias"), fx.f32("grad_out"));
+    let (x, w, b, gout) = (
+        fx.f32("x"),
+        fx.f32("weight"),
+        fx.f32("bias"),
+        fx.f32("grad_out"),
+    );
     let mut out = Array2::zeros((4, 5));
-    linear_forward_into(ix2(&x), ix2(&w), Some(b.view().into_dimensionality::<Ix1>().unwrap()), out.view_mut());
+    linear_forward_into(
+        ix2(&x),
+        ix2(&w),
+        Some(b.view().into_dimensionality::<Ix1>().unwrap()),
+        out.view_mut(),
+    );
     fx.check("out", &out.into_dyn());
 
     let mut dx = Array2::zeros((4, 7));
     let mut dw = Array2::zeros((5, 7));
     let mut db = ndarray::Array1::zeros(5);
-    linear_backward(ix2(&gout), ix2(&x), ix2(&w), Some(dx.view_mut()), dw.view_mut(), Some(db.view_mut()));
+    linear_backward(
+        ix2(&gout),
+        ix2(&x),
+        ix2(&w),
+        Some(dx.view_mut()),
+        dw.view_mut(),
+        Some(db.view_mut()),
+    );
     fx.check("grad.x", &dx.into_dyn());
     fx.check("grad.weight", &dw.into_dyn());
     fx.check("grad.bias", &db.into_dyn());
@@ -90,7 +107,11 @@ fn dense_without_bias_has_only_a_weight() {
     let x = random_tensor(&[2, 5], 9);
     let out = layer.forward(&x, Mode::Eval).unwrap();
     let w = layer.params()[0].1.value.clone();
-    let want = x.view().into_dimensionality::<Ix2>().unwrap().dot(&ix2(&w).t());
+    let want = x
+        .view()
+        .into_dimensionality::<Ix2>()
+        .unwrap()
+        .dot(&ix2(&w).t());
     for (a, e) in out.iter().zip(want.iter()) {
         assert!((a - e).abs() < 1e-5);
     }
@@ -114,9 +135,14 @@ fn wrong_width_is_an_error_naming_the_shapes() {
     let mut rng = handgrad::init::rng(0);
     let mut layer = Dense::new(5);
     layer.build(&[7], &mut rng).unwrap();
-    let err = layer.forward(&Tensor::zeros(ndarray::IxDyn(&[4, 6])), Mode::Train).unwrap_err();
+    let err = layer
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[4, 6])), Mode::Train)
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("Dense(in=7, out=5)") && msg.contains("(B, 7)") && msg.contains("[4, 6]"), "{msg}");
+    assert!(
+        msg.contains("Dense(in=7, out=5)") && msg.contains("(B, 7)") && msg.contains("[4, 6]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -124,7 +150,9 @@ fn wrong_rank_is_an_error_naming_the_shapes() {
     let mut rng = handgrad::init::rng(0);
     let mut layer = Dense::new(5);
     layer.build(&[7], &mut rng).unwrap();
-    let err = layer.forward(&Tensor::zeros(ndarray::IxDyn(&[7])), Mode::Train).unwrap_err();
+    let err = layer
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[7])), Mode::Train)
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("(B, 7)") && msg.contains("[7]"), "{msg}");
     assert!(matches!(err, handgrad::Error::Shape { .. }));
@@ -133,19 +161,33 @@ fn wrong_rank_is_an_error_naming_the_shapes() {
 #[test]
 fn misuse_is_an_error_not_a_panic() {
     let mut layer = Dense::new(5);
-    let msg = layer.forward(&Tensor::zeros(ndarray::IxDyn(&[2, 3])), Mode::Train).unwrap_err().to_string();
+    let msg = layer
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[2, 3])), Mode::Train)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("before build"), "{msg}");
     let mut rng = handgrad::init::rng(0);
     layer.build(&[3], &mut rng).unwrap();
-    let msg = layer.backward(&Tensor::zeros(ndarray::IxDyn(&[2, 5]))).unwrap_err().to_string();
+    let msg = layer
+        .backward(&Tensor::zeros(ndarray::IxDyn(&[2, 5])))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("without a preceding forward"), "{msg}");
-    layer.forward(&Tensor::zeros(ndarray::IxDyn(&[2, 3])), Mode::Train).unwrap();
-    let msg = layer.backward(&Tensor::zeros(ndarray::IxDyn(&[2, 4]))).unwrap_err().to_string();
+    layer
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[2, 3])), Mode::Train)
+        .unwrap();
+    let msg = layer
+        .backward(&Tensor::zeros(ndarray::IxDyn(&[2, 4])))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("[2, 4]"), "{msg}");
     let msg = Dense::new(0).build(&[3], &mut rng).unwrap_err().to_string();
     assert!(msg.contains("units") && msg.contains('0'), "{msg}");
-    let msg = Dense::from_weights(Tensor::zeros(ndarray::IxDyn(&[5, 3])), Some(Tensor::zeros(ndarray::IxDyn(&[4]))))
-        .unwrap_err()
-        .to_string();
+    let msg = Dense::from_weights(
+        Tensor::zeros(ndarray::IxDyn(&[5, 3])),
+        Some(Tensor::zeros(ndarray::IxDyn(&[4]))),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(msg.contains("[5]") && msg.contains("[4]"), "{msg}");
 }

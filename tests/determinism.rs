@@ -8,14 +8,26 @@ use handgrad::prelude::*;
 use ndarray::Array2;
 
 fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn matmul_is_bit_identical_on_1_and_2_threads() {
-    for &(m, k, n) in &[(1024, 256, 768), (512, 1024, 256), (300, 257, 129), (64, 2048, 64)] {
-        let a = common::random_tensor(&[m, k], 1).into_dimensionality::<ndarray::Ix2>().unwrap();
-        let b = common::random_tensor(&[k, n], 2).into_dimensionality::<ndarray::Ix2>().unwrap();
+    for &(m, k, n) in &[
+        (1024, 256, 768),
+        (512, 1024, 256),
+        (300, 257, 129),
+        (64, 2048, 64),
+    ] {
+        let a = common::random_tensor(&[m, k], 1)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let b = common::random_tensor(&[k, n], 2)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
         let at = a.t().to_owned();
         let bt = b.t().to_owned();
         let run = |threads: usize| {
@@ -31,7 +43,10 @@ fn matmul_is_bit_identical_on_1_and_2_threads() {
         };
         let one = run(1);
         let two = run(2);
-        assert!(one == two, "{m}x{k}x{n}: results differ between 1 and 2 threads");
+        assert!(
+            one == two,
+            "{m}x{k}x{n}: results differ between 1 and 2 threads"
+        );
     }
 }
 
@@ -52,7 +67,11 @@ fn train(threads: usize) -> Vec<(String, Tensor)> {
                 model.train_step(&x, &y, &mut opt).unwrap();
             }
         }
-        model.params().into_iter().map(|(n, p)| (n, p.value.clone())).collect()
+        model
+            .params()
+            .into_iter()
+            .map(|(n, p)| (n, p.value.clone()))
+            .collect()
     })
 }
 

@@ -30,7 +30,10 @@ pub fn time_it(samples: usize, min_sample: Duration, mut f: impl FnMut()) -> (f6
 
 /// A rayon pool of `n` threads.
 pub fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("rayon pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("rayon pool")
 }
 
 /// Peak f32 FMA rate of `threads` threads in GFLOP/s (best of a few runs), or `None` when the CPU

@@ -23,7 +23,11 @@ impl Dataset {
     /// [`Error::Shape`] for rank-0 inputs; [`Error::Label`] when `labels.len() != N`.
     pub fn new(inputs: Tensor, labels: Vec<usize>) -> Result<Self> {
         if inputs.ndim() == 0 {
-            return Err(Error::shape("Dataset::new", "inputs with a sample axis (N, …)", inputs.shape()));
+            return Err(Error::shape(
+                "Dataset::new",
+                "inputs with a sample axis (N, …)",
+                inputs.shape(),
+            ));
         }
         if inputs.shape()[0] != labels.len() {
             return Err(Error::label(
@@ -81,7 +85,12 @@ impl Dataset {
     /// [`Error::Config`] when `fraction` is not in `[0, 1]`.
     pub fn split(&self, fraction: f32, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..=1.0).contains(&fraction) {
-            return Err(Error::config("Dataset::split", "fraction", fraction, "a value in [0, 1]"));
+            return Err(Error::config(
+                "Dataset::split",
+                "fraction",
+                fraction,
+                "a value in [0, 1]",
+            ));
         }
         let mut idx: Vec<usize> = (0..self.len()).collect();
         idx.shuffle(&mut crate::init::rng(seed));
@@ -89,7 +98,16 @@ impl Dataset {
         let (a, b) = idx.split_at(self.len() - n_rest);
         let (xa, ya) = self.select(a);
         let (xb, yb) = self.select(b);
-        Ok((Dataset { inputs: xa, labels: ya }, Dataset { inputs: xb, labels: yb }))
+        Ok((
+            Dataset {
+                inputs: xa,
+                labels: ya,
+            },
+            Dataset {
+                inputs: xb,
+                labels: yb,
+            },
+        ))
     }
 
     /// Mini-batches of `batch_size` samples (the last may be smaller), in a shuffled order drawn
@@ -99,13 +117,23 @@ impl Dataset {
     /// [`Error::Config`] for `batch_size == 0`.
     pub fn batches(&self, batch_size: usize, shuffle: Option<&mut Rng>) -> Result<Batches<'_>> {
         if batch_size == 0 {
-            return Err(Error::config("Dataset::batches", "batch_size", 0, "at least 1"));
+            return Err(Error::config(
+                "Dataset::batches",
+                "batch_size",
+                0,
+                "at least 1",
+            ));
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         if let Some(rng) = shuffle {
             order.shuffle(rng);
         }
-        Ok(Batches { data: self, order, batch_size, pos: 0 })
+        Ok(Batches {
+            data: self,
+            order,
+            batch_size,
+            pos: 0,
+        })
     }
 
     /// Builds a dataset from flat rows: `inputs` holds `N·Π(sample_shape)` values.
@@ -119,7 +147,10 @@ impl Dataset {
         if values.len() != expected {
             return Err(Error::shape(
                 "Dataset::from_flat",
-                format!("{expected} values for {} samples of {sample_shape:?}", labels.len()),
+                format!(
+                    "{expected} values for {} samples of {sample_shape:?}",
+                    labels.len()
+                ),
                 &[values.len()],
             ));
         }

@@ -28,12 +28,20 @@ pub fn digits() -> Result<Dataset> {
 pub fn parse_digits_csv(text: &str, source_name: &str) -> Result<Dataset> {
     let mut values = Vec::new();
     let mut labels = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let fields: Vec<&str> = line.split(',').collect();
         if fields.len() != 65 {
             return Err(Error::format(
                 source_name,
-                format!("line {}: {} fields, expected 65 (64 pixels and a label)", i + 1, fields.len()),
+                format!(
+                    "line {}: {} fields, expected 65 (64 pixels and a label)",
+                    i + 1,
+                    fields.len()
+                ),
             ));
         }
         for f in &fields[..64] {
@@ -42,7 +50,12 @@ pub fn parse_digits_csv(text: &str, source_name: &str) -> Result<Dataset> {
                 .parse()
                 .ok()
                 .filter(|v: &f32| (0.0..=16.0).contains(v))
-                .ok_or_else(|| Error::format(source_name, format!("line {}: pixel {f:?} not in 0..=16", i + 1)))?;
+                .ok_or_else(|| {
+                    Error::format(
+                        source_name,
+                        format!("line {}: pixel {f:?} not in 0..=16", i + 1),
+                    )
+                })?;
             values.push(v / 16.0);
         }
         let label: usize = fields[64]
@@ -50,7 +63,12 @@ pub fn parse_digits_csv(text: &str, source_name: &str) -> Result<Dataset> {
             .parse()
             .ok()
             .filter(|&l| l < 10)
-            .ok_or_else(|| Error::format(source_name, format!("line {}: label {:?} not in 0..=9", i + 1, fields[64])))?;
+            .ok_or_else(|| {
+                Error::format(
+                    source_name,
+                    format!("line {}: label {:?} not in 0..=9", i + 1, fields[64]),
+                )
+            })?;
         labels.push(label);
     }
     Dataset::from_flat(values, &[64], labels)

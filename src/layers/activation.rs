@@ -1,15 +1,147 @@
-//! PLACEHOLDER (being written)
-use super::*;
-macro_rules! ph { ($($t:ident),*) => { $(
-    /// placeholder
-    pub struct $t;
-    impl $t { /// placeholder
-        pub fn new() -> Self { $t } }
-    impl Layer for $t {
-        fn describe(&self) -> String { String::new() }
-        fn build(&mut self, s: &[usize], _r: &mut Rng) -> Result<Vec<usize>> { Ok(s.to_vec()) }
-        fn forward(&mut self, x: &Tensor, _m: Mode) -> Result<Tensor> { Ok(x.clone()) }
-        fn backward(&mut self, d: &Tensor) -> Result<Tensor> { Ok(d.clone()) }
+//! Activation layers: [`Relu`], [`Gelu`], [`Sigmoid`], [`Tanh`] and [`Softmax`] (last axis).
+//!
+//! Each is a thin stateful wrapper over a kernel pair in [`crate::ops::activation`] or
+//! [`crate::ops::softmax`]: no parameters, any input rank, output shape = input shape. A
+//! [`Mode::Train`] forward caches the one tensor the backward needs (the input for ReLU and GELU,
+//! the output for the others); a [`Mode::Eval`] forward caches nothing and drops any earlier
+//! cache, so a backward can never use a stale one.
+
+use super::{no_cache, Layer, Mode};
+use crate::error::{Error, Result};
+use crate::init::Rng;
+use crate::ops::{activation as act, softmax as sm};
+use crate::tensor::Tensor;
+
+/// The tensor a training forward keeps for the backward pass.
+#[derive(Debug, Clone, Default)]
+struct Cache(Option<Tensor>);
+
+impl Cache {
+    /// Keeps `t` in training mode; forgets any earlier cache in evaluation mode.
+    fn store(&mut self, mode: Mode, t: &Tensor) {
+        self.0 = match mode {
+            Mode::Train => Some(t.clone()),
+            Mode::Eval => None,
+        };
     }
-)* } }
-ph!(Relu, Gelu, Sigmoid, Tanh, Softmax);
+
+    /// The cached tensor, checked against `dout` (elementwise layers: cache shape = out shape).
+    fn get(&self, layer: &str, dout: &Tensor) -> Result<&Tensor> {
+        let cached = self.0.as_ref().ok_or_else(|| no_cache(layer))?;
+        if dout.shape() != cached.shape() {
+            return Err(Error::shape(
+                format!("{layer} backward"),
+                format!("dout shaped like the last output {:?}", cached.shape()),
+                dout.shape(),
+            ));
+        }
+        Ok(cached)
+    }
+}
+
+/// Defines one activation layer over a forward/backward kernel pair.
+///
+/// `caches = input` keeps `x` for the backward kernel, `caches = output` keeps `y`.
+macro_rules! activation_layer {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $describe:literal, caches = $what:ident,
+        forward = $forward:path, backward = $backward:path
+        $(, is_softmax = $softmax:literal)? $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default)]
+        pub struct $name {
+            cache: Cache,
+        }
+
+        impl $name {
+            /// A new layer (no parameters, nothing to configure).
+            pub fn new() -> Self {
+                Self::default()
+            }
+        }
+
+        impl Layer for $name {
+            fn describe(&self) -> String {
+                $describe.to_string()
+            }
+
+            fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+                Ok(input_shape.to_vec())
+            }
+
+            fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+                let y = $forward(x.view());
+                activation_layer!(@store $what, self.cache, mode, x, &y);
+                Ok(y)
+            }
+
+            fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+                let cached = self.cache.get($describe, dout)?;
+                Ok($backward(cached.view(), dout.view()))
+            }
+
+            fn is_softmax(&self) -> bool {
+                false $(|| $softmax)?
+            }
+        }
+    };
+    (@store input, $cache:expr, $mode:expr, $x:expr, $y:expr) => {
+        $cache.store($mode, $x)
+    };
+    (@store output, $cache:expr, $mode:expr, $x:expr, $y:expr) => {
+        $cache.store($mode, $y)
+    };
+}
+
+activation_layer!(
+    /// ReLU, `y = max(x, 0)`, elementwise (PyTorch `nn.ReLU`).
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`. Caches the input.
+    Relu, "ReLU", caches = input,
+    forward = act::relu_forward, backward = act::relu_backward,
+);
+
+activation_layer!(
+    /// GELU with the tanh approximation (GPT-2 `gelu_new`, PyTorch
+    /// `nn.GELU(approximate="tanh")`), elementwise.
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`. Caches the input.
+    Gelu, "GELU(tanh)", caches = input,
+    forward = act::gelu_forward, backward = act::gelu_backward,
+);
+
+activation_layer!(
+    /// Logistic sigmoid `y = 1 / (1 + e^(−x))`, elementwise and stable for large `|x|`.
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`. Caches the output.
+    Sigmoid, "Sigmoid", caches = output,
+    forward = act::sigmoid_forward, backward = act::sigmoid_backward,
+);
+
+activation_layer!(
+    /// Hyperbolic tangent, elementwise (PyTorch `nn.Tanh`).
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`. Caches the output.
+    Tanh, "Tanh", caches = output,
+    forward = act::tanh_forward, backward = act::tanh_backward,
+);
+
+activation_layer!(
+    /// Softmax over the last axis (PyTorch `nn.Softmax(dim=-1)`), numerically stable.
+    ///
+    /// When a `Sequential` ends in this layer and trains with sparse categorical cross-entropy,
+    /// the loss takes the logits before it and uses the fused
+    /// [`sparse_categorical_crossentropy`](crate::ops::cross_entropy::sparse_categorical_crossentropy),
+    /// whose gradient `(p − onehot)/N` stays exact where probabilities underflow.
+    ///
+    /// # Shapes
+    /// `x: (B, …, C)` → `y: (B, …, C)`, each row over `C` sums to 1. Caches the output.
+    Softmax, "Softmax", caches = output,
+    forward = sm::softmax_forward, backward = sm::softmax_backward, is_softmax = true,
+);

@@ -51,10 +51,13 @@ impl Dense {
     /// # Errors
     /// [`Error::Shape`] when the weight is not rank 2 or the bias length differs from `out`.
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let w = weight
-            .view()
-            .into_dimensionality::<Ix2>()
-            .map_err(|_| Error::shape("Dense::from_weights", "a rank-2 [out, in] weight", weight.shape()))?;
+        let w = weight.view().into_dimensionality::<Ix2>().map_err(|_| {
+            Error::shape(
+                "Dense::from_weights",
+                "a rank-2 [out, in] weight",
+                weight.shape(),
+            )
+        })?;
         let (out, inp) = w.dim();
         if let Some(b) = &bias {
             if b.shape() != [out] {
@@ -129,10 +132,18 @@ impl Layer for Dense {
             return Err(Error::config("Dense", "units", 0, "at least 1"));
         }
         let Some(&inp) = input_shape.last() else {
-            return Err(Error::shape(self.name(), "a per-sample shape (…, in) of rank >= 1", input_shape));
+            return Err(Error::shape(
+                self.name(),
+                "a per-sample shape (…, in) of rank >= 1",
+                input_shape,
+            ));
         };
         if inp == 0 {
-            return Err(Error::shape(self.name(), "a non-empty feature axis", input_shape));
+            return Err(Error::shape(
+                self.name(),
+                "a non-empty feature axis",
+                input_shape,
+            ));
         }
         match self.in_features {
             Some(i) if i != inp => {
@@ -158,12 +169,21 @@ impl Layer for Dense {
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (rows, out_shape) = self.rows_of(x)?;
-        let w = self.weight.as_ref().ok_or_else(|| not_built(&self.name()))?;
-        let w = w.value.view().into_dimensionality::<Ix2>().expect("weight is [out, in]");
-        let b = self
-            .bias
+        let w = self
+            .weight
             .as_ref()
-            .map(|b| b.value.view().into_dimensionality::<Ix1>().expect("bias is [out]"));
+            .ok_or_else(|| not_built(&self.name()))?;
+        let w = w
+            .value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("weight is [out, in]");
+        let b = self.bias.as_ref().map(|b| {
+            b.value
+                .view()
+                .into_dimensionality::<Ix1>()
+                .expect("bias is [out]")
+        });
         let mut out = Array2::<f32>::zeros((rows.nrows(), self.units));
         linear_forward_into(rows.view(), w, b, out.view_mut());
         self.cache = match mode {
@@ -200,10 +220,15 @@ impl Layer for Dense {
             x.view(),
             wv.view().into_dimensionality::<Ix2>().expect("[out, in]"),
             Some(dx.view_mut()),
-            wg.view_mut().into_dimensionality::<Ix2>().expect("[out, in]"),
-            self.bias
-                .as_mut()
-                .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[out]")),
+            wg.view_mut()
+                .into_dimensionality::<Ix2>()
+                .expect("[out, in]"),
+            self.bias.as_mut().map(|b| {
+                b.grad
+                    .view_mut()
+                    .into_dimensionality::<Ix1>()
+                    .expect("[out]")
+            }),
         );
         Ok(dx
             .into_shape_with_order(in_shape.clone())

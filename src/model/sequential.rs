@@ -55,7 +55,9 @@ impl Sequential {
     /// index; [`Error::State`] for a model without layers.
     pub fn build(mut self, rng: &mut Rng) -> Result<Self> {
         if self.layers.is_empty() {
-            return Err(Error::State("Sequential::build: the model has no layers".into()));
+            return Err(Error::State(
+                "Sequential::build: the model has no layers".into(),
+            ));
         }
         if self.input_shape.is_empty() || self.input_shape.contains(&0) {
             return Err(Error::shape(
@@ -100,7 +102,9 @@ impl Sequential {
         if self.built {
             Ok(())
         } else {
-            Err(Error::State("Sequential used before build(); call .build(&mut rng)?".into()))
+            Err(Error::State(
+                "Sequential used before build(); call .build(&mut rng)?".into(),
+            ))
         }
     }
 
@@ -168,7 +172,9 @@ impl Sequential {
     fn logits_end(&self, loss: Loss) -> usize {
         let n = self.layers.len();
         match loss {
-            Loss::SparseCategoricalCrossentropy if n > 0 && self.layers[n - 1].is_softmax() => n - 1,
+            Loss::SparseCategoricalCrossentropy if n > 0 && self.layers[n - 1].is_softmax() => {
+                n - 1
+            }
             _ => n,
         }
     }
@@ -192,7 +198,12 @@ impl Sequential {
     ///
     /// # Errors
     /// As [`Sequential::loss_backward`] and [`Optimizer::step`].
-    pub fn train_step(&mut self, x: &Tensor, labels: &[usize], opt: &mut dyn Optimizer) -> Result<f32> {
+    pub fn train_step(
+        &mut self,
+        x: &Tensor,
+        labels: &[usize],
+        opt: &mut dyn Optimizer,
+    ) -> Result<f32> {
         self.zero_grad();
         let loss = self.loss_backward(x, labels, Loss::SparseCategoricalCrossentropy)?;
         opt.step(&mut self.params_mut())?;
@@ -257,7 +268,11 @@ impl Sequential {
     /// A Keras-like table: layer index and type, output shape (`None` = batch), parameter count,
     /// and the total.
     pub fn summary(&self) -> String {
-        let mut rows = vec![("Layer (type)".to_string(), "Output Shape".to_string(), "Param #".to_string())];
+        let mut rows = vec![(
+            "Layer (type)".to_string(),
+            "Output Shape".to_string(),
+            "Param #".to_string(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             let shape = self
                 .shapes
@@ -278,7 +293,11 @@ impl Sequential {
                 s += &format!("{}\n", "═".repeat(w0 + w1 + w2));
             }
         }
-        s += &format!("{rule}\nTotal params: {}\nTrainable params: {}\n", group(self.param_count()), group(self.param_count()));
+        s += &format!(
+            "{rule}\nTotal params: {}\nTrainable params: {}\n",
+            group(self.param_count()),
+            group(self.param_count())
+        );
         s
     }
 }
@@ -295,7 +314,11 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
 }
 
 fn dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `1234567` → `"1,234,567"`.

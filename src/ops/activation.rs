@@ -100,7 +100,13 @@ fn tanh_grad(y: f32, dy: f32) -> f32 {
 
 /// `y[i] = f(x[i])`.
 fn map_into(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    assert_eq!(x.len(), y.len(), "activation: x has {} elements, y has {}", x.len(), y.len());
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "activation: x has {} elements, y has {}",
+        x.len(),
+        y.len()
+    );
     let run = |x: &[f32], y: &mut [f32]| {
         for (y, &x) in y.iter_mut().zip(x) {
             *y = f(x);
@@ -334,7 +340,10 @@ mod tests {
     fn sigmoid_is_finite_and_saturates_at_the_extremes() {
         for &(x, want) in &[(-1000.0f32, 0.0f32), (1000.0, 1.0), (0.0, 0.5)] {
             let y = sigmoid(x);
-            assert!(y.is_finite() && (y - want).abs() < 1e-7, "sigmoid({x}) = {y}");
+            assert!(
+                y.is_finite() && (y - want).abs() < 1e-7,
+                "sigmoid({x}) = {y}"
+            );
         }
         // The negative tail keeps its value instead of collapsing through 1 − (1 − tiny).
         assert!(sigmoid(-80.0) > 0.0);

@@ -27,7 +27,12 @@ pub enum Threads {
 ///
 /// # Panics
 /// When the shapes do not agree (kernels are called with checked shapes).
-pub fn matmul_into(a: ArrayView2<f32>, b: ArrayView2<f32>, out: ArrayViewMut2<f32>, accumulate: bool) {
+pub fn matmul_into(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    out: ArrayViewMut2<f32>,
+    accumulate: bool,
+) {
     gemm_into(a, b, out, accumulate, Threads::Pool);
 }
 
@@ -80,8 +85,16 @@ pub fn gemm_into(
 ) {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
-    assert_eq!(k, k2, "matmul: inner dimensions differ: a is {m}x{k}, b is {k2}x{n}");
-    assert_eq!(out.dim(), (m, n), "matmul: out is {:?}, expected ({m}, {n})", out.dim());
+    assert_eq!(
+        k, k2,
+        "matmul: inner dimensions differ: a is {m}x{k}, b is {k2}x{n}"
+    );
+    assert_eq!(
+        out.dim(),
+        (m, n),
+        "matmul: out is {:?}, expected ({m}, {n})",
+        out.dim()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -186,7 +199,9 @@ mod tests {
         let (m, k) = a.dim();
         let n = b.ncols();
         Array2::from_shape_fn((m, n), |(i, j)| {
-            (0..k).map(|p| a[[i, p]] as f64 * b[[p, j]] as f64).sum::<f64>() as f32
+            (0..k)
+                .map(|p| a[[i, p]] as f64 * b[[p, j]] as f64)
+                .sum::<f64>() as f32
         })
     }
 
@@ -199,7 +214,13 @@ mod tests {
 
     #[test]
     fn three_forms_match_naive_on_odd_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 1, 65), (130, 70, 33)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 9),
+            (64, 1, 65),
+            (130, 70, 33),
+        ] {
             let a = arr(m, k, 1);
             let b = arr(k, n, 2);
             let want = naive(a.view(), b.view());
@@ -212,7 +233,10 @@ mod tests {
             matmul_nt_into(a.view(), bt.view(), nt.view_mut(), false);
             for out in [&got, &tn, &nt] {
                 for (x, y) in out.iter().zip(want.iter()) {
-                    assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{m}x{k}x{n}: {x} vs {y}"
+                    );
                 }
             }
         }

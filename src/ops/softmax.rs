@@ -4,9 +4,9 @@
 //! row subtracts its maximum before `exp`, so rows shifted by ±100 neither overflow nor
 //! underflow to `0/0`. Row sums are accumulated in `f64`, sequentially within a row.
 //!
-//! Rows run in parallel with rayon when the input has more than
-//! [`PARALLEL_MIN_LEN`](crate::ops::activation::PARALLEL_MIN_LEN) elements; a row is always
-//! reduced by one thread in index order, so results are bit-identical for 1 or N threads.
+//! Rows run in parallel with rayon when the input has more than [`PARALLEL_MIN_LEN`] elements; a
+//! row is always reduced by one thread in index order, so results are bit-identical for 1 or N
+//! threads.
 //!
 //! As in PyTorch, a row whose entries are all `−∞` (or that holds `+∞` or NaN) gives NaN.
 //!
@@ -80,12 +80,18 @@ fn log_softmax_backward_row(logp: &[f32], dy: &[f32], dx: &mut [f32]) {
 
 /// Applies `f(row_in, row_out)` to every row of length `c`, in parallel for large inputs.
 fn for_each_row(x: &[f32], y: &mut [f32], c: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    assert_eq!(x.len(), y.len(), "softmax: input has {} elements, output {}", x.len(), y.len());
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "softmax: input has {} elements, output {}",
+        x.len(),
+        y.len()
+    );
     if x.is_empty() {
         return;
     }
     assert!(
-        c > 0 && x.len() % c == 0,
+        c > 0 && x.len().is_multiple_of(c),
         "softmax: {} elements are not whole rows of {c}",
         x.len()
     );
@@ -120,7 +126,7 @@ fn for_each_row_backward(
         return;
     }
     assert!(
-        c > 0 && dx.len() % c == 0,
+        c > 0 && dx.len().is_multiple_of(c),
         "softmax backward: {} elements are not whole rows of {c}",
         dx.len()
     );

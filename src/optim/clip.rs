@@ -1,5 +1,105 @@
-//! PLACEHOLDER
-/// p
-pub fn clip_grad_norm() {}
-/// p
-pub fn clip_grad_value() {}
+//! Gradient clipping: by total L2 norm (`torch.nn.utils.clip_grad_norm_`) and by value
+//! (`torch.nn.utils.clip_grad_value_`).
+
+use crate::error::{Error, Result};
+use crate::param::Param;
+
+/// Rescales all gradients together so that their total L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=2, error_if_nonfinite=True)`.
+///
+/// ```text
+/// total = √(Σ_params Σ_i grad_i²)          (accumulated in f64, params in the given order)
+/// coef  = max_norm / (total + 1e-6)
+/// grad ← grad·coef                          (only if coef < 1)
+/// ```
+///
+/// Returns the total norm **before** clipping. The result does not depend on the thread count.
+///
+/// # Errors
+/// - [`Error::Config`] when `max_norm` is not a finite value `> 0`;
+/// - [`Error::Param`] naming the first parameter with a NaN or infinite gradient entry when the
+///   total norm is not finite (no gradient is changed then).
+///
+/// ```
+/// use handgrad::optim::clip_grad_norm;
+/// use handgrad::{Param, Tensor};
+/// let mut p = Param::new(Tensor::zeros(ndarray::IxDyn(&[2])));
+/// p.grad = Tensor::from_shape_vec(vec![2], vec![3.0, 4.0]).unwrap();
+/// let norm = clip_grad_norm(&mut [("w".to_string(), &mut p)], 1.0)?;
+/// assert_eq!(norm, 5.0);
+/// assert!((p.grad[[0]] - 0.6).abs() < 1e-6 && (p.grad[[1]] - 0.8).abs() < 1e-6);
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Result<f32> {
+    if !(max_norm.is_finite() && max_norm > 0.0) {
+        return Err(Error::config(
+            "clip_grad_norm",
+            "max_norm",
+            max_norm,
+            "a finite value > 0",
+        ));
+    }
+    // total_norm = vector_norm(stack([vector_norm(g) for g in grads])), as Σ g² in f64
+    let sum_sq: f64 = params
+        .iter()
+        .map(|(_, p)| p.grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
+        .sum();
+    let total = sum_sq.sqrt();
+    if !total.is_finite() {
+        // error_if_nonfinite=True
+        let bad = params
+            .iter()
+            .find(|(_, p)| p.grad.iter().any(|g| !g.is_finite()));
+        return Err(match bad {
+            Some((name, _)) => Error::Param {
+                name: name.clone(),
+                message: format!(
+                    "clip_grad_norm: the total gradient norm is {total} (non-finite): this \
+                     parameter's gradient has NaN or infinite entries; no gradient was clipped"
+                ),
+            },
+            None => Error::config("clip_grad_norm", "total_norm", total, "a finite value"),
+        });
+    }
+    // clip_coef = max_norm / (total_norm + 1e-6); clip_coef_clamped = clamp(clip_coef, max=1.0)
+    let coef = max_norm as f64 / (total + 1e-6);
+    if coef < 1.0 {
+        let coef = coef as f32;
+        for (_, p) in params.iter_mut() {
+            // g.mul_(clip_coef_clamped)
+            p.grad.mapv_inplace(|g| g * coef);
+        }
+    }
+    Ok(total as f32)
+}
+
+/// Clamps every gradient entry to `[−clip_value, clip_value]`, as
+/// `torch.nn.utils.clip_grad_value_`. NaN entries stay NaN.
+///
+/// # Errors
+/// [`Error::Config`] when `clip_value` is not a finite value `≥ 0`.
+///
+/// ```
+/// use handgrad::optim::clip_grad_value;
+/// use handgrad::{Param, Tensor};
+/// let mut p = Param::new(Tensor::zeros(ndarray::IxDyn(&[3])));
+/// p.grad = Tensor::from_shape_vec(vec![3], vec![-2.0, 0.5, 3.0]).unwrap();
+/// clip_grad_value(&mut [("w".to_string(), &mut p)], 1.0)?;
+/// assert_eq!(p.grad.as_slice().unwrap(), &[-1.0, 0.5, 1.0]);
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+pub fn clip_grad_value(params: &mut [(String, &mut Param)], clip_value: f32) -> Result<()> {
+    if !(clip_value.is_finite() && clip_value >= 0.0) {
+        return Err(Error::config(
+            "clip_grad_value",
+            "clip_value",
+            clip_value,
+            "a finite value >= 0",
+        ));
+    }
+    for (_, p) in params.iter_mut() {
+        // grad.clamp_(min=-clip_value, max=clip_value)
+        p.grad.mapv_inplace(|g| g.clamp(-clip_value, clip_value));
+    }
+    Ok(())
+}

@@ -167,7 +167,11 @@ pub(crate) fn step_tensor(step: u64) -> Tensor {
 
 /// Reads a step count written by [`step_tensor`]: one element, a whole number in `[0, 2^24]`.
 pub(crate) fn read_step(op: &str, key: &str, t: &Tensor) -> Result<u64> {
-    let v = if t.len() == 1 { t.iter().next().copied() } else { None };
+    let v = if t.len() == 1 {
+        t.iter().next().copied()
+    } else {
+        None
+    };
     match v {
         Some(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 16_777_216.0 => {
             Ok(v as u64)

@@ -1,10 +1,7 @@
 //! Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay
 //! (`torch.optim.SGD`).
 
-use super::{
-    check_non_negative, check_params, hp, split_state_key, Optimizer,
-    PAR_MIN_LEN,
-};
+use super::{check_non_negative, check_params, hp, split_state_key, Optimizer, PAR_MIN_LEN};
 use crate::error::{Error, Result};
 use crate::param::Param;
 use crate::tensor::Tensor;
@@ -115,9 +112,7 @@ impl Optimizer for Sgd {
 
     fn step(&mut self, params: &mut [(String, &mut Param)]) -> Result<()> {
         self.validate()?;
-        check_params(OP, params, |name| {
-            self.buffers.get(name).map(|b| b.shape())
-        })?;
+        check_params(OP, params, |name| self.buffers.get(name).map(|b| b.shape()))?;
         // Scalars as torch forms them: Python floats, cast to f32 by each tensor op.
         let neg_lr = -hp(self.lr) as f32;
         let wd = self.weight_decay;
@@ -151,8 +146,13 @@ impl Optimizer for Sgd {
             let upd = move |p: &mut f32, &g: &f32, b: &mut f32| {
                 // d_p = grad.add(param, alpha=weight_decay)
                 let d = if wd != 0.0 { g + wd * *p } else { g };
-                // first step: buf = torch.clone(d_p); later: buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
-                *b = if first { d } else { *b * mu + one_minus_damp * d };
+                // first step: buf = torch.clone(d_p)
+                // later:      buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
+                *b = if first {
+                    d
+                } else {
+                    *b * mu + one_minus_damp * d
+                };
                 // nesterov: d_p = d_p.add(buf, alpha=momentum); else d_p = buf
                 let d = if nesterov { d + mu * *b } else { *b };
                 // param.add_(d_p, alpha=-lr)

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use handgrad::Tensor;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Dimension, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 
@@ -17,7 +17,10 @@ pub struct Fixture {
 impl Fixture {
     /// Loads `tests/fixtures/<name>.safetensors` and its recommended tolerances.
     pub fn load(name: &str) -> Fixture {
-        let path = format!("{}/tests/fixtures/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/{name}.safetensors",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let (_, meta) = SafeTensors::read_metadata(&bytes).expect("fixture header");
         let meta = meta.metadata().clone().expect("fixture metadata");
@@ -30,7 +33,12 @@ impl Fixture {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_f64().expect("atol number") as f32))
             .collect();
-        Fixture { name: name.to_string(), bytes, rtol, atol }
+        Fixture {
+            name: name.to_string(),
+            bytes,
+            rtol,
+            atol,
+        }
     }
 
     fn view(&self) -> SafeTensors<'_> {
@@ -40,7 +48,9 @@ impl Fixture {
     /// The F32 tensor `key`.
     pub fn f32(&self, key: &str) -> Tensor {
         let st = self.view();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
+        let t = st
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
         assert_eq!(t.dtype(), Dtype::F32, "{key} is not F32");
         let data: Vec<f32> = t
             .data()
@@ -53,7 +63,9 @@ impl Fixture {
     /// The I64 tensor `key`, flattened.
     pub fn i64(&self, key: &str) -> Vec<i64> {
         let st = self.view();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
+        let t = st
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
         assert_eq!(t.dtype(), Dtype::I64, "{key} is not I64");
         t.data()
             .chunks_exact(8)
@@ -73,7 +85,13 @@ impl Fixture {
     /// Asserts `actual` matches tensor `key` within the fixture's tolerance for it.
     pub fn check(&self, key: &str, actual: &Tensor) {
         let (atol, rtol) = self.tol(key);
-        assert_close(actual, &self.f32(key), atol, rtol, &format!("{}:{key}", self.name));
+        assert_close(
+            actual,
+            &self.f32(key),
+            atol,
+            rtol,
+            &format!("{}:{key}", self.name),
+        );
     }
 }
 
@@ -116,7 +134,10 @@ pub fn random_tensor(shape: &[usize], seed: u64) -> Tensor {
 /// `Σ out ⊙ r` accumulated in f64: the scalar loss of the gradient checks.
 pub fn weighted_sum(out: &Tensor, r: &Tensor) -> f64 {
     assert_eq!(out.shape(), r.shape());
-    out.iter().zip(r.iter()).map(|(&a, &b)| a as f64 * b as f64).sum()
+    out.iter()
+        .zip(r.iter())
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum()
 }
 
 /// Central finite differences of the scalar `loss(x)` with respect to every entry of `x`,
