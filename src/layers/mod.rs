@@ -1,7 +1,7 @@
 //! Stateful building blocks: the [`Layer`] trait and one file per layer.
 //!
 //! A layer owns its configuration, its [`Param`]s and the cache its backward pass needs. Shapes
-//! given to [`Layer::build`] and [`Layer::output_shape`] are per-sample (the batch axis `B` is
+//! given to [`Layer::build`] are per-sample (the batch axis `B` is
 //! implicit); tensors given to [`Layer::forward`] carry the batch axis first.
 
 use crate::error::Result;

@@ -41,7 +41,9 @@ impl Sequential {
         }
     }
 
-    /// Appends a layer (or a layer with its activation, e.g. `Dense::new(64).relu()`).
+    /// Appends a layer (or a layer with its activation, e.g. `Dense::new(64).relu()`), as Keras
+    /// `model.add` does.
+    #[allow(clippy::should_implement_trait)]
     pub fn add(mut self, layer: impl IntoLayers) -> Self {
         self.layers.extend(layer.into_layers());
         self.built = false;
@@ -326,7 +328,7 @@ fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -72,6 +72,31 @@ pub fn matmul(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     out
 }
 
+/// Backward of `out = a·b`, accumulating (`+=`) into the gradients that are asked for.
+///
+/// ```text
+/// forward: out[i,j] = Σ_p a[i,p]·b[p,j]
+///   ⇒ da[i,p] += Σ_j dout[i,j]·b[p,j]   (da += dout·bᵀ)
+///   ⇒ db[p,j] += Σ_i a[i,p]·dout[i,j]   (db += aᵀ·dout)
+/// ```
+///
+/// # Shapes
+/// `dout: (M, N)`, `a: (M, K)`, `b: (K, N)`, `da: (M, K)`, `db: (K, N)`.
+pub fn matmul_backward(
+    dout: ArrayView2<f32>,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    da: Option<ArrayViewMut2<f32>>,
+    db: Option<ArrayViewMut2<f32>>,
+) {
+    if let Some(da) = da {
+        matmul_nt_into(dout, b, da, true);
+    }
+    if let Some(db) = db {
+        matmul_tn_into(a, dout, db, true);
+    }
+}
+
 /// `out = a·b` or `out += a·b`, with the given threading. The one entry point to SGEMM.
 ///
 /// # Shapes
