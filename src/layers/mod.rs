@@ -10,8 +10,12 @@ use crate::param::Param;
 use crate::tensor::Tensor;
 
 mod activation;
+mod batch_norm;
+mod conv2d;
 mod dense;
 mod dropout;
+mod flatten;
+mod pool;
 
 pub use activation::{Gelu, Relu, Sigmoid, Softmax, Tanh};
 pub use dense::Dense;
@@ -73,6 +77,17 @@ pub trait Layer: Send + Sync {
 
     /// The layer's parameters, mutably, with their local names, in the order of [`Layer::params`].
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Vec::new()
+    }
+
+    /// Non-trainable state saved with the weights (PyTorch "buffers"), with local names, e.g.
+    /// BatchNorm's `running_mean`, `running_var`, `num_batches_tracked`.
+    fn buffers(&self) -> Vec<(String, &Tensor)> {
+        Vec::new()
+    }
+
+    /// The buffers, mutably, in the order of [`Layer::buffers`] (for loading weights).
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         Vec::new()
     }
 }

@@ -3,7 +3,10 @@
 //! Inputs were checked one tier up (layers, losses); kernels `assert!` internal invariants only.
 
 pub mod activation;
+pub mod batch_norm;
+pub mod conv2d;
 pub mod cross_entropy;
 pub mod linear;
 pub mod matmul;
+pub mod pool;
 pub mod softmax;
