@@ -1,9 +1,9 @@
-//! A small MLP on the embedded UCI digits (8×8 images of 0–9), trained with Adam.
+//! A small MLP on the embedded UCI digits (8×8 images of 0–9), trained Keras-style.
 //!
 //! `cargo run --release --example digits_mlp [-- --epochs N --seed S]`
 //!
-//! Splits the 1,797 images 80/20 (seeded), trains 64 → 128 (ReLU) → 10 with softmax
-//! cross-entropy, and prints the loss and accuracies per epoch and the final test accuracy.
+//! Splits the 1,797 images 80/20 (seeded), trains 64 → 128 (ReLU) → 10 with Adam and sparse
+//! categorical cross-entropy, validating every epoch, and prints the final test accuracy.
 
 use handgrad::data::digits;
 use handgrad::prelude::*;
@@ -34,33 +34,30 @@ fn main() -> handgrad::Result<()> {
     let mut rng = handgrad::init::rng(seed);
     let mut model = Sequential::new(&[64])
         .add(Dense::new(128).relu())
-        .add(Dense::new(10))
+        .add(Dense::new(10).softmax())
         .build(&mut rng)?;
     println!("{}", model.summary());
-    let mut opt = Adam::new(1e-3);
+    model.compile(
+        Adam::new(1e-3),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )?;
 
     let start = Instant::now();
-    for epoch in 1..=epochs {
-        let mut total = 0.0;
-        let mut batches = 0;
-        for (x, y) in train.batches(32, Some(&mut rng))? {
-            total += model.train_step(&x, &y, &mut opt)?;
-            batches += 1;
-        }
-        let (_, train_acc) = model.evaluate(train.inputs(), train.labels())?;
-        let (test_loss, test_acc) = model.evaluate(test.inputs(), test.labels())?;
-        println!(
-            "epoch {epoch:>3}/{epochs}  loss {:.4}  train acc {:.2}%  test loss {test_loss:.4}  test acc {:.2}%",
-            total / batches as f32,
-            100.0 * train_acc,
-            100.0 * test_acc
-        );
-    }
-    let (_, acc) = model.evaluate(test.inputs(), test.labels())?;
+    let history = model.fit(
+        &train,
+        FitOptions::new()
+            .epochs(epochs)
+            .batch_size(32)
+            .validation_data(&test),
+    )?;
+    let logs = model.evaluate(&test)?;
     println!(
-        "test accuracy {:.2}% on {} held-out digits ({:.1} s)",
-        100.0 * acc,
+        "test accuracy {:.2}% (loss {:.4}) on {} held-out digits after {} epochs ({:.1} s)",
+        100.0 * logs["accuracy"],
+        logs["loss"],
         test.len(),
+        history.epochs(),
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -52,6 +52,7 @@
 pub mod data;
 pub mod error;
 pub mod init;
+pub mod io;
 pub mod layers;
 pub mod model;
 pub mod ops;

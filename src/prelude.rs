@@ -1,11 +1,15 @@
 //! The names a user needs: `use handgrad::prelude::*;`.
 
+pub use crate::data::Dataset;
 pub use crate::error::{Error, Result};
 pub use crate::init::{rng, Rng};
 pub use crate::layers::{
     Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh,
 };
-pub use crate::model::{Loss, Sequential};
+pub use crate::model::{
+    Callback, Control, EarlyStopping, FitOptions, History, LambdaCallback, Loss, Metric,
+    ReduceLROnPlateau, Sequential, Targets, Verbose,
+};
 pub use crate::optim::{
     clip_grad_norm, clip_grad_value, Adam, AdamW, LrSchedule, Optimizer, RmsProp, Sgd,
 };

@@ -84,7 +84,7 @@ fn whole_model_gradient_matches_finite_differences() {
         let loss = |v: &Tensor| {
             let mut probe = mlp(2, true);
             *probe.params_mut()[i].1 = Param::new(v.clone());
-            let (l, _) = probe.evaluate(&x, &labels).unwrap();
+            let (l, _) = probe.evaluate_batch(&x, &labels).unwrap();
             l as f64
         };
         // f32 losses: eps 1e-2 and a 2e-2 relative tolerance (ReLU kinks are far from these
@@ -144,6 +144,6 @@ fn mlp_learns_uci_digits_above_95_percent() {
             model.train_step(&x, &y, &mut opt).unwrap();
         }
     }
-    let (loss, acc) = model.evaluate(test.inputs(), test.labels()).unwrap();
+    let (loss, acc) = model.evaluate_batch(test.inputs(), test.labels()).unwrap();
     assert!(acc > 0.95, "test accuracy {acc} (loss {loss})");
 }

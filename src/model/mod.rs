@@ -1,7 +1,17 @@
-//! Models built from layers, and the losses they train on.
+//! Models built from layers, the losses and metrics they train on, and the Keras-style
+//! training loop (`compile`, `fit`, `evaluate`, `predict`, callbacks).
 
+mod callbacks;
+mod fit;
 mod loss;
+mod metrics;
 mod sequential;
+mod weights;
 
-pub use loss::Loss;
+pub use callbacks::{
+    Callback, Control, EarlyStopping, LambdaCallback, MonitorMode, ReduceLROnPlateau,
+};
+pub use fit::{FitOptions, History, Logs, Verbose};
+pub use loss::{Loss, Targets};
+pub use metrics::{argmax, Metric};
 pub use sequential::Sequential;

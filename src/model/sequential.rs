@@ -1,6 +1,6 @@
 //! `Sequential`: a stack of layers applied in order (Keras `Sequential`, PyTorch `nn.Sequential`).
 
-use super::Loss;
+use super::{Loss, Metric, Targets};
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::{IntoLayers, Layer, Mode};
@@ -23,10 +23,21 @@ use crate::tensor::Tensor;
 /// ```
 pub struct Sequential {
     input_shape: Vec<usize>,
-    layers: Vec<Box<dyn Layer>>,
+    pub(super) layers: Vec<Box<dyn Layer>>,
     /// Per-sample output shape of every layer, filled by `build`.
     shapes: Vec<Vec<usize>>,
     built: bool,
+    /// Optimizer, loss and metrics set by `compile`.
+    pub(super) compiled: Option<Compiled>,
+    /// Seed for `fit`'s shuffling and augmentation, drawn from the build RNG.
+    pub(super) fit_seed: u64,
+}
+
+/// What `compile` sets.
+pub(super) struct Compiled {
+    pub(super) optimizer: Box<dyn Optimizer>,
+    pub(super) loss: Loss,
+    pub(super) metrics: Vec<Metric>,
 }
 
 impl Sequential {
@@ -38,6 +49,8 @@ impl Sequential {
             layers: Vec::new(),
             shapes: Vec::new(),
             built: false,
+            compiled: None,
+            fit_seed: 0,
         }
     }
 
@@ -82,6 +95,7 @@ impl Sequential {
             self.shapes.push(shape.clone());
         }
         self.built = true;
+        self.fit_seed = rand::Rng::random(rng);
         Ok(self)
     }
 
@@ -100,7 +114,7 @@ impl Sequential {
         &self.layers
     }
 
-    fn check_built(&self) -> Result<()> {
+    pub(super) fn check_built(&self) -> Result<()> {
         if self.built {
             Ok(())
         } else {
@@ -110,7 +124,7 @@ impl Sequential {
         }
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<()> {
+    pub(super) fn check_input(&self, x: &Tensor) -> Result<()> {
         if x.ndim() != self.input_shape.len() + 1 || x.shape()[1..] != self.input_shape[..] {
             return Err(Error::shape(
                 "Sequential",
@@ -132,7 +146,7 @@ impl Sequential {
         self.forward_range(x, mode, self.layers.len())
     }
 
-    fn forward_range(&mut self, x: &Tensor, mode: Mode, end: usize) -> Result<Tensor> {
+    pub(super) fn forward_range(&mut self, x: &Tensor, mode: Mode, end: usize) -> Result<Tensor> {
         self.check_built()?;
         self.check_input(x)?;
         let mut h = x.clone();
@@ -171,13 +185,12 @@ impl Sequential {
 
     /// The number of layers that produce the logits the loss sees: all of them, or all but a
     /// trailing softmax (which is then fused into the cross-entropy).
-    fn logits_end(&self, loss: Loss) -> usize {
+    pub(super) fn logits_end(&self, loss: Loss) -> usize {
         let n = self.layers.len();
-        match loss {
-            Loss::SparseCategoricalCrossentropy if n > 0 && self.layers[n - 1].is_softmax() => {
-                n - 1
-            }
-            _ => n,
+        if loss.fuses_softmax() && n > 0 && self.layers[n - 1].is_softmax() {
+            n - 1
+        } else {
+            n
         }
     }
 
@@ -188,11 +201,26 @@ impl Sequential {
     /// # Errors
     /// As [`Sequential::forward`] and [`Loss::forward_backward`] (label count or range).
     pub fn loss_backward(&mut self, x: &Tensor, labels: &[usize], loss: Loss) -> Result<f32> {
+        self.loss_backward_targets(x, Targets::Labels(labels), loss)
+            .map(|(l, _)| l)
+    }
+
+    /// As [`Sequential::loss_backward`] with any [`Targets`]; also returns the output the loss
+    /// saw (the logits, when a trailing softmax is fused).
+    ///
+    /// # Errors
+    /// As [`Sequential::forward`] and [`Loss::forward_backward`].
+    pub fn loss_backward_targets(
+        &mut self,
+        x: &Tensor,
+        targets: Targets<'_>,
+        loss: Loss,
+    ) -> Result<(f32, Tensor)> {
         let end = self.logits_end(loss);
         let logits = self.forward_range(x, Mode::Train, end)?;
-        let (value, dlogits) = loss.forward_backward(&logits, labels)?;
+        let (value, dlogits) = loss.forward_backward(&logits, targets)?;
         self.backward_range(&dlogits, end)?;
-        Ok(value)
+        Ok((value, logits))
     }
 
     /// One optimisation step on a batch: `zero_grad`, forward, sparse categorical cross-entropy,
@@ -212,27 +240,6 @@ impl Sequential {
         Ok(loss)
     }
 
-    /// Mean loss and accuracy (argmax of the output against `labels`) on a batch, in eval mode.
-    ///
-    /// # Errors
-    /// As [`Sequential::forward`] and [`Loss::forward_backward`].
-    pub fn evaluate(&mut self, x: &Tensor, labels: &[usize]) -> Result<(f32, f32)> {
-        let loss = Loss::SparseCategoricalCrossentropy;
-        let end = self.logits_end(loss);
-        let logits = self.forward_range(x, Mode::Eval, end)?;
-        let (value, _) = loss.forward_backward(&logits, labels)?;
-        let classes = logits.shape()[logits.ndim() - 1];
-        let correct = logits
-            .as_standard_layout()
-            .as_slice()
-            .expect("standard layout")
-            .chunks(classes)
-            .zip(labels)
-            .filter(|(row, &l)| argmax(row) == l)
-            .count();
-        Ok((value, correct as f32 / labels.len().max(1) as f32))
-    }
-
     /// Every parameter with its hierarchical name (`"0.weight"`), in layer order.
     pub fn params(&self) -> Vec<(String, &Param)> {
         let mut out = Vec::new();
@@ -246,13 +253,7 @@ impl Sequential {
 
     /// Every parameter, mutably, with its hierarchical name, in layer order.
     pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut out = Vec::new();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            for (name, p) in layer.params_mut() {
-                out.push((format!("{i}.{name}"), p));
-            }
-        }
-        out
+        named_params_mut(&mut self.layers)
     }
 
     /// Sets every parameter's gradient to zero.
@@ -304,18 +305,18 @@ impl Sequential {
     }
 }
 
-/// Index of the largest value (the first one on ties).
-pub(crate) fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
+/// Every parameter of `layers`, mutably, named `"<index>.<local name>"`.
+pub(super) fn named_params_mut(layers: &mut [Box<dyn Layer>]) -> Vec<(String, &mut Param)> {
+    let mut out = Vec::new();
+    for (i, layer) in layers.iter_mut().enumerate() {
+        for (name, p) in layer.params_mut() {
+            out.push((format!("{i}.{name}"), p));
         }
     }
-    best
+    out
 }
 
-fn dims(shape: &[usize]) -> String {
+pub(super) fn dims(shape: &[usize]) -> String {
     shape
         .iter()
         .map(|d| d.to_string())

@@ -7,6 +7,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod linear;
+pub mod losses;
 pub mod matmul;
 pub mod pool;
 pub mod softmax;

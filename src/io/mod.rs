@@ -1,0 +1,7 @@
+//! Reading and writing files: safetensors tensors (weights, fixtures, checkpoints).
+
+mod safetensors;
+
+pub use self::safetensors::{
+    parse_safetensors, read_safetensors, to_safetensors_bytes, write_safetensors, TensorFile,
+};
