@@ -133,7 +133,8 @@ impl EarlyStopping {
         self.monitor.key = key.to_string();
         self
     }
-    /// Epochs without improvement before stopping (default 0).
+    /// Stop after this many consecutive epochs without improvement (default 0: the first one),
+    /// as Keras counts it.
     pub fn patience(mut self, patience: usize) -> Self {
         self.patience = patience;
         self
@@ -189,7 +190,7 @@ impl Callback for EarlyStopping {
             return Ok(Control::Continue);
         }
         self.wait += 1;
-        if self.wait > self.patience {
+        if self.wait >= self.patience {
             self.stopped_epoch = Some(epoch);
             return Ok(Control::Stop);
         }

@@ -336,3 +336,14 @@ fn group(n: usize) -> String {
     }
     out
 }
+
+impl std::fmt::Debug for Sequential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequential")
+            .field("input_shape", &self.input_shape)
+            .field("layers", &self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>())
+            .field("built", &self.built)
+            .field("compiled", &self.compiled.as_ref().map(|c| (c.optimizer.name(), c.loss.name())))
+            .finish()
+    }
+}
