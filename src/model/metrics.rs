@@ -79,3 +79,54 @@ pub fn argmax(row: &[f32]) -> usize {
     }
     best
 }
+
+/// The confusion matrix of predicted classes against labels: entry `[t, p]` counts samples of
+/// true class `t` predicted as `p` (rows = truth, as scikit-learn).
+///
+/// # Shapes
+/// `output: (B, V)` scores or probabilities, `labels: [B]` → `(classes, classes)`.
+///
+/// # Errors
+/// [`Error::Shape`] for an output that is not `(B, classes)`; [`Error::Label`] for a label count
+/// other than `B` or a label `≥ classes`.
+pub fn confusion_matrix(
+    output: &Tensor,
+    labels: &[usize],
+    classes: usize,
+) -> Result<ndarray::Array2<usize>> {
+    if output.ndim() != 2 || output.shape()[1] != classes {
+        return Err(Error::shape(
+            "confusion_matrix",
+            format!("(B, {classes}) scores"),
+            output.shape(),
+        ));
+    }
+    if labels.len() != output.shape()[0] {
+        return Err(Error::label(
+            "confusion_matrix",
+            format!(
+                "{} labels for {} predictions",
+                labels.len(),
+                output.shape()[0]
+            ),
+        ));
+    }
+    let mut m = ndarray::Array2::<usize>::zeros((classes, classes));
+    let out = output.as_standard_layout();
+    for (i, (row, &t)) in out
+        .as_slice()
+        .expect("standard layout")
+        .chunks(classes)
+        .zip(labels)
+        .enumerate()
+    {
+        if t >= classes {
+            return Err(Error::label(
+                "confusion_matrix",
+                format!("label {t} at index {i} is out of range for {classes} classes"),
+            ));
+        }
+        m[[t, argmax(row)]] += 1;
+    }
+    Ok(m)
+}

@@ -13,5 +13,5 @@ pub use callbacks::{
 };
 pub use fit::{FitOptions, History, Logs, Verbose};
 pub use loss::{Loss, Targets};
-pub use metrics::{argmax, Metric};
+pub use metrics::{argmax, confusion_matrix, Metric};
 pub use sequential::Sequential;

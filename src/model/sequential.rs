@@ -156,6 +156,22 @@ impl Sequential {
         Ok(h)
     }
 
+    /// Every layer's output for a batch, in evaluation mode (for inspection and debugging):
+    /// element `i` is the output of layer `i`.
+    ///
+    /// # Errors
+    /// As [`Sequential::forward`].
+    pub fn forward_all(&mut self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.check_built()?;
+        self.check_input(x)?;
+        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        for layer in &mut self.layers {
+            let h = layer.forward(outs.last().unwrap_or(x), Mode::Eval)?;
+            outs.push(h);
+        }
+        Ok(outs)
+    }
+
     /// Back-propagates `dout = dL/d(output)` through the last training forward, accumulating
     /// every parameter's gradient, and returns `dL/dx`.
     ///
@@ -341,9 +357,18 @@ impl std::fmt::Debug for Sequential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sequential")
             .field("input_shape", &self.input_shape)
-            .field("layers", &self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>())
+            .field(
+                "layers",
+                &self.layers.iter().map(|l| l.describe()).collect::<Vec<_>>(),
+            )
             .field("built", &self.built)
-            .field("compiled", &self.compiled.as_ref().map(|c| (c.optimizer.name(), c.loss.name())))
+            .field(
+                "compiled",
+                &self
+                    .compiled
+                    .as_ref()
+                    .map(|c| (c.optimizer.name(), c.loss.name())),
+            )
             .finish()
     }
 }
