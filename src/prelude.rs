@@ -1,6 +1,6 @@
 //! The names a user needs: `use handgrad::prelude::*;`.
 
-pub use crate::data::Dataset;
+pub use crate::data::{Augment, Dataset, Split};
 pub use crate::error::{Error, Result};
 pub use crate::init::{rng, Rng};
 pub use crate::layers::{

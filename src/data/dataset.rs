@@ -63,6 +63,11 @@ impl Dataset {
         &self.labels
     }
 
+    /// Takes the data set apart into its inputs `(N, …)` and labels `[N]`.
+    pub fn into_parts(self) -> (Tensor, Vec<usize>) {
+        (self.inputs, self.labels)
+    }
+
     /// The per-sample input shape (without `N`).
     pub fn sample_shape(&self) -> &[usize] {
         &self.inputs.shape()[1..]

@@ -8,5 +8,15 @@ mod fashion_mnist;
 mod idx;
 mod image;
 
+pub use augment::{Augment, DEFAULT_FLIP_PROB};
+pub use cifar::{
+    load_cifar10, parse_cifar10_batch, read_cifar10_batch, CIFAR10_CLASSES, CIFAR10_RECORD_BYTES,
+};
 pub use dataset::{Batches, Dataset};
 pub use digits::{digits, parse_digits_csv};
+pub use fashion_mnist::{fashion_mnist, FASHION_MNIST_CLASSES};
+pub use idx::{
+    load_mnist, parse_idx_images, parse_idx_labels, read_idx_images, read_idx_labels, IdxImages,
+    Split,
+};
+pub use image::{channel_stats, denormalize, from_nhwc_u8, normalize, to_nhwc_u8};

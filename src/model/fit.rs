@@ -4,7 +4,7 @@
 use super::callbacks::{Callback, Control};
 use super::sequential::{named_params_mut, Compiled};
 use super::{Loss, Metric, Sequential, Targets};
-use crate::data::Dataset;
+use crate::data::{Augment, Dataset};
 use crate::error::{Error, Result};
 use crate::layers::Mode;
 use crate::optim::Optimizer;
@@ -35,7 +35,7 @@ pub enum Verbose {
 /// Options of [`Sequential::fit`] (Keras `fit` arguments), built with chained setters.
 ///
 /// Defaults: 1 epoch, batch size 32, shuffling on, the model's seed, no validation,
-/// [`Verbose::Auto`], no callbacks.
+/// [`Verbose::Auto`], no callbacks, no augmentation.
 pub struct FitOptions<'a> {
     epochs: usize,
     batch_size: usize,
@@ -45,6 +45,7 @@ pub struct FitOptions<'a> {
     validation_split: f32,
     verbose: Verbose,
     callbacks: Vec<Box<dyn Callback + 'a>>,
+    augment: Option<Augment>,
 }
 
 impl Default for FitOptions<'_> {
@@ -58,6 +59,7 @@ impl Default for FitOptions<'_> {
             validation_split: 0.0,
             verbose: Verbose::Auto,
             callbacks: Vec::new(),
+            augment: None,
         }
     }
 }
@@ -109,7 +111,17 @@ impl<'a> FitOptions<'a> {
         self
     }
 
+    /// Augments every training batch (random crop with padding, horizontal flip) with the
+    /// fit's seeded RNG; validation data is never augmented.
+    pub fn augment(mut self, augment: Augment) -> Self {
+        self.augment = Some(augment);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
         if self.epochs == 0 {
             return Err(Error::config("fit", "epochs", 0, "at least 1"));
         }
@@ -338,7 +350,10 @@ impl Sequential {
             }
             let mut tally = Tally::new(metrics.len());
             for (b, idx) in order.chunks(opts.batch_size).enumerate() {
-                let (x, y) = train.select(idx);
+                let (mut x, y) = train.select(idx);
+                if let Some(a) = &opts.augment {
+                    x = a.apply(&x, &mut rng)?;
+                }
                 self.zero_grad();
                 let (value, logits) = self.loss_backward_targets(&x, Targets::Labels(&y), loss)?;
                 if !value.is_finite() {
