@@ -8,7 +8,6 @@ use handgrad::data::{
 use handgrad::Error;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 /// A fresh, empty directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -79,10 +78,7 @@ fn format_message(r: Result<impl std::fmt::Debug, Error>) -> (String, String) {
 
 #[test]
 fn embedded_fashion_mnist_loads() {
-    let t = Instant::now();
     let ds = fashion_mnist().unwrap();
-    let elapsed = t.elapsed();
-    eprintln!("fashion_mnist() took {elapsed:?}");
     assert_eq!(ds.len(), 10_000);
     assert_eq!(ds.inputs().shape(), &[10_000, 1, 28, 28]);
     let mut hist = [0usize; 10];
@@ -112,12 +108,6 @@ fn embedded_fashion_mnist_loads() {
     assert_eq!(FASHION_MNIST_CLASSES[0], "T-shirt/top");
     assert_eq!(FASHION_MNIST_CLASSES[9], "Ankle boot");
     assert_eq!(FASHION_MNIST_CLASSES.len(), 10);
-    if !cfg!(debug_assertions) {
-        assert!(
-            elapsed < Duration::from_secs(3),
-            "decoding took {elapsed:?}"
-        );
-    }
 }
 
 #[test]
@@ -265,7 +255,8 @@ fn trailing_bytes_are_an_error() {
 
 #[test]
 fn huge_declared_count_fails_without_allocating() {
-    let t = Instant::now();
+    // No wall-clock assertion: the reader must fail on the header check, before any allocation
+    // of the declared size (which would abort the test process on this machine).
     let mut raw = idx_images(u32::MAX, 28, 28, &[0; 84]);
     raw.truncate(100);
     let (_, msg) = format_message(parse_idx_images(&raw, "huge.idx3"));
@@ -278,11 +269,6 @@ fn huge_declared_count_fails_without_allocating() {
     let labels = [0, 0, 8, 1, 0xff, 0xff, 0xff, 0xff, 1, 2];
     let (_, msg) = format_message(parse_idx_labels(&labels, "huge.idx1"));
     assert!(msg.contains("4294967295 labels"), "{msg}");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t.elapsed()
-    );
 }
 
 #[test]
