@@ -53,3 +53,18 @@ pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         )
     })
 }
+
+/// Checks that `x` is a batch of NCHW images with per-sample shape `chw = [C, H, W]`, else
+/// [`Error::Shape`] naming the expected layout — with a hint when `x` looks like NHWC.
+pub fn expect_nchw(x: &Tensor, op: &str, chw: [usize; 3]) -> Result<()> {
+    let [c, h, w] = chw;
+    if x.ndim() == 4 && x.shape()[1..] == chw {
+        return Ok(());
+    }
+    let mut expected = format!("an NCHW input (N, {c}, {h}, {w})");
+    if x.ndim() == 4 && x.shape()[3] == c && x.shape()[1..3] == [h, w] {
+        expected += "; this input looks like NHWC, but handgrad expects NCHW (PyTorch layout): \
+                     permute the axes to (N, C, H, W)";
+    }
+    Err(Error::shape(op, expected, x.shape()))
+}

@@ -3,9 +3,12 @@
 //! Inputs were checked one tier up (layers, losses); kernels `assert!` internal invariants only.
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod embedding;
+pub mod layer_norm;
 pub mod linear;
 pub mod losses;
 pub mod matmul;

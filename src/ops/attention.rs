@@ -1,0 +1,333 @@
+//! Causal multi-head scaled dot-product attention on a packed `qkv`, forward and backward.
+//!
+//! GPT-2 semantics: `qkv = (B, T, 3C)` holds `q = qkv[.., 0..C]`, `k = qkv[.., C..2C]`,
+//! `v = qkv[.., 2C..3C]`; head `h` owns channels `h·HS..(h+1)·HS` of each (`HS = C/NH`). Per
+//! batch row `b` and head `h`:
+//!
+//! ```text
+//! s[i,j]   = (q[i]·k[j]) / √HS            for j ≤ i   (j > i is masked: −∞)
+//! att[i,j] = softmax_j(s[i,·])            (exactly 0 for j > i)
+//! y[i]     = Σ_{j≤i} att[i,j]·v[j]
+//! ```
+//!
+//! The mask has `f32::NEG_INFINITY` semantics, implemented by skipping the masked part: the
+//! softmax runs over `j ≤ i` only and writes exact zeros above the diagonal (no `exp(−∞)`, no
+//! sentinel like `−10000`).
+//!
+//! Work layout: one rayon task per `(b, h)` pair, each running serial GEMMs
+//! ([`Threads::Serial`]) on strided views of `qkv` (nothing is copied into per-head buffers) and
+//! writing a disjoint part of the outputs. Rows are processed in blocks of [`ROW_BLOCK`] queries;
+//! a block only multiplies against the keys `0..r1` it can see, so the masked upper triangle is
+//! (mostly) never computed. Each task's arithmetic is independent of the thread count, so results
+//! are bit-identical on 1 or N threads.
+//!
+//! Memory: the `(B, NH, T, T)` probabilities `att` are the only tensor of that size; the backward
+//! works through a per-thread `(ROW_BLOCK, T)` scratch row block instead of a second one.
+
+use super::matmul::{gemm_into, Threads};
+use ndarray::{
+    s, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
+};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Query rows per block inside one `(b, h)` task.
+pub const ROW_BLOCK: usize = 64;
+
+thread_local! {
+    /// The backward's `datt`/`dpre` block for the current thread (reused across calls).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The shape checks shared by forward and backward; returns `(B, T, C, HS)`.
+fn dims(qkv: &ArrayView3<f32>, n_head: usize, op: &str) -> (usize, usize, usize, usize) {
+    let (b, t, c3) = qkv.dim();
+    assert!(
+        c3.is_multiple_of(3) && n_head > 0 && (c3 / 3).is_multiple_of(n_head),
+        "{op}: qkv width {c3} is not 3·C with C divisible by n_head={n_head}"
+    );
+    let c = c3 / 3;
+    (b, t, c, c / n_head)
+}
+
+/// The `(T, HS)` views of `q`, `k`, `v` for batch row `b`, head `h`.
+fn qkv_head<'a>(
+    qkv: &ArrayView3<'a, f32>,
+    b: usize,
+    h: usize,
+    c: usize,
+    hs: usize,
+) -> [ArrayView2<'a, f32>; 3] {
+    let at = |off: usize| {
+        let lo = off + h * hs;
+        (*qkv).slice_move(s![b, .., lo..lo + hs])
+    };
+    [at(0), at(c), at(2 * c)]
+}
+
+/// Causal attention forward: writes the probabilities `att` and the merged head outputs `y`.
+///
+/// # Shapes
+/// `qkv: (B, T, 3C)`, `att: (B, NH, T, T)` (0 above the diagonal), `y: (B, T, C)` (heads merged:
+/// `y[b, t, h·HS + d]`, ready for `c_proj`).
+///
+/// # Panics
+/// When the shapes disagree (checked one tier up).
+pub fn attention_forward(
+    qkv: ArrayView3<f32>,
+    n_head: usize,
+    att: ArrayViewMut4<f32>,
+    y: ArrayViewMut3<f32>,
+) {
+    let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_forward");
+    assert_eq!(
+        att.dim(),
+        (bsz, n_head, t, t),
+        "attention_forward: att shape"
+    );
+    assert_eq!(y.dim(), (bsz, t, c), "attention_forward: y shape");
+    if bsz == 0 || t == 0 {
+        return;
+    }
+    let scale = 1.0 / (hs as f32).sqrt();
+    let mut tasks = Vec::with_capacity(bsz * n_head);
+    for (b, (att_b, y_b)) in att
+        .into_outer_iter_mut()
+        .zip(y.into_outer_iter_mut())
+        .enumerate()
+    {
+        for (h, (att_bh, y_bh)) in att_b
+            .into_outer_iter_mut()
+            .zip(y_b.into_axis_chunks_iter_mut(Axis(1), hs))
+            .enumerate()
+        {
+            tasks.push((b, h, att_bh, y_bh));
+        }
+    }
+    tasks.into_par_iter().for_each(|(b, h, att, y)| {
+        let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
+        forward_head(q, k, v, scale, att, y);
+    });
+}
+
+/// One `(b, h)` pair of [`attention_forward`].
+///
+/// # Shapes
+/// `q, k, v: (T, HS)`, `att: (T, T)`, `y: (T, HS)`.
+fn forward_head(
+    q: ArrayView2<f32>,
+    k: ArrayView2<f32>,
+    v: ArrayView2<f32>,
+    scale: f32,
+    mut att: ArrayViewMut2<f32>,
+    mut y: ArrayViewMut2<f32>,
+) {
+    let t = q.nrows();
+    for r0 in (0..t).step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(t);
+        // raw[i, j] = q[i]·k[j] for the block's queries i ∈ r0..r1 and visible keys j < r1
+        gemm_into(
+            q.slice(s![r0..r1, ..]),
+            k.slice(s![..r1, ..]).t(),
+            att.slice_mut(s![r0..r1, ..r1]),
+            false,
+            Threads::Serial,
+        );
+        for i in r0..r1 {
+            let mut row = att.row_mut(i);
+            let row = row.as_slice_mut().expect("att rows are contiguous");
+            let (vis, masked) = row.split_at_mut(i + 1);
+            // att[i, j] = exp(s_j − max) / Σ_{j' ≤ i} exp(s_j' − max),  s_j = raw·scale,  j ≤ i
+            let max = vis.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r * scale));
+            let mut sum = 0.0f32;
+            for a in vis.iter_mut() {
+                let e = (*a * scale - max).exp();
+                *a = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for a in vis.iter_mut() {
+                *a *= inv;
+            }
+            // j > i: probability exactly 0 (the −∞ of the mask), never exp'd
+            masked.fill(0.0);
+        }
+        // y[i] = Σ_{j ≤ i} att[i, j]·v[j]   (att[i, j] = 0 for i < j < r1)
+        gemm_into(
+            att.slice(s![r0..r1, ..r1]),
+            v.slice(s![..r1, ..]),
+            y.slice_mut(s![r0..r1, ..]),
+            false,
+            Threads::Serial,
+        );
+    }
+}
+
+/// Causal attention backward: `dqkv` (overwritten) from `dy`, the cached `qkv` and `att`.
+///
+/// ```text
+/// forward: y[i] = Σ_j att[i,j]·v[j]      ⇒ dv[j] += Σ_i att[i,j]·dy[i]  (dv = attᵀ·dy)
+///                                         ⇒ datt[i,j] = dy[i]·v[j]       (datt = dy·vᵀ)
+/// forward: att[i,·] = softmax(s[i,·]) over j ≤ i
+///                                         ⇒ ds[i,j] = att[i,j]·(datt[i,j] − Σ_{j'≤i} att[i,j']·datt[i,j'])
+/// forward: s[i,j] = scale·q[i]·k[j]      ⇒ dq[i] += scale·Σ_j ds[i,j]·k[j]   (dq = ds·k·scale)
+///                                         ⇒ dk[j] += scale·Σ_i ds[i,j]·q[i]   (dk = dsᵀ·q·scale)
+/// ```
+/// Masked entries (`j > i`) have `att = 0` and get `ds = 0`: no gradient flows through the mask.
+///
+/// # Shapes
+/// `dy: (B, T, C)`, `qkv: (B, T, 3C)`, `att: (B, NH, T, T)`, `dqkv: (B, T, 3C)`.
+pub fn attention_backward(
+    dy: ArrayView3<f32>,
+    qkv: ArrayView3<f32>,
+    att: ArrayView4<f32>,
+    dqkv: ArrayViewMut3<f32>,
+) {
+    let n_head = att.dim().1;
+    let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_backward");
+    assert_eq!(
+        att.dim(),
+        (bsz, n_head, t, t),
+        "attention_backward: att shape"
+    );
+    assert_eq!(dy.dim(), (bsz, t, c), "attention_backward: dy shape");
+    assert_eq!(
+        dqkv.dim(),
+        (bsz, t, 3 * c),
+        "attention_backward: dqkv shape"
+    );
+    if bsz == 0 || t == 0 {
+        return;
+    }
+    let scale = 1.0 / (hs as f32).sqrt();
+    let mut tasks = Vec::with_capacity(bsz * n_head);
+    for (b, dqkv_b) in dqkv.into_outer_iter_mut().enumerate() {
+        // column chunks of width HS: q heads 0..NH, then k heads, then v heads
+        let mut q: Vec<_> = dqkv_b.into_axis_chunks_iter_mut(Axis(1), hs).collect();
+        let v = q.split_off(2 * n_head);
+        let k = q.split_off(n_head);
+        for (h, ((dq, dk), dv)) in q.into_iter().zip(k).zip(v).enumerate() {
+            tasks.push((b, h, dq, dk, dv));
+        }
+    }
+    tasks.into_par_iter().for_each(|(b, h, dq, dk, dv)| {
+        let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
+        let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
+        let att = att.slice(s![b, h, .., ..]);
+        SCRATCH.with_borrow_mut(|scratch| {
+            backward_head(q, k, v, att, dy, scale, dq, dk, dv, scratch);
+        });
+    });
+}
+
+/// One `(b, h)` pair of [`attention_backward`].
+///
+/// # Shapes
+/// `q, k, v: (T, HS)`, `att: (T, T)`, `dy: (T, HS)`, `dq, dk, dv: (T, HS)`,
+/// `scratch`: grown to `(ROW_BLOCK·T)`.
+#[allow(clippy::too_many_arguments)]
+fn backward_head(
+    q: ArrayView2<f32>,
+    k: ArrayView2<f32>,
+    v: ArrayView2<f32>,
+    att: ArrayView2<f32>,
+    dy: ArrayView2<f32>,
+    scale: f32,
+    mut dq: ArrayViewMut2<f32>,
+    mut dk: ArrayViewMut2<f32>,
+    mut dv: ArrayViewMut2<f32>,
+    scratch: &mut Vec<f32>,
+) {
+    let t = q.nrows();
+    dq.fill(0.0);
+    dk.fill(0.0);
+    dv.fill(0.0);
+    if scratch.len() < ROW_BLOCK.min(t) * t {
+        scratch.resize(ROW_BLOCK.min(t) * t, 0.0);
+    }
+    for r0 in (0..t).step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(t);
+        let a = att.slice(s![r0..r1, ..r1]);
+        let dyb = dy.slice(s![r0..r1, ..]);
+        // dv[j] += Σ_i att[i, j]·dy[i]   (dv = attᵀ·dy over this block's queries)
+        gemm_into(
+            a.t(),
+            dyb,
+            dv.slice_mut(s![..r1, ..]),
+            true,
+            Threads::Serial,
+        );
+        // datt[i, j] = dy[i]·v[j]   (datt = dy·vᵀ)
+        let mut ds = ArrayViewMut2::from_shape((r1 - r0, r1), &mut scratch[..(r1 - r0) * r1])
+            .expect("scratch holds the block");
+        gemm_into(
+            dyb,
+            v.slice(s![..r1, ..]).t(),
+            ds.view_mut(),
+            false,
+            Threads::Serial,
+        );
+        for (ii, (mut d, p)) in ds.outer_iter_mut().zip(a.outer_iter()).enumerate() {
+            let i = r0 + ii;
+            let d = d.as_slice_mut().expect("scratch rows are contiguous");
+            let (dvis, dmasked) = d.split_at_mut(i + 1);
+            let p = p.slice(s![..i + 1]);
+            // softmax backward over the causal part only; scale folded in for dq and dk
+            let dot: f32 = dvis.iter().zip(p.iter()).map(|(&d, &p)| d * p).sum();
+            for (d, &p) in dvis.iter_mut().zip(p.iter()) {
+                *d = p * (*d - dot) * scale;
+            }
+            dmasked.fill(0.0);
+        }
+        // dq[i] += Σ_j ds[i, j]·k[j]·scale
+        gemm_into(
+            ds.view(),
+            k.slice(s![..r1, ..]),
+            dq.slice_mut(s![r0..r1, ..]),
+            true,
+            Threads::Serial,
+        );
+        // dk[j] += Σ_i ds[i, j]·q[i]·scale
+        gemm_into(
+            ds.t(),
+            q.slice(s![r0..r1, ..]),
+            dk.slice_mut(s![..r1, ..]),
+            true,
+            Threads::Serial,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array3, Array4};
+
+    #[test]
+    fn rows_sum_to_one_and_mask_is_exactly_zero() {
+        let (b, t, c, nh) = (2, 70, 8, 2); // T > ROW_BLOCK: two row blocks
+        let qkv = Array3::from_shape_fn((b, t, 3 * c), |(i, j, k)| {
+            ((i * 31 + j * 7 + k * 3) as f32 * 0.37).sin()
+        });
+        let mut att = Array4::from_elem((b, nh, t, t), f32::NAN);
+        let mut y = Array3::from_elem((b, t, c), f32::NAN);
+        attention_forward(qkv.view(), nh, att.view_mut(), y.view_mut());
+        for bi in 0..b {
+            for h in 0..nh {
+                for i in 0..t {
+                    let row = att.slice(s![bi, h, i, ..]);
+                    let sum: f32 = row.slice(s![..=i]).sum();
+                    assert!((sum - 1.0).abs() < 1e-5);
+                    assert!(row.slice(s![i + 1..]).iter().all(|&p| p == 0.0));
+                }
+            }
+        }
+        assert!(y.iter().all(|v| v.is_finite()));
+        // the first query only sees itself: y[0] = v[0]
+        for h in 0..nh {
+            for d in 0..c / nh {
+                assert_eq!(y[[0, 0, h * 4 + d]], qkv[[0, 0, 2 * c + h * 4 + d]]);
+            }
+        }
+    }
+}

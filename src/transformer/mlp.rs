@@ -1,0 +1,241 @@
+//! [`Mlp`]: GPT-2's position-wise feed-forward network.
+
+use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_STD};
+use crate::error::{Error, Result};
+use crate::init::Rng;
+use crate::layers::Mode;
+use crate::ops::activation::{gelu_backward_into, gelu_forward_into};
+use crate::param::Param;
+use crate::tensor::Tensor;
+use ndarray::Array2;
+
+/// The GPT-2 MLP (Hugging Face `GPT2MLP`, no dropout): `c_proj(gelu_new(c_fc(x)))`.
+///
+/// ```text
+/// fc  = x·c_fc.weight + c_fc.bias        (B, T, 4C)
+/// act = gelu_tanh(fc)                    (B, T, 4C)
+/// out = act·c_proj.weight + c_proj.bias  (B, T, C)
+/// ```
+///
+/// Parameters (Hugging Face names, `Conv1D` layout `[in, out]`): `c_fc.weight` `[C, 4C]`,
+/// `c_fc.bias` `[4C]`, `c_proj.weight` `[4C, C]`, `c_proj.bias` `[C]`. The hidden width is `4C`
+/// for [`Mlp::new`] and whatever the weights say for [`Mlp::from_weights`].
+///
+/// # Shapes
+/// `x: (B, T, C) → (B, T, C)`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    n_embd: usize,
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+    cache: Cache,
+}
+
+/// Buffers of the last forward, reused across calls.
+#[derive(Debug, Clone)]
+struct Cache {
+    /// The input as rows (training forwards only). Shapes: `(B·T, C)`.
+    x: Array2<f32>,
+    /// `c_fc` output, the GELU input. Shapes: `(B·T, 4C)`.
+    fc: Array2<f32>,
+    /// `gelu(fc)`, the `c_proj` input. Shapes: `(B·T, 4C)`.
+    act: Array2<f32>,
+    /// Backward scratch `dL/dact`, then `dL/dfc`. Shapes: `(B·T, 4C)` each.
+    dact: Array2<f32>,
+    /// See `dact`.
+    dfc: Array2<f32>,
+    /// The `(B, T)` and mode of the last forward.
+    last: Option<((usize, usize), Mode)>,
+}
+
+impl Mlp {
+    /// A freshly initialised MLP `C → 4C → C` for a model of `n_layer` blocks: `c_fc.weight`
+    /// `N(0, 0.02)`, `c_proj.weight` `N(0, 0.02/√(2·n_layer))`, biases 0 (nanoGPT).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `n_embd` or `n_layer` is 0.
+    pub fn new(n_embd: usize, n_layer: usize, rng: &mut Rng) -> Result<Self> {
+        if n_embd == 0 {
+            return Err(Error::config("Mlp", "n_embd", 0, "at least 1"));
+        }
+        if n_layer == 0 {
+            return Err(Error::config("Mlp", "n_layer", 0, "at least 1"));
+        }
+        let c_fc = Conv1D::new(n_embd, 4 * n_embd, INIT_STD, rng);
+        let c_proj = Conv1D::new(4 * n_embd, n_embd, residual_init_std(n_layer), rng);
+        Ok(Self::assemble(c_fc, c_proj))
+    }
+
+    /// An MLP from Hugging Face tensors (`[in, out]` layout).
+    ///
+    /// # Shapes
+    /// `c_fc_weight: (C, H)`, `c_fc_bias: (H)`, `c_proj_weight: (H, C)`, `c_proj_bias: (C)`
+    /// (`H = 4C` in GPT-2).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the tensors do not chain `C → H → C`.
+    pub fn from_weights(
+        c_fc_weight: Tensor,
+        c_fc_bias: Tensor,
+        c_proj_weight: Tensor,
+        c_proj_bias: Tensor,
+    ) -> Result<Self> {
+        let c_fc = Conv1D::from_weights("c_fc", c_fc_weight, c_fc_bias)?;
+        let c_proj = Conv1D::from_weights("c_proj", c_proj_weight, c_proj_bias)?;
+        let (c, h) = (c_fc.n_in(), c_fc.n_out());
+        if c == 0 || c_proj.weight().shape() != [h, c] {
+            return Err(Error::shape(
+                "Mlp c_proj.weight",
+                format!("[H, C] = [{h}, {c}] to match c_fc.weight [{c}, {h}]"),
+                c_proj.weight().shape(),
+            ));
+        }
+        Ok(Self::assemble(c_fc, c_proj))
+    }
+
+    fn assemble(c_fc: Conv1D, c_proj: Conv1D) -> Self {
+        Mlp {
+            n_embd: c_fc.n_in(),
+            c_fc,
+            c_proj,
+            cache: Cache {
+                x: Array2::zeros((0, 0)),
+                fc: Array2::zeros((0, 0)),
+                act: Array2::zeros((0, 0)),
+                dact: Array2::zeros((0, 0)),
+                dfc: Array2::zeros((0, 0)),
+                last: None,
+            },
+        }
+    }
+
+    /// The input and output width `C`.
+    pub fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+
+    /// The hidden width `H` (`4C` in GPT-2).
+    pub fn n_inner(&self) -> usize {
+        self.c_fc.n_out()
+    }
+
+    fn name(&self) -> String {
+        format!("Mlp(n_embd={}, n_inner={})", self.n_embd, self.n_inner())
+    }
+
+    /// Runs the MLP; with `train = true` it keeps what [`Mlp::backward`] needs.
+    ///
+    /// # Shapes
+    /// `x: (B, T, C) → (B, T, C)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not `(B, T, C)`.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t) = check_btc(x, self.n_embd, &self.name())?;
+        let (c, h, rows) = (self.n_embd, self.n_inner(), b * t);
+        let x = x.as_standard_layout();
+        let x2 = x
+            .view()
+            .into_shape_with_order((rows, c))
+            .expect("standard layout");
+        let cache = &mut self.cache;
+        ensure_shape(&mut cache.fc, ndarray::Dim([rows, h]));
+        ensure_shape(&mut cache.act, ndarray::Dim([rows, h]));
+        // fc = x·W_fc + b_fc
+        self.c_fc.forward(x2, cache.fc.view_mut())?;
+        // act = gelu(fc)
+        gelu_forward_into(
+            cache.fc.as_slice().expect("contiguous buffer"),
+            cache.act.as_slice_mut().expect("contiguous buffer"),
+        );
+        // out = act·W_proj + b_proj
+        let mut out = Array2::<f32>::zeros((rows, c));
+        self.c_proj.forward(cache.act.view(), out.view_mut())?;
+        if train {
+            ensure_shape(&mut cache.x, ndarray::Dim([rows, c]));
+            cache.x.assign(&x2);
+        }
+        cache.last = Some(((b, t), if train { Mode::Train } else { Mode::Eval }));
+        Ok(out
+            .into_shape_with_order((b, t, c))
+            .expect("contiguous")
+            .into_dyn())
+    }
+
+    /// Back-propagates `dout` through the last training forward: accumulates the parameter
+    /// gradients and returns `dL/dx`.
+    ///
+    /// ```text
+    /// forward: out = act·W_proj + b_proj  ⇒ dact = dout·W_projᵀ, dW_proj += actᵀ·dout
+    /// forward: act = gelu(fc)             ⇒ dfc = dact·gelu'(fc)
+    /// forward: fc = x·W_fc + b_fc         ⇒ dx = dfc·W_fcᵀ, dW_fc += xᵀ·dfc
+    /// ```
+    ///
+    /// # Shapes
+    /// `dout: (B, T, C) → dx: (B, T, C)`.
+    ///
+    /// # Errors
+    /// [`Error::State`] without a preceding `train = true` forward, [`Error::Shape`] when `dout`
+    /// is not shaped like the last output.
+    pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        let name = self.name();
+        let (b, t) = match self.cache.last {
+            Some((bt, Mode::Train)) => bt,
+            _ => return Err(crate::layers::no_cache(&name)),
+        };
+        let (c, h, rows) = (self.n_embd, self.n_inner(), b * t);
+        if dout.shape() != [b, t, c] {
+            return Err(Error::shape(
+                format!("{name} backward"),
+                format!("dout shaped like the last output [{b}, {t}, {c}]"),
+                dout.shape(),
+            ));
+        }
+        let d = dout.as_standard_layout();
+        let d2 = d
+            .view()
+            .into_shape_with_order((rows, c))
+            .expect("standard layout");
+        let cache = &mut self.cache;
+        ensure_shape(&mut cache.dact, ndarray::Dim([rows, h]));
+        ensure_shape(&mut cache.dfc, ndarray::Dim([rows, h]));
+        // dact = dout·W_projᵀ (overwritten), dW_proj += actᵀ·dout
+        self.c_proj
+            .backward(cache.act.view(), d2, cache.dact.view_mut())?;
+        // dfc = dact·gelu'(fc)
+        gelu_backward_into(
+            cache.fc.as_slice().expect("contiguous buffer"),
+            cache.dact.as_slice().expect("contiguous buffer"),
+            cache.dfc.as_slice_mut().expect("contiguous buffer"),
+        );
+        let mut dx = Array2::<f32>::zeros((rows, c));
+        self.c_fc
+            .backward(cache.x.view(), cache.dfc.view(), dx.view_mut())?;
+        Ok(dx
+            .into_shape_with_order((b, t, c))
+            .expect("contiguous")
+            .into_dyn())
+    }
+
+    /// The parameters with their Hugging Face names: `c_fc.weight`, `c_fc.bias`,
+    /// `c_proj.weight`, `c_proj.bias`.
+    pub fn params(&self) -> Vec<(String, &Param)> {
+        let mut v = prefixed("c_fc.", self.c_fc.params());
+        v.extend(prefixed("c_proj.", self.c_proj.params()));
+        v
+    }
+
+    /// The parameters, mutably, in the order of [`Mlp::params`].
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v = prefixed("c_fc.", self.c_fc.params_mut());
+        v.extend(prefixed("c_proj.", self.c_proj.params_mut()));
+        v
+    }
+
+    /// Sets every parameter gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.params_mut() {
+            p.zero_grad();
+        }
+    }
+}
