@@ -223,17 +223,19 @@ impl Layer for Conv2d {
             conv_out_len(w, self.kernel.1, self.stride.1, pw, self.dilation.1),
         ) {
             (Some(a), Some(b)) => (a, b),
-            _ => return Err(Error::shape(
-                name,
-                format!(
+            _ => {
+                return Err(Error::shape(
+                    name,
+                    format!(
                     "an input of at least {}x{} (the dilated {}x{} kernel) after padding {ph}x{pw}",
                     self.dilation.0 * (self.kernel.0 - 1) + 1,
                     self.dilation.1 * (self.kernel.1 - 1) + 1,
                     self.kernel.0,
                     self.kernel.1
                 ),
-                input_shape,
-            )),
+                    input_shape,
+                ))
+            }
         };
         let g = Conv2dGeom {
             c,
@@ -284,6 +286,44 @@ impl Layer for Conv2d {
     }
 
     fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .backward_impl(dout, true)?
+            .expect("dx requested")
+            .into_dyn())
+    }
+
+    fn backward_params_only(&mut self, dout: &Tensor) -> Result<()> {
+        self.backward_impl(dout, false).map(|_| ())
+    }
+
+    fn params(&self) -> Vec<(String, &Param)> {
+        let mut v: Vec<(String, &Param)> = self
+            .weight
+            .iter()
+            .map(|w| ("weight".to_string(), w))
+            .collect();
+        v.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        v
+    }
+
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v: Vec<(String, &mut Param)> = self
+            .weight
+            .iter_mut()
+            .map(|w| ("weight".to_string(), w))
+            .collect();
+        v.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
+        v
+    }
+}
+
+impl Conv2d {
+    /// The backward pass; `dx` only when `want_dx`.
+    fn backward_impl(
+        &mut self,
+        dout: &Tensor,
+        want_dx: bool,
+    ) -> Result<Option<ndarray::Array4<f32>>> {
         let name = self.name();
         let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
         let g = self.geom.expect("cached forward implies built");
@@ -312,27 +352,8 @@ impl Layer for Conv2d {
             self.bias
                 .as_mut()
                 .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[O]")),
+            want_dx,
         );
-        Ok(dx.into_dyn())
-    }
-
-    fn params(&self) -> Vec<(String, &Param)> {
-        let mut v: Vec<(String, &Param)> = self
-            .weight
-            .iter()
-            .map(|w| ("weight".to_string(), w))
-            .collect();
-        v.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
-        v
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v: Vec<(String, &mut Param)> = self
-            .weight
-            .iter_mut()
-            .map(|w| ("weight".to_string(), w))
-            .collect();
-        v.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
-        v
+        Ok(dx)
     }
 }

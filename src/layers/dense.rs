@@ -197,43 +197,11 @@ impl Layer for Dense {
     }
 
     fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
-        let name = self.name();
-        let (x, in_shape) = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
-        let rows = x.nrows();
-        if dout.len() != rows * self.units || dout.shape().last() != Some(&self.units) {
-            return Err(Error::shape(
-                name,
-                format!("a gradient with {rows} rows of {} outputs", self.units),
-                dout.shape(),
-            ));
-        }
-        let d = dout
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((rows, self.units))
-            .expect("contiguous reshape");
-        let w = self.weight.as_mut().ok_or_else(|| not_built(&name))?;
-        let mut dx = Array2::<f32>::zeros(x.raw_dim());
-        let (wv, wg) = (&w.value, &mut w.grad);
-        linear_backward(
-            d.view(),
-            x.view(),
-            wv.view().into_dimensionality::<Ix2>().expect("[out, in]"),
-            Some(dx.view_mut()),
-            wg.view_mut()
-                .into_dimensionality::<Ix2>()
-                .expect("[out, in]"),
-            self.bias.as_mut().map(|b| {
-                b.grad
-                    .view_mut()
-                    .into_dimensionality::<Ix1>()
-                    .expect("[out]")
-            }),
-        );
-        Ok(dx
-            .into_shape_with_order(in_shape.clone())
-            .expect("input reshape")
-            .into_dyn())
+        Ok(self.backward_impl(dout, true)?.expect("dx requested"))
+    }
+
+    fn backward_params_only(&mut self, dout: &Tensor) -> Result<()> {
+        self.backward_impl(dout, false).map(|_| ())
     }
 
     fn params(&self) -> Vec<(String, &Param)> {
@@ -256,5 +224,56 @@ impl Layer for Dense {
             v.push(("bias".to_string(), b));
         }
         v
+    }
+}
+
+impl Dense {
+    /// The backward pass; `dx` only when `want_dx`.
+    fn backward_impl(&mut self, dout: &Tensor, want_dx: bool) -> Result<Option<Tensor>> {
+        let name = self.name();
+        let (x, in_shape) = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
+        let rows = x.nrows();
+        if dout.len() != rows * self.units || dout.shape().last() != Some(&self.units) {
+            return Err(Error::shape(
+                name,
+                format!("a gradient with {rows} rows of {} outputs", self.units),
+                dout.shape(),
+            ));
+        }
+        let d = dout
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((rows, self.units))
+            .expect("contiguous reshape");
+        let w = self.weight.as_mut().ok_or_else(|| not_built(&name))?;
+        let mut dx = Array2::<f32>::zeros(if want_dx {
+            x.raw_dim()
+        } else {
+            ndarray::Ix2(0, 0)
+        });
+        let (wv, wg) = (&w.value, &mut w.grad);
+        linear_backward(
+            d.view(),
+            x.view(),
+            wv.view().into_dimensionality::<Ix2>().expect("[out, in]"),
+            want_dx.then(|| dx.view_mut()),
+            wg.view_mut()
+                .into_dimensionality::<Ix2>()
+                .expect("[out, in]"),
+            self.bias.as_mut().map(|b| {
+                b.grad
+                    .view_mut()
+                    .into_dimensionality::<Ix1>()
+                    .expect("[out]")
+            }),
+        );
+        if !want_dx {
+            return Ok(None);
+        }
+        Ok(Some(
+            dx.into_shape_with_order(in_shape.clone())
+                .expect("input reshape")
+                .into_dyn(),
+        ))
     }
 }

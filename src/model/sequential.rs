@@ -114,6 +114,11 @@ impl Sequential {
         &self.layers
     }
 
+    /// The layers, mutably (e.g. to time or inspect them one by one).
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer>] {
+        &mut self.layers
+    }
+
     pub(super) fn check_built(&self) -> Result<()> {
         if self.built {
             Ok(())
@@ -191,6 +196,19 @@ impl Sequential {
         Ok(d)
     }
 
+    /// Backward through layers `..end` for training: the first layer skips its input gradient.
+    fn backward_params(&mut self, dout: &Tensor, end: usize) -> Result<()> {
+        self.check_built()?;
+        if end == 0 {
+            return Ok(());
+        }
+        let mut d = dout.clone();
+        for layer in self.layers[1..end].iter_mut().rev() {
+            d = layer.backward(&d)?;
+        }
+        self.layers[0].backward_params_only(&d)
+    }
+
     /// Inference: the model's output in [`Mode::Eval`] (probabilities when it ends in `Softmax`).
     ///
     /// # Shapes
@@ -235,7 +253,7 @@ impl Sequential {
         let end = self.logits_end(loss);
         let logits = self.forward_range(x, Mode::Train, end)?;
         let (value, dlogits) = loss.forward_backward(&logits, targets)?;
-        self.backward_range(&dlogits, end)?;
+        self.backward_params(&dlogits, end)?;
         Ok((value, logits))
     }
 

@@ -208,7 +208,8 @@ pub fn conv2d_forward(
 ///
 /// # Shapes
 /// `dout: (N, O, OH, OW)`, `x: (N, C, H, W)`, `w: (O, C, kh, kw)`, `dw: (O, C, kh, kw)`,
-/// `dbias: (O)` → `dx: (N, C, H, W)`.
+/// `dbias: (O)` → `dx: (N, C, H, W)`, or `None` when `want_dx` is false (the first layer of a
+/// model needs no input gradient, which saves the `Wᵀ·dout` product and the fold).
 pub fn conv2d_backward(
     dout: ArrayView4<f32>,
     x: ArrayView4<f32>,
@@ -216,7 +217,8 @@ pub fn conv2d_backward(
     g: &Conv2dGeom,
     mut dw: ArrayViewMut4<f32>,
     dbias: Option<ArrayViewMut1<f32>>,
-) -> Array4<f32> {
+    want_dx: bool,
+) -> Option<Array4<f32>> {
     let n = x.dim().0;
     let (oh, ow) = g.out_hw();
     let p = oh * ow;
@@ -235,14 +237,25 @@ pub fn conv2d_backward(
     let w = w.as_standard_layout();
     let dout = dout.as_standard_layout();
     let wmat = ArrayView2::from_shape((g.o, k), w.as_slice().expect("standard")).expect("(O, K)");
-    let mut dx = Array4::<f32>::zeros((n, g.c, g.h, g.w));
+    let mut dx = Array4::<f32>::zeros(if want_dx {
+        (n, g.c, g.h, g.w)
+    } else {
+        (n, 0, 0, 0)
+    });
+    let dx_chunk = if want_dx { (g.c * g.h * g.w).max(1) } else { 1 };
     // Per-image weight-gradient partials (O·K each) and bias partials (O each).
     let mut dw_parts = vec![0.0f32; n * g.o * k];
     let mut db_parts = vec![0.0f32; n * g.o];
     let threads = threads_for(n);
-    dx.as_slice_mut()
-        .expect("fresh")
-        .par_chunks_mut((g.c * g.h * g.w).max(1))
+    // Without dx, every image task gets a dummy one-element slot instead of its dx chunk.
+    let mut no_dx = vec![0.0f32; if want_dx { 0 } else { n }];
+    let dx_slots: Vec<&mut [f32]> = if want_dx {
+        dx.as_slice_mut().expect("fresh").chunks_mut(dx_chunk).collect()
+    } else {
+        no_dx.chunks_mut(1).collect()
+    };
+    dx_slots
+        .into_par_iter()
         .zip(
             x.as_slice()
                 .expect("standard")
@@ -268,6 +281,9 @@ pub fn conv2d_backward(
                 for (b, row) in db_n.iter_mut().zip(d.rows()) {
                     *b = row.iter().sum();
                 }
+                if !want_dx {
+                    return;
+                }
                 // dcols = Wᵀ · dout_n, then fold back into dx_n
                 let dc = ArrayViewMut2::from_shape((k, p), &mut dcols[..]).expect("(K, P)");
                 gemm_into(wmat.t(), d, dc, false, threads);
@@ -283,5 +299,5 @@ pub fn conv2d_backward(
             db.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
         }
     }
-    dx
+    want_dx.then_some(dx)
 }
