@@ -14,12 +14,20 @@ mod batch_norm;
 mod conv2d;
 mod dense;
 mod dropout;
+mod embedding;
 mod flatten;
+mod layer_norm;
 mod pool;
 
 pub use activation::{Gelu, Relu, Sigmoid, Softmax, Tanh};
+pub use conv2d::{Conv2d, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use pool::{AvgPool2d, MaxPool2d};
+pub use batch_norm::BatchNorm2d;
+pub use embedding::Embedding;
+pub use layer_norm::LayerNorm;
 
 /// Whether a forward pass is for training (caches for backward, dropout active) or inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +71,15 @@ pub trait Layer: Send + Sync {
     /// [`crate::Error::State`] without a preceding training forward, [`crate::Error::Shape`] when
     /// `dout` does not match the last output.
     fn backward(&mut self, dout: &Tensor) -> Result<Tensor>;
+
+    /// As [`Layer::backward`] when `dL/dx` is not needed (the first layer of a model during
+    /// training): accumulates the parameter gradients and may skip computing the input gradient.
+    ///
+    /// # Errors
+    /// As [`Layer::backward`].
+    fn backward_params_only(&mut self, dout: &Tensor) -> Result<()> {
+        self.backward(dout).map(|_| ())
+    }
 
     /// `true` for a softmax over the last axis: a following cross-entropy loss then takes the
     /// logits before it and uses the fused, numerically stable `(p − onehot)/N` backward.
