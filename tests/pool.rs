@@ -250,6 +250,22 @@ fn maxpool_padding_is_minus_infinity_and_ties_take_the_first_maximum() {
     // Backward sums over the windows that chose an element: [0] is picked 4 times.
     let dx = pool.backward(&Tensor::ones(IxDyn(&[1, 1, 3, 3]))).unwrap();
     assert_eq!(dx.iter().copied().collect::<Vec<_>>(), [4.0, 2.0, 2.0, 1.0]);
+    // A tie between the end of the first row and the start of the second: row-major order wins.
+    let x = Tensor::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1.0, 2.0, 2.0, 0.0]).unwrap();
+    let mut pool = built(MaxPool2d::new(2), &x);
+    pool.forward(&x, Mode::Eval).unwrap();
+    assert_eq!(pool.indices().unwrap()[[0, 0, 0, 0]], 1);
+    // All equal, in the fused 2×2 path and the row-by-row 3×3 tiled path: the top-left element.
+    let x = Tensor::from_elem(IxDyn(&[1, 1, 6, 6]), 1.0);
+    for (k, want) in [
+        (2, vec![0u32, 2, 4, 12, 14, 16, 24, 26, 28]),
+        (3, vec![0, 3, 18, 21]),
+    ] {
+        let mut pool = built(MaxPool2d::new(k), &x);
+        pool.forward(&x, Mode::Eval).unwrap();
+        let idx: Vec<u32> = pool.indices().unwrap().iter().copied().collect();
+        assert_eq!(idx, want, "k={k}");
+    }
 }
 
 #[test]

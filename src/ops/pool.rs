@@ -19,11 +19,19 @@
 //! `v > max || v.is_nan()`, so the **first** of equal maxima wins and a NaN wins over numbers (the
 //! **last** NaN of a window, since every NaN replaces). A window of `−∞` only reports its first
 //! element. The backward routes `dout` of each window to its argmax, **summing** where
-//! overlapping windows (stride < kernel) share an argmax.
+//! overlapping windows (stride < kernel) share an argmax. Both backward kernels **accumulate**
+//! into `dx` (pass zeros for a plain gradient).
+//!
+//! Speed: the max-pool forward is one kernel with three loop shapes chosen per output row — 2×2
+//! windows fused over two input rows, other stride = kernel windows folded row by row over
+//! consecutive chunks, and a generic loop for clipped or overlapping windows — all visiting each
+//! window in the same scan order, so they agree bit for bit (tests compare them with a naive
+//! reference). The first two vectorise.
 //!
 //! Parallelism: the `N·C` planes are independent; large inputs run them in parallel with rayon,
 //! each plane computed by one task in a fixed order, so results are bit-identical for any thread
-//! count. The kernels do not allocate (the `_into` forms write into caller buffers).
+//! count. The `_into` forms write into caller buffers; the only allocations are two small window
+//! tables (`OH + OW` entries) per call, outside the loops.
 
 use crate::ops::activation::PARALLEL_MIN_LEN;
 use ndarray::{Array4, ArrayView4, ArrayViewMut4};
@@ -126,9 +134,10 @@ fn windows(out: usize, k: usize, s: usize, p: usize, n: usize) -> Vec<Win> {
 struct Windows {
     rows: Vec<Win>,
     cols: Vec<Win>,
-    /// When the column stride equals the kernel width `kw`: `(j0, j1, kw)`, where `j0..j1` are the
-    /// column windows that lie fully inside the input (consecutive `kw`-chunks of a row).
-    tiled: Option<(usize, usize, usize)>,
+    /// The column windows `j0..j1` that are consecutive non-overlapping `kw`-chunks of a row
+    /// (stride = kernel width, fully inside the input); empty otherwise.
+    tiled: (usize, usize),
+    kw: usize,
 }
 
 impl Windows {
@@ -136,15 +145,17 @@ impl Windows {
         let cols = windows(ow, g.kernel.1, g.stride.1, g.padding.1, w);
         let kw = g.kernel.1;
         let full = |c: &Win| c.hi - c.lo == kw;
-        let tiled = (g.stride.1 == kw).then(|| {
+        let tiled = if g.stride.1 == kw {
             let j0 = cols.iter().position(full).unwrap_or(ow);
-            let j1 = j0 + cols[j0..].iter().take_while(|c| full(c)).count();
-            (j0, j1, kw)
-        });
+            (j0, j0 + cols[j0..].iter().take_while(|c| full(c)).count())
+        } else {
+            (0, 0)
+        };
         Windows {
             rows: windows(oh, g.kernel.0, g.stride.0, g.padding.0, h),
             cols,
             tiled,
+            kw,
         }
     }
 }
@@ -256,11 +267,34 @@ fn fold_tiled(xs: &[f32], k: usize, first: u32, best: &mut [f32], at: &mut [u32]
     }
 }
 
+/// The common 2×2 window: folds two input rows (`r0`, `r1`, starting at flat indices `i0`,
+/// `i1`) into consecutive non-overlapping windows in one vectorisable pass, in the scan order
+/// `r0[2j], r0[2j+1], r1[2j], r1[2j+1]`.
+#[inline(always)]
+fn max_2x2(r0: &[f32], r1: &[f32], i0: u32, i1: u32, out: &mut [f32], idx: &mut [u32]) {
+    for (j, (((a, b), o), ix)) in r0
+        .chunks_exact(2)
+        .zip(r1.chunks_exact(2))
+        .zip(out)
+        .zip(idx)
+        .enumerate()
+    {
+        let j2 = 2 * j as u32;
+        let (mut best, mut at) = (f32::NEG_INFINITY, i0 + j2);
+        fold_max(a[0], i0 + j2, &mut best, &mut at);
+        fold_max(a[1], i0 + j2 + 1, &mut best, &mut at);
+        fold_max(b[0], i1 + j2, &mut best, &mut at);
+        fold_max(b[1], i1 + j2 + 1, &mut best, &mut at);
+        (*o, *ix) = (best, at);
+    }
+}
+
 /// Max pooling of one plane of width `w` into the window maxima and their flat argmax
-/// `h·W + w`. Windows advance row by row through the input; each visits its elements in
-/// row-major order (PyTorch's scan order), so the result does not depend on the path taken.
+/// `h·W + w`. Every window visits its elements in row-major order (PyTorch's scan order),
+/// whichever of the three paths handles it (2×2 fused rows, row-by-row tiled, generic), so the
+/// result does not depend on the path.
 fn max_plane(x: &[f32], w: usize, win: &Windows, out: &mut [f32], idx: &mut [u32]) {
-    let ow = win.cols.len();
+    let (ow, (j0, j1)) = (win.cols.len(), win.tiled);
     for ((orow, irow), rw) in out
         .chunks_exact_mut(ow)
         .zip(idx.chunks_exact_mut(ow))
@@ -270,30 +304,37 @@ fn max_plane(x: &[f32], w: usize, win: &Windows, out: &mut [f32], idx: &mut [u32
             *o = f32::NEG_INFINITY;
             *ix = (rw.lo * w + cw.lo) as u32;
         }
+        // forward: out[i,j] = max over the window (padding = −∞); first max wins, NaN wins.
+        let fused = j1 > j0 && win.kw == 2 && rw.hi - rw.lo == 2;
+        if fused {
+            let (c0, c1) = (win.cols[j0].lo, win.cols[j0].lo + 2 * (j1 - j0));
+            let (r0, r1) = (rw.lo * w, (rw.lo + 1) * w);
+            max_2x2(
+                &x[r0 + c0..r0 + c1],
+                &x[r1 + c0..r1 + c1],
+                (r0 + c0) as u32,
+                (r1 + c0) as u32,
+                &mut orow[j0..j1],
+                &mut irow[j0..j1],
+            );
+        }
         for r in rw.lo..rw.hi {
             let (xrow, base) = (&x[r * w..(r + 1) * w], r * w);
-            // forward: out[i,j] = max over the window (padding = −∞); first max wins, NaN wins.
-            let (j0, j1) = match win.tiled {
-                Some((j0, j1, k)) if j1 > j0 => {
-                    let c0 = win.cols[j0].lo;
-                    let xs = &xrow[c0..c0 + (j1 - j0) * k];
-                    let (b, a) = (&mut orow[j0..j1], &mut irow[j0..j1]);
-                    let first = (base + c0) as u32;
-                    match k {
-                        2 => fold_tiled(xs, 2, first, b, a),
-                        3 => fold_tiled(xs, 3, first, b, a),
-                        k => fold_tiled(xs, k, first, b, a),
-                    }
-                    (j0, j1)
+            if j1 > j0 && !fused {
+                let c0 = win.cols[j0].lo;
+                let xs = &xrow[c0..c0 + (j1 - j0) * win.kw];
+                let (b, a) = (&mut orow[j0..j1], &mut irow[j0..j1]);
+                let first = (base + c0) as u32;
+                match win.kw {
+                    2 => fold_tiled(xs, 2, first, b, a),
+                    3 => fold_tiled(xs, 3, first, b, a),
+                    k => fold_tiled(xs, k, first, b, a),
                 }
-                _ => (0, 0),
-            };
-            for (j, cw) in win.cols.iter().enumerate() {
-                if (j0..j1).contains(&j) {
-                    continue;
-                }
-                for c in cw.lo..cw.hi {
-                    fold_max(xrow[c], (base + c) as u32, &mut orow[j], &mut irow[j]);
+            }
+            for j in (0..j0).chain(j1..ow) {
+                let cw = &win.cols[j];
+                for (c, &v) in (cw.lo..).zip(&xrow[cw.lo..cw.hi]) {
+                    fold_max(v, (base + c) as u32, &mut orow[j], &mut irow[j]);
                 }
             }
         }
