@@ -5,10 +5,13 @@
 //!
 //! - `fwd`: an inference forward (`Mode::Eval`),
 //! - `bwd`: a backward pass after one training forward (dx, dW, dbias),
-//! - `fwd+bwd`: a training forward then a backward (what a training step costs).
+//! - `bwd no dx`: the same without the input gradient (`backward_params_only`, what the first
+//!   layer of a model runs: layers (a) and (c) in the seed CNN),
+//! - `fwd+bwd`: a training forward then a backward with dx.
 //!
 //! Median and min time over ≥ 10 samples, GFLOP/s (a forward is `2·N·O·OH·OW·C·kh·kw`, a backward
-//! twice that) and the fraction of the machine's FMA peak measured at the start. The shared 2-core
+//! twice that, a backward without dx once) and the fraction of the machine's FMA peak measured at
+//! the start. The shared 2-core
 //! machine is noisy: every case is measured in several passes and the pass with the best median is
 //! reported, with every pass median alongside.
 
@@ -44,7 +47,7 @@ impl Case {
     fn flops(&self) -> f64 {
         self.fwd_flops()
             * match self.mode {
-                "fwd" => 1.0,
+                "fwd" | "bwd no dx" => 1.0,
                 "bwd" => 2.0,
                 _ => 3.0,
             }
@@ -74,7 +77,7 @@ fn main() {
     ];
     let mut cases = Vec::new();
     for &(label, n, chw, out, k) in &layers {
-        for mode in ["fwd", "bwd", "fwd+bwd"] {
+        for mode in ["fwd", "bwd", "bwd no dx", "fwd+bwd"] {
             for &threads in &threads_list {
                 let case = Case {
                     label,
@@ -121,6 +124,7 @@ fn main() {
                     "bwd" => {
                         std::hint::black_box(conv.backward(&dout).expect("backward"));
                     }
+                    "bwd no dx" => conv.backward_params_only(&dout).expect("backward"),
                     _ => {
                         std::hint::black_box(conv.forward(&x, Mode::Train).expect("forward"));
                         std::hint::black_box(conv.backward(&dout).expect("backward"));

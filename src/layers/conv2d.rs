@@ -3,10 +3,11 @@
 use super::{no_cache, not_built, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::init::{pytorch_default, Rng};
-use crate::ops::conv2d::{conv2d_backward, conv2d_forward, conv_out_len, Conv2dGeom};
+use crate::ops::conv2d::{conv2d_backward, conv2d_forward, Conv2dGeom, Conv2dWorkspace};
 use crate::param::Param;
 use crate::tensor::{expect_nchw, Tensor};
-use ndarray::{Ix1, Ix4};
+use ndarray::{Array4, ArrayView4, Ix1, Ix4};
+use rayon::prelude::*;
 
 /// Zero padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -14,18 +15,36 @@ pub enum Padding {
     /// No padding (Keras `"valid"`, PyTorch `padding=0`).
     #[default]
     Valid,
-    /// Output size = input size at stride 1 (Keras / PyTorch `"same"`); needs stride 1 and an
-    /// even total padding `d·(k − 1)` (odd kernels).
+    /// The output has the input's size (Keras / PyTorch `"same"`): a total of `d·(k − 1)` zeros
+    /// per axis, half before and the rest after (so an even kernel pads one more at the
+    /// bottom/right, as both frameworks do). Needs stride 1, as in PyTorch.
     Same,
-    /// Explicit `(top/bottom, left/right)` padding.
+    /// Explicit `(top and bottom, left and right)` padding.
     Explicit(usize, usize),
 }
 
-/// A 2-D convolution: weight `[O, C, kh, kw]` (names `weight`, `bias`), in-channels `C` inferred
-/// at build. PyTorch default initialisation `U(-1/√(C·kh·kw), 1/√(C·kh·kw))` for weight and bias.
+/// A 2-D convolution (cross-correlation) over NCHW images, PyTorch `nn.Conv2d` semantics.
+///
+/// The weight has layout `[O, C, kh, kw]` and the parameters are named `weight` and `bias`. The
+/// input channels `C` are inferred at [`Layer::build`] from the per-sample shape `(C, H, W)`.
+/// Initialisation is PyTorch's default, `U(-1/√(C·kh·kw), 1/√(C·kh·kw))` for weight and bias.
+/// Defaults: stride 1, [`Padding::Valid`], dilation 1, with bias.
+///
+/// The layer keeps its scratch buffers ([`Conv2dWorkspace`]) and the buffer of its cached input
+/// across calls, so a training loop does not reallocate them.
+///
+/// ```
+/// use handgrad::layers::{Conv2d, Layer, Padding};
+/// let mut conv = Conv2d::new(16, 3).padding(Padding::Same);
+/// let out = conv.build(&[3, 32, 32], &mut handgrad::init::rng(0))?;
+/// assert_eq!(out, vec![16, 32, 32]);
+/// assert_eq!(conv.describe(), "Conv2d(3→16, 3x3, stride 1, pad same)");
+/// # Ok::<(), handgrad::Error>(())
+/// ```
 ///
 /// # Shapes
-/// `x: (N, C, H, W) → (N, O, OH, OW)`, `OH = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1`.
+/// `x: (N, C, H, W) → (N, O, OH, OW)` with `OH = ⌊(H + 2·ph − dh·(kh − 1) − 1)/sh⌋ + 1` (and
+/// likewise `OW`).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     out_channels: usize,
@@ -37,12 +56,14 @@ pub struct Conv2d {
     geom: Option<Conv2dGeom>,
     weight: Option<Param>,
     bias: Option<Param>,
-    /// The input of the last training forward.
-    cache: Option<Tensor>,
+    /// The input of the last training forward, `(N, C, H, W)`; its buffer is reused.
+    cache: Option<Array4<f32>>,
+    /// Scratch buffers of the kernel, reused across calls.
+    ws: Conv2dWorkspace,
 }
 
 impl Conv2d {
-    /// `out_channels` filters of `kernel × kernel`, stride 1, no padding, dilation 1, with bias.
+    /// `out_channels` filters of `kernel × kernel`; stride 1, no padding, dilation 1, with bias.
     pub fn new(out_channels: usize, kernel: usize) -> Self {
         Conv2d {
             out_channels,
@@ -55,6 +76,7 @@ impl Conv2d {
             weight: None,
             bias: None,
             cache: None,
+            ws: Conv2dWorkspace::new(),
         }
     }
 
@@ -63,54 +85,67 @@ impl Conv2d {
         self.kernel = (kh, kw);
         self
     }
+
     /// The same stride on both axes (default 1).
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = (s, s);
-        self
+    pub fn stride(self, s: usize) -> Self {
+        self.stride_hw(s, s)
     }
-    /// Different vertical and horizontal strides.
+
+    /// Vertical and horizontal strides.
     pub fn stride_hw(mut self, sh: usize, sw: usize) -> Self {
         self.stride = (sh, sw);
         self
     }
+
     /// The padding mode (default [`Padding::Valid`]).
     pub fn padding(mut self, padding: Padding) -> Self {
         self.padding = padding;
         self
     }
-    /// Shorthand for `Padding::Explicit(p, p)`.
+
+    /// Shorthand for `.padding(Padding::Explicit(p, p))`.
     pub fn pad(self, p: usize) -> Self {
         self.padding(Padding::Explicit(p, p))
     }
+
     /// The same dilation on both axes (default 1).
     pub fn dilation(mut self, d: usize) -> Self {
         self.dilation = (d, d);
         self
     }
+
     /// Whether the layer has a bias (default `true`).
     pub fn with_bias(mut self, use_bias: bool) -> Self {
         self.use_bias = use_bias;
         self
     }
 
-    /// A layer with existing weights `[O, C, kh, kw]` and optional bias `[O]` (e.g. from PyTorch);
-    /// stride, padding and dilation can still be set, and `build` checks the input channels.
+    /// A layer with existing weights `[O, C, kh, kw]` (e.g. from PyTorch) and an optional bias
+    /// `[O]`. Stride, padding and dilation can still be set with the builder methods; `build`
+    /// checks that the input has `C` channels.
     ///
     /// # Errors
-    /// [`Error::Shape`] for a weight that is not rank 4 or a bias of the wrong length.
+    /// [`Error::Shape`] for a weight that is not rank 4 (or has a zero-sized axis) or a bias
+    /// whose length is not `O`.
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let &[o, _, kh, kw] = weight.shape() else {
-            return Err(Error::shape(
-                "Conv2d::from_weights",
-                "a rank-4 [O, C, kh, kw] weight",
-                weight.shape(),
-            ));
+        let (o, kh, kw) = match *weight.shape() {
+            [o, c, kh, kw] if o > 0 && c > 0 && kh > 0 && kw > 0 => (o, kh, kw),
+            _ => {
+                return Err(Error::shape(
+                    "Conv2d::from_weights",
+                    "a rank-4 [O, C, kh, kw] weight with non-zero sizes",
+                    weight.shape(),
+                ))
+            }
         };
         if let Some(b) = &bias {
             if b.shape() != [o] {
                 return Err(Error::shape(
                     "Conv2d::from_weights",
-                    format!("a bias of shape [{o}]"),
+                    format!(
+                        "a bias of shape [{o}] to match the weight {:?}",
+                        weight.shape()
+                    ),
                     b.shape(),
                 ));
             }
@@ -121,43 +156,143 @@ impl Conv2d {
         Ok(layer)
     }
 
+    /// The number of output channels `O`.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// The weight `[O, C, kh, kw]`, once built (or from [`Conv2d::from_weights`]).
+    pub fn weight(&self) -> Option<&Param> {
+        self.weight.as_ref()
+    }
+
+    /// The bias `[O]`, once built (and when enabled).
+    pub fn bias(&self) -> Option<&Param> {
+        self.bias.as_ref()
+    }
+
+    /// The geometry (input and output sizes, stride, padding, dilation), once built.
+    pub fn geometry(&self) -> Option<Conv2dGeom> {
+        self.geom
+    }
+
     fn name(&self) -> String {
-        let cin = self
-            .geom
-            .map(|g| g.c.to_string())
-            .unwrap_or_else(|| "?".into());
-        let (ph, pw) = self.pads();
-        format!(
-            "Conv2d({cin}→{}, {}x{}, stride {}, pad {})",
+        let cin = match (&self.geom, &self.weight) {
+            (Some(g), _) => g.c.to_string(),
+            (None, Some(w)) => w.shape()[1].to_string(),
+            _ => "?".into(),
+        };
+        let pair = |(a, b): (usize, usize)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}x{b}")
+            }
+        };
+        let pad = match self.padding {
+            Padding::Valid => "0".to_string(),
+            Padding::Same => "same".to_string(),
+            Padding::Explicit(ph, pw) => pair((ph, pw)),
+        };
+        let mut s = format!(
+            "Conv2d({cin}→{}, {}x{}, stride {}, pad {pad}",
             self.out_channels,
             self.kernel.0,
             self.kernel.1,
-            if self.stride.0 == self.stride.1 {
-                self.stride.0.to_string()
-            } else {
-                format!("{}x{}", self.stride.0, self.stride.1)
-            },
-            if ph == pw {
-                ph.to_string()
-            } else {
-                format!("{ph}x{pw}")
-            },
-        ) + &if self.dilation != (1, 1) {
-            format!(", dilation {}", self.dilation.0)
-        } else {
-            String::new()
+            pair(self.stride),
+        );
+        if self.dilation != (1, 1) {
+            s += &format!(", dilation {}", pair(self.dilation));
+        }
+        if !self.use_bias {
+            s += ", no bias";
+        }
+        s + ")"
+    }
+
+    /// `((top, bottom), (left, right))` zero padding.
+    fn pads(&self) -> ((usize, usize), (usize, usize)) {
+        let same = |k: usize, d: usize| {
+            let total = d * k.saturating_sub(1);
+            (total / 2, total - total / 2)
+        };
+        match self.padding {
+            Padding::Valid => ((0, 0), (0, 0)),
+            Padding::Explicit(ph, pw) => ((ph, ph), (pw, pw)),
+            Padding::Same => (
+                same(self.kernel.0, self.dilation.0),
+                same(self.kernel.1, self.dilation.1),
+            ),
         }
     }
 
-    fn pads(&self) -> (usize, usize) {
-        match self.padding {
-            Padding::Valid => (0, 0),
-            Padding::Explicit(ph, pw) => (ph, pw),
-            Padding::Same => (
-                self.dilation.0 * (self.kernel.0.max(1) - 1) / 2,
-                self.dilation.1 * (self.kernel.1.max(1) - 1) / 2,
-            ),
+    /// Checks a batch against the built geometry: `(N, C, H, W)`, with hints for NHWC input and
+    /// for a single image without the batch axis.
+    fn check_input(&self, x: &Tensor, g: &Conv2dGeom) -> Result<()> {
+        if x.shape() == [g.c, g.h, g.w] {
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "an NCHW input (N, {}, {}, {}); this is one (C, H, W) image: add the batch \
+                     axis, e.g. x.insert_axis(Axis(0))",
+                    g.c, g.h, g.w
+                ),
+                x.shape(),
+            ));
         }
+        expect_nchw(x, &self.name(), [g.c, g.h, g.w])
+    }
+
+    /// The backward pass; `dx` only when `want_dx`.
+    fn backward_impl(&mut self, dout: &Tensor, want_dx: bool) -> Result<Option<Array4<f32>>> {
+        let name = self.name();
+        let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
+        let g = self.geom.ok_or_else(|| not_built(&name))?;
+        let (oh, ow) = g.out_hw();
+        let n = x.dim().0;
+        if dout.shape() != [n, g.o, oh, ow] {
+            return Err(Error::shape(
+                format!("{name} backward"),
+                format!(
+                    "dout shaped like the last output (N, O, OH, OW) = [{n}, {}, {oh}, {ow}]",
+                    g.o
+                ),
+                dout.shape(),
+            ));
+        }
+        let w = self.weight.as_mut().ok_or_else(|| not_built(&name))?;
+        Ok(conv2d_backward(
+            dout.view().into_dimensionality::<Ix4>().expect("checked"),
+            x.view(),
+            w.value
+                .view()
+                .into_dimensionality::<Ix4>()
+                .expect("[O, C, kh, kw]"),
+            &g,
+            &mut self.ws,
+            w.grad
+                .view_mut()
+                .into_dimensionality::<Ix4>()
+                .expect("[O, C, kh, kw]"),
+            self.bias
+                .as_mut()
+                .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[O]")),
+            want_dx,
+        ))
+    }
+}
+
+/// Copies `x` into the cache, reusing the cached buffer when the shape matches.
+fn store_input(cache: &mut Option<Array4<f32>>, x: ArrayView4<f32>) {
+    match cache {
+        Some(c) if c.dim() == x.dim() => match (c.as_slice_mut(), x.as_slice()) {
+            (Some(dst), Some(src)) => dst
+                .par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s)),
+            _ => c.assign(&x),
+        },
+        _ => *cache = Some(x.as_standard_layout().into_owned()),
     }
 }
 
@@ -171,7 +306,7 @@ impl Layer for Conv2d {
         let &[c, h, w] = input_shape else {
             return Err(Error::shape(
                 name,
-                "a per-sample (C, H, W) input (NCHW without the batch)",
+                "a per-sample (C, H, W) input (NCHW without the batch axis)",
                 input_shape,
             ));
         };
@@ -182,96 +317,106 @@ impl Layer for Conv2d {
             ("dilation", self.dilation.0.min(self.dilation.1)),
         ] {
             if v == 0 {
-                return Err(Error::config("Conv2d", what, 0, "at least 1"));
+                return Err(Error::config(name, what, 0, "at least 1"));
             }
         }
-        if self.padding == Padding::Same {
-            if self.stride != (1, 1) {
-                return Err(Error::config(
-                    "Conv2d",
-                    "padding",
-                    format!("\"same\" with stride {:?}", self.stride),
-                    "stride 1 with \"same\" padding (as PyTorch)",
-                ));
-            }
-            if (self.dilation.0 * (self.kernel.0 - 1)) % 2 == 1
-                || (self.dilation.1 * (self.kernel.1 - 1)) % 2 == 1
-            {
-                return Err(Error::config(
-                    "Conv2d",
-                    "padding",
-                    format!("\"same\" with a {}x{} kernel", self.kernel.0, self.kernel.1),
-                    "an odd kernel size (symmetric padding) with \"same\"",
-                ));
-            }
+        if c == 0 || h == 0 || w == 0 {
+            return Err(Error::shape(
+                name,
+                "a per-sample (C, H, W) input with non-zero sizes",
+                input_shape,
+            ));
+        }
+        if self.padding == Padding::Same && self.stride != (1, 1) {
+            return Err(Error::config(
+                name,
+                "padding",
+                format!("\"same\" with stride {}x{}", self.stride.0, self.stride.1),
+                "stride 1 with \"same\" padding (as PyTorch); use Padding::Explicit for strided \
+                 convolutions",
+            ));
         }
         if let Some(wt) = &self.weight {
+            let want = [
+                self.out_channels,
+                wt.shape()[1],
+                self.kernel.0,
+                self.kernel.1,
+            ];
+            if wt.shape() != want {
+                return Err(Error::config(
+                    name,
+                    "kernel",
+                    format!(
+                        "{}x{} with {} outputs",
+                        self.kernel.0, self.kernel.1, self.out_channels
+                    ),
+                    format!("the kernel of the given weight {:?}", wt.shape()),
+                ));
+            }
             if wt.shape()[1] != c {
                 return Err(Error::shape(
                     name,
                     format!(
-                        "per-sample inputs with {} channels (the weight's)",
-                        wt.shape()[1]
+                        "per-sample inputs (C, H, W) with {} channels (the weight's {:?})",
+                        wt.shape()[1],
+                        wt.shape()
                     ),
                     input_shape,
                 ));
             }
         }
-        let (ph, pw) = self.pads();
-        let (oh, ow) = match (
-            conv_out_len(h, self.kernel.0, self.stride.0, ph, self.dilation.0),
-            conv_out_len(w, self.kernel.1, self.stride.1, pw, self.dilation.1),
-        ) {
-            (Some(a), Some(b)) => (a, b),
-            _ => {
-                return Err(Error::shape(
-                    name,
-                    format!(
-                    "an input of at least {}x{} (the dilated {}x{} kernel) after padding {ph}x{pw}",
+        let (rows, cols) = self.pads();
+        let g = Conv2dGeom::new(c, h, w, self.out_channels, self.kernel.0, self.kernel.1)
+            .with_stride(self.stride.0, self.stride.1)
+            .with_padding_asym(rows, cols)
+            .with_dilation(self.dilation.0, self.dilation.1);
+        let Some((oh, ow)) = g.try_out_hw() else {
+            return Err(Error::shape(
+                name,
+                format!(
+                    "an input of at least {}x{} after padding (the {}x{} kernel{}), but the \
+                     padded input is {}x{}",
                     self.dilation.0 * (self.kernel.0 - 1) + 1,
                     self.dilation.1 * (self.kernel.1 - 1) + 1,
                     self.kernel.0,
-                    self.kernel.1
+                    self.kernel.1,
+                    if self.dilation == (1, 1) {
+                        String::new()
+                    } else {
+                        format!(" dilated by {}x{}", self.dilation.0, self.dilation.1)
+                    },
+                    h + rows.0 + rows.1,
+                    w + cols.0 + cols.1,
                 ),
-                    input_shape,
-                ))
-            }
+                input_shape,
+            ));
         };
-        let g = Conv2dGeom {
-            c,
-            h,
-            w,
-            o: self.out_channels,
-            kh: self.kernel.0,
-            kw: self.kernel.1,
-            sh: self.stride.0,
-            sw: self.stride.1,
-            ph,
-            pw,
-            dh: self.dilation.0,
-            dw: self.dilation.1,
-        };
+        let fan_in = g.k_len();
         if self.weight.is_none() {
-            let fan_in = g.k_len();
-            self.weight = Some(Param::new(pytorch_default(
-                &[g.o, c, g.kh, g.kw],
-                fan_in,
-                rng,
-            )));
-            self.bias = self
-                .use_bias
-                .then(|| Param::new(pytorch_default(&[g.o], fan_in, rng)));
+            let shape = [g.o, c, g.kh, g.kw];
+            self.weight = Some(Param::new(pytorch_default(&shape, fan_in, rng)));
+        }
+        if !self.use_bias {
+            self.bias = None;
+        } else if self.bias.is_none() {
+            self.bias = Some(Param::new(pytorch_default(&[g.o], fan_in, rng)));
         }
         self.geom = Some(g);
+        self.cache = None;
         Ok(vec![self.out_channels, oh, ow])
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let g = self.geom.ok_or_else(|| not_built(&self.name()))?;
-        expect_nchw(x, &self.name(), [g.c, g.h, g.w])?;
-        let w = self.weight.as_ref().expect("built");
+        self.check_input(x, &g)?;
+        let x = x.view().into_dimensionality::<Ix4>().expect("checked NCHW");
+        let w = self
+            .weight
+            .as_ref()
+            .ok_or_else(|| not_built(&self.name()))?;
         let out = conv2d_forward(
-            x.view().into_dimensionality::<Ix4>().expect("checked NCHW"),
+            x.view(),
             w.value
                 .view()
                 .into_dimensionality::<Ix4>()
@@ -280,8 +425,12 @@ impl Layer for Conv2d {
                 .as_ref()
                 .map(|b| b.value.view().into_dimensionality::<Ix1>().expect("[O]")),
             &g,
+            &mut self.ws,
         );
-        self.cache = (mode == Mode::Train).then(|| x.clone());
+        match mode {
+            Mode::Train => store_input(&mut self.cache, x),
+            Mode::Eval => self.cache = None,
+        }
         Ok(out.into_dyn())
     }
 
@@ -297,63 +446,24 @@ impl Layer for Conv2d {
     }
 
     fn params(&self) -> Vec<(String, &Param)> {
-        let mut v: Vec<(String, &Param)> = self
-            .weight
-            .iter()
-            .map(|w| ("weight".to_string(), w))
-            .collect();
-        v.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        let mut v: Vec<(String, &Param)> = Vec::new();
+        if let Some(w) = &self.weight {
+            v.push(("weight".to_string(), w));
+        }
+        if let Some(b) = &self.bias {
+            v.push(("bias".to_string(), b));
+        }
         v
     }
 
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v: Vec<(String, &mut Param)> = self
-            .weight
-            .iter_mut()
-            .map(|w| ("weight".to_string(), w))
-            .collect();
-        v.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
-        v
-    }
-}
-
-impl Conv2d {
-    /// The backward pass; `dx` only when `want_dx`.
-    fn backward_impl(
-        &mut self,
-        dout: &Tensor,
-        want_dx: bool,
-    ) -> Result<Option<ndarray::Array4<f32>>> {
-        let name = self.name();
-        let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
-        let g = self.geom.expect("cached forward implies built");
-        let (oh, ow) = g.out_hw();
-        let n = x.shape()[0];
-        if dout.shape() != [n, g.o, oh, ow] {
-            return Err(Error::shape(
-                format!("{name} backward"),
-                format!("dout of shape [{n}, {}, {oh}, {ow}]", g.o),
-                dout.shape(),
-            ));
+        let mut v: Vec<(String, &mut Param)> = Vec::new();
+        if let Some(w) = &mut self.weight {
+            v.push(("weight".to_string(), w));
         }
-        let w = self.weight.as_mut().expect("built");
-        let dx = conv2d_backward(
-            dout.view().into_dimensionality::<Ix4>().expect("checked"),
-            x.view().into_dimensionality::<Ix4>().expect("checked"),
-            w.value
-                .view()
-                .into_dimensionality::<Ix4>()
-                .expect("[O, C, kh, kw]"),
-            &g,
-            w.grad
-                .view_mut()
-                .into_dimensionality::<Ix4>()
-                .expect("[O, C, kh, kw]"),
-            self.bias
-                .as_mut()
-                .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[O]")),
-            want_dx,
-        );
-        Ok(dx)
+        if let Some(b) = &mut self.bias {
+            v.push(("bias".to_string(), b));
+        }
+        v
     }
 }
