@@ -40,7 +40,9 @@ fn forward_flops(c: usize, h: usize, w: usize) -> f64 {
 
 /// `--profile`: time every layer's forward and backward of one training step (where the time goes).
 fn profile(shape: [usize; 3], batch: usize, threads: usize) {
-    let x = Tensor::from_shape_fn(IxDyn(&[batch, shape[0], shape[1], shape[2]]), |d| ((d[1] + d[2] * 3 + d[3]) % 11) as f32 / 11.0);
+    let x = Tensor::from_shape_fn(IxDyn(&[batch, shape[0], shape[1], shape[2]]), |d| {
+        ((d[1] + d[2] * 3 + d[3]) % 11) as f32 / 11.0
+    });
     pool(threads).install(|| {
         let mut model = seed_cnn(&shape);
         let layers = model.layers_mut();
@@ -76,16 +78,31 @@ fn main() {
     let passes = if quick { 1 } else { 3 };
     let min_sample = Duration::from_millis(if quick { 50 } else { 200 });
     let threads_list = [1usize, 2];
-    let peaks: Vec<f64> = threads_list.iter().map(|&t| fma_peak_gflops(t).unwrap_or(f64::NAN)).collect();
+    let peaks: Vec<f64> = threads_list
+        .iter()
+        .map(|&t| fma_peak_gflops(t).unwrap_or(f64::NAN))
+        .collect();
     println!("# handgrad seed-CNN benchmark ({passes} pass(es), {samples} samples each)");
     for (t, p) in threads_list.iter().zip(&peaks) {
         println!("measured FMA peak, {t} thread(s): {p:.1} GFLOP/s");
     }
     println!();
-    row(&["case", "threads", "median ms", "min ms", "images/s (median)", "GFLOP/s", "% of peak", "pass medians img/s"]
-        .map(String::from));
+    row(&[
+        "case",
+        "threads",
+        "median ms",
+        "min ms",
+        "images/s (median)",
+        "GFLOP/s",
+        "% of peak",
+        "pass medians img/s",
+    ]
+    .map(String::from));
     row(&["---"; 8].map(String::from));
-    for (name, shape, batch) in [("cifar64 3x64x64", [3, 64, 64], 32), ("mnist 1x28x28", [1, 28, 28], 64)] {
+    for (name, shape, batch) in [
+        ("cifar64 3x64x64", [3, 64, 64], 32),
+        ("mnist 1x28x28", [1, 28, 28], 64),
+    ] {
         for mode in ["train", "infer"] {
             let case = format!("{name} {mode} batch={batch}");
             if filter.as_ref().is_some_and(|f| !case.contains(f.as_str())) {
@@ -95,7 +112,9 @@ fn main() {
                 ((d[1] * 7 + d[2] * 3 + d[3] * 5 + d[0]) % 17) as f32 / 17.0
             });
             let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-            let flops = forward_flops(shape[0], shape[1], shape[2]) * batch as f64 * if mode == "train" { 3.0 } else { 1.0 };
+            let flops = forward_flops(shape[0], shape[1], shape[2])
+                * batch as f64
+                * if mode == "train" { 3.0 } else { 1.0 };
             for (ti, &threads) in threads_list.iter().enumerate() {
                 let mut best: Option<(f64, f64)> = None;
                 let mut medians = Vec::new();
@@ -109,7 +128,11 @@ fn main() {
                             if mode == "train" {
                                 model.zero_grad();
                                 model
-                                    .loss_backward_targets(&x, Targets::Labels(&labels), Loss::SparseCategoricalCrossentropy)
+                                    .loss_backward_targets(
+                                        &x,
+                                        Targets::Labels(&labels),
+                                        Loss::SparseCategoricalCrossentropy,
+                                    )
                                     .expect("step");
                                 model.optimizer_step().expect("adam");
                             } else {
@@ -131,7 +154,11 @@ fn main() {
                     format!("{:.0}", batch as f64 / med),
                     format!("{:.1}", flops / med / 1e9),
                     format!("{:.0} %", 100.0 * flops / med / 1e9 / peaks[ti]),
-                    medians.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join("/"),
+                    medians
+                        .iter()
+                        .map(|m| format!("{m:.0}"))
+                        .collect::<Vec<_>>()
+                        .join("/"),
                 ]);
             }
         }

@@ -24,13 +24,21 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { data: None, epochs: 5, train: 8000, batch_size: 64, seed: 0 };
+    let mut a = Args {
+        data: None,
+        epochs: 5,
+        train: 8000,
+        batch_size: 64,
+        seed: 0,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
         let value = argv.get(i + 1).cloned().unwrap_or_default();
         let num = |name: &str| {
-            value.parse::<usize>().map_err(|_| Error::config("image_classifier", name, &value, "a whole number"))
+            value
+                .parse::<usize>()
+                .map_err(|_| Error::config("image_classifier", name, &value, "a whole number"))
         };
         match argv[i].as_str() {
             "--data" => a.data = Some(value.clone()),
@@ -55,13 +63,20 @@ fn parse_args() -> Result<Args> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let (train, test) = match &args.data {
-        Some(dir) => (load_mnist(dir, Split::Train)?, load_mnist(dir, Split::Test)?),
+        Some(dir) => (
+            load_mnist(dir, Split::Train)?,
+            load_mnist(dir, Split::Test)?,
+        ),
         None => {
             // The embedded 10,000 Fashion-MNIST test images, split into train and test parts.
             let all = fashion_mnist()?;
             let test_fraction = 1.0 - args.train.min(all.len() - 1) as f32 / all.len() as f32;
             let (train, test) = all.split(test_fraction, args.seed)?;
-            println!("embedded Fashion-MNIST (test split): {} train / {} test images", train.len(), test.len());
+            println!(
+                "embedded Fashion-MNIST (test split): {} train / {} test images",
+                train.len(),
+                test.len()
+            );
             (train, test)
         }
     };
@@ -76,10 +91,20 @@ fn main() -> Result<()> {
         .add(Dense::new(10).softmax())
         .build(&mut rng)?;
     println!("{}", model.summary());
-    model.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+    model.compile(
+        Adam::new(1e-3),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )?;
 
     let start = Instant::now();
-    model.fit(&train, FitOptions::new().epochs(args.epochs).batch_size(args.batch_size).validation_data(&test))?;
+    model.fit(
+        &train,
+        FitOptions::new()
+            .epochs(args.epochs)
+            .batch_size(args.batch_size)
+            .validation_data(&test),
+    )?;
     let secs = start.elapsed().as_secs_f64();
     let logs = model.evaluate(&test)?;
     println!(
@@ -115,7 +140,9 @@ fn main() -> Result<()> {
 }
 
 fn is_fashion(args: &Args) -> bool {
-    args.data.as_deref().is_some_and(|d| d.to_lowercase().contains("fashion"))
+    args.data
+        .as_deref()
+        .is_some_and(|d| d.to_lowercase().contains("fashion"))
 }
 
 fn truncate(s: &str, n: usize) -> String {

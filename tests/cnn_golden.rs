@@ -29,8 +29,11 @@ fn seed_cnn(input: &[usize]) -> Sequential {
 fn seed_cnn_matches_pytorch_forward_gradients_and_adam_step() {
     let fx = Fixture::load("cnn_train");
     let mut model = seed_cnn(&[3, 16, 16]);
-    let names = ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"];
-    let state: BTreeMap<String, Tensor> = names.iter().map(|n| (n.to_string(), fx.f32(n))).collect();
+    let names = [
+        "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias",
+    ];
+    let state: BTreeMap<String, Tensor> =
+        names.iter().map(|n| (n.to_string(), fx.f32(n))).collect();
     model.load_state_dict(&state).unwrap();
     let x = fx.f32("x");
     let labels: Vec<usize> = fx.i64("labels").into_iter().map(|l| l as usize).collect();
@@ -40,7 +43,11 @@ fn seed_cnn_matches_pytorch_forward_gradients_and_adam_step() {
 
     model.zero_grad();
     let (loss, seen) = model
-        .loss_backward_targets(&x, Targets::Labels(&labels), Loss::SparseCategoricalCrossentropy)
+        .loss_backward_targets(
+            &x,
+            Targets::Labels(&labels),
+            Loss::SparseCategoricalCrossentropy,
+        )
         .unwrap();
     fx.check("logits", &seen);
     fx.check("loss", &Tensor::from_elem(IxDyn(&[]), loss));
@@ -58,8 +65,11 @@ fn seed_cnn_matches_pytorch_forward_gradients_and_adam_step() {
 fn seed_cnn_intermediate_activations_match() {
     let fx = Fixture::load("cnn_train");
     let mut model = seed_cnn(&[3, 16, 16]);
-    let names = ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"];
-    let state: BTreeMap<String, Tensor> = names.iter().map(|n| (n.to_string(), fx.f32(n))).collect();
+    let names = [
+        "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias",
+    ];
+    let state: BTreeMap<String, Tensor> =
+        names.iter().map(|n| (n.to_string(), fx.f32(n))).collect();
     model.load_state_dict(&state).unwrap();
     let outs = model.forward_all(&fx.f32("x")).unwrap();
     fx.check("debug.conv1", &outs[0]);
@@ -73,7 +83,11 @@ fn seed_cnn_intermediate_activations_match() {
 fn seed_model_parameter_counts_match_keras() {
     let model = seed_cnn(&[3, 32, 32]);
     assert_eq!(model.param_count(), 167_562);
-    assert!(model.summary().contains("Total params: 167,562"), "{}", model.summary());
+    assert!(
+        model.summary().contains("Total params: 167,562"),
+        "{}",
+        model.summary()
+    );
     let model = seed_cnn(&[1, 28, 28]);
     assert_eq!(model.param_count(), 121_930);
     let model = seed_cnn(&[3, 64, 64]);

@@ -23,9 +23,21 @@ fn seed_cnn_reaches_85_percent_on_fashion_mnist() {
     let (train, test) = fashion_mnist().unwrap().split(0.2, 0).unwrap();
     assert_eq!((train.len(), test.len()), (8000, 2000));
     let mut model = seed_cnn(0);
-    model.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy]).unwrap();
+    model
+        .compile(
+            Adam::new(1e-3),
+            Loss::SparseCategoricalCrossentropy,
+            &[Metric::Accuracy],
+        )
+        .unwrap();
     let history = model
-        .fit(&train, FitOptions::new().epochs(6).batch_size(32).verbose(Verbose::Silent))
+        .fit(
+            &train,
+            FitOptions::new()
+                .epochs(6)
+                .batch_size(32)
+                .verbose(Verbose::Silent),
+        )
         .unwrap();
     let logs = model.evaluate(&test).unwrap();
     assert!(
@@ -43,12 +55,26 @@ fn cnn_training_is_bit_identical_on_1_and_2_threads() {
     let (x, y) = data.select(&idx);
     let small = Dataset::new(x, y).unwrap();
     let run = |threads: usize| {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-            let mut model = seed_cnn(3);
-            model.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
-            model.fit(&small, FitOptions::new().epochs(1).batch_size(64).verbose(Verbose::Silent)).unwrap();
-            model.state_dict()
-        })
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let mut model = seed_cnn(3);
+                model
+                    .compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[])
+                    .unwrap();
+                model
+                    .fit(
+                        &small,
+                        FitOptions::new()
+                            .epochs(1)
+                            .batch_size(64)
+                            .verbose(Verbose::Silent),
+                    )
+                    .unwrap();
+                model.state_dict()
+            })
     };
     let one = run(1);
     let two = run(2);

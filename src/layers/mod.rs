@@ -20,14 +20,14 @@ mod layer_norm;
 mod pool;
 
 pub use activation::{Gelu, Relu, Sigmoid, Softmax, Tanh};
+pub use batch_norm::BatchNorm2d;
 pub use conv2d::{Conv2d, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
-pub use flatten::Flatten;
-pub use pool::{AvgPool2d, MaxPool2d};
-pub use batch_norm::BatchNorm2d;
 pub use embedding::Embedding;
+pub use flatten::Flatten;
 pub use layer_norm::LayerNorm;
+pub use pool::{AvgPool2d, MaxPool2d};
 
 /// Whether a forward pass is for training (caches for backward, dropout active) or inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
