@@ -205,25 +205,11 @@ impl Layer for Dense {
     }
 
     fn params(&self) -> Vec<(String, &Param)> {
-        let mut v = Vec::new();
-        if let Some(w) = &self.weight {
-            v.push(("weight".to_string(), w));
-        }
-        if let Some(b) = &self.bias {
-            v.push(("bias".to_string(), b));
-        }
-        v
+        super::weight_bias(&self.weight, &self.bias)
     }
 
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut v = Vec::new();
-        if let Some(w) = &mut self.weight {
-            v.push(("weight".to_string(), w));
-        }
-        if let Some(b) = &mut self.bias {
-            v.push(("bias".to_string(), b));
-        }
-        v
+        super::weight_bias_mut(&mut self.weight, &mut self.bias)
     }
 }
 

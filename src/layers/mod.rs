@@ -181,3 +181,26 @@ pub(crate) fn not_built(layer: &str) -> crate::Error {
         "{layer}: used before build(); add it to a Sequential and call build(), or build it directly"
     ))
 }
+
+/// The optional `weight` and `bias` of a layer as named parameters (shared by Dense, Conv2d,
+/// LayerNorm, BatchNorm2d).
+pub(crate) fn weight_bias<'a>(
+    w: &'a Option<Param>,
+    b: &'a Option<Param>,
+) -> Vec<(String, &'a Param)> {
+    let named = |n: &str, p: &'a Option<Param>| p.as_ref().map(|p| (n.to_string(), p));
+    named("weight", w)
+        .into_iter()
+        .chain(named("bias", b))
+        .collect()
+}
+
+/// [`weight_bias`], mutably.
+pub(crate) fn weight_bias_mut<'a>(
+    w: &'a mut Option<Param>,
+    b: &'a mut Option<Param>,
+) -> Vec<(String, &'a mut Param)> {
+    let w = w.as_mut().map(|p| ("weight".to_string(), p));
+    let b = b.as_mut().map(|p| ("bias".to_string(), p));
+    w.into_iter().chain(b).collect()
+}
