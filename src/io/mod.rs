@@ -3,5 +3,6 @@
 mod safetensors;
 
 pub use self::safetensors::{
-    parse_safetensors, read_safetensors, to_safetensors_bytes, write_safetensors, TensorFile,
+    parse_safetensors, read_safetensors, to_safetensors_bytes, write_atomic, write_safetensors,
+    TensorFile,
 };

@@ -138,8 +138,17 @@ pub fn write_safetensors(
     tensors: &BTreeMap<String, Tensor>,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
-    let path = path.as_ref();
     let bytes = to_safetensors_bytes(tensors, metadata)?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` atomically to `path`: a temporary file beside it is written and synced, then
+/// renamed over `path`, so a crash leaves either the old or the new file, never a torn one.
+///
+/// # Errors
+/// [`Error::Io`] naming the path on any file-system failure.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    let path = path.as_ref();
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -157,7 +166,7 @@ pub fn write_safetensors(
     ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -265,3 +265,82 @@ pub fn sparse_categorical_crossentropy(logits: &Tensor, labels: &[usize]) -> Res
     softmax_cross_entropy_backward_in_place(probs.view_mut(), labels, 1.0);
     Ok((loss, probs.into_dyn()))
 }
+
+/// The target value that a language-model loss skips (PyTorch's `ignore_index = -100`).
+pub const IGNORE_INDEX: usize = usize::MAX;
+
+/// Next-token cross-entropy for a language model, turning `logits` into `dlogits` **in place**
+/// (one `(N, V)` buffer, which matters for a 50257-token vocabulary).
+///
+/// Rows whose target is [`IGNORE_INDEX`] contribute neither loss nor gradient; the loss is the
+/// mean over the `n` other rows (as `F.cross_entropy(..., ignore_index=-100)`):
+///
+/// ```text
+/// loss       = (1/n)·Σ_{r valid} (logsumexp(x[r]) − x[r, t_r])
+/// dlogits[r] = (softmax(x[r]) − onehot(t_r)) / n          (0 for ignored rows)
+/// ```
+///
+/// Returns `(mean loss, n)`; the per-row losses are summed in `f64` in row order, so the
+/// result does not depend on the thread count. With `n = 0` the loss is NaN (as torch).
+///
+/// # Shapes
+/// `logits: (N, V)` (standard layout), `targets: (N)`.
+///
+/// # Panics
+/// When `targets.len() != N` or a non-ignored target is `≥ V` (checked one tier up).
+pub fn lm_cross_entropy_in_place(
+    mut logits: ArrayViewMut2<f32>,
+    targets: &[usize],
+) -> (f32, usize) {
+    let (n_rows, v) = logits.dim();
+    assert_eq!(
+        targets.len(),
+        n_rows,
+        "lm_cross_entropy: one target per row"
+    );
+    assert!(
+        targets.iter().all(|&t| t == IGNORE_INDEX || t < v),
+        "lm_cross_entropy: a target is ≥ V = {v}"
+    );
+    let n = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    let x = logits
+        .as_slice_mut()
+        .expect("lm_cross_entropy: logits must be in standard layout");
+    let inv_n = 1.0 / n.max(1) as f32;
+    let row = |(x, &t): (&mut [f32], &usize)| -> f64 {
+        if t == IGNORE_INDEX {
+            x.fill(0.0);
+            return 0.0;
+        }
+        let xt = x[t] as f64;
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0f64;
+        for x in x.iter_mut() {
+            let e = (*x - max).exp();
+            *x = e;
+            sum += e as f64;
+        }
+        // dlogits[j] = (p_j − δ_jt)/n with p_j = e_j / Σe
+        let scale = (1.0 / sum) as f32 * inv_n;
+        for x in x.iter_mut() {
+            *x *= scale;
+        }
+        x[t] -= inv_n;
+        max as f64 + sum.ln() - xt
+    };
+    let losses: Vec<f64> = if n_rows * v > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(v)
+            .zip(targets.par_iter())
+            .with_min_len((8192 / v).max(1))
+            .map(row)
+            .collect()
+    } else {
+        x.chunks_mut(v).zip(targets.iter()).map(row).collect()
+    };
+    let total: f64 = losses.iter().sum();
+    if n == 0 {
+        (f32::NAN, 0)
+    } else {
+        ((total / n as f64) as f32, n)
+    }
+}

@@ -37,6 +37,8 @@ struct AdamCore {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    /// Weight decay applies only to parameters of at least this rank (0: all).
+    decay_min_rank: usize,
     state: BTreeMap<String, AdamState>,
 }
 
@@ -50,6 +52,7 @@ impl AdamCore {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
+            decay_min_rank: 0,
             state: BTreeMap::new(),
         }
     }
@@ -74,18 +77,21 @@ impl AdamCore {
             hp(self.beta2),
             hp(self.weight_decay),
         );
-        let decoupled = self.decoupled;
-        // AdamW: param.mul_(1 - lr * weight_decay)
-        let decay = (1.0 - lr * wd) as f32;
-        // Adam: `if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)`
-        let l2 = !decoupled && wd != 0.0;
-        let wd32 = self.weight_decay;
+        let min_rank = self.decay_min_rank;
         let w1 = (1.0 - beta1) as f32;
         let b2 = self.beta2;
         let one_minus_b2 = (1.0 - beta2) as f32;
         let eps = self.eps;
         for (name, p) in params.iter_mut() {
             let Param { value, grad } = &mut **p;
+            // nanoGPT's parameter groups: no decay below `decay_min_rank` (biases, LayerNorm)
+            let wd = if value.ndim() >= min_rank { wd } else { 0.0 };
+            let decoupled = self.decoupled;
+            // AdamW: param.mul_(1 - lr * weight_decay)
+            let decay = (1.0 - lr * wd) as f32;
+            // Adam: `if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)`
+            let l2 = !decoupled && wd != 0.0;
+            let wd32 = wd as f32;
             if !self.state.contains_key(name.as_str()) {
                 let zeros = Tensor::zeros(value.raw_dim());
                 let st = AdamState {
@@ -275,6 +281,14 @@ macro_rules! adam_common {
             /// Term added to the denominator after the square root (default `1e-8`).
             pub fn eps(mut self, eps: f32) -> Self {
                 self.0.eps = eps;
+                self
+            }
+
+            /// Applies weight decay only to parameters of rank `≥ min_rank` (default 0: all).
+            /// `decay_min_rank(2)` is nanoGPT's grouping: matrices and embeddings decay, biases
+            /// and LayerNorm parameters do not.
+            pub fn decay_min_rank(mut self, min_rank: usize) -> Self {
+                self.0.decay_min_rank = min_rank;
                 self
             }
         }

@@ -3,7 +3,7 @@
 use super::{check_btc, prefixed, take, CausalSelfAttention, Mlp};
 use crate::error::{Error, Result};
 use crate::init::Rng;
-use crate::layers::{Layer, LayerNorm, Mode};
+use crate::layers::{Dropout, Layer, LayerNorm, Mode};
 use crate::param::Param;
 use crate::tensor::Tensor;
 
@@ -27,6 +27,8 @@ pub struct Block {
     attn: CausalSelfAttention,
     ln_2: LayerNorm,
     mlp: Mlp,
+    /// Residual dropout after `attn` and after `mlp` (`p = 0`: identity, no work).
+    drop: [Dropout; 2],
 }
 
 impl Block {
@@ -47,7 +49,22 @@ impl Block {
             attn,
             ln_2,
             mlp,
+            drop: [Dropout::new(0.0), Dropout::new(0.0)],
         })
+    }
+
+    /// Sets the residual dropout probability (nanoGPT's `resid_dropout` after `attn.c_proj`
+    /// and the MLP's `dropout`), each layer seeded from `rng`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `p` is outside `[0, 1]`.
+    pub fn with_dropout(mut self, p: f32, rng: &mut Rng) -> Result<Self> {
+        let c = self.n_embd();
+        self.drop = [
+            super::Gpt::dropout_layer(p, c, rng)?,
+            super::Gpt::dropout_layer(p, c, rng)?,
+        ];
+        Ok(self)
     }
 
     /// Sets the LayerNorm `eps` of `ln_1` and `ln_2` (GPT-2's `layer_norm_epsilon`).
@@ -98,6 +115,7 @@ impl Block {
             attn,
             ln_2,
             mlp,
+            drop: [Dropout::new(0.0), Dropout::new(0.0)],
         })
     }
 
@@ -178,10 +196,16 @@ impl Block {
         // x1 = x + attn(ln_1(x))
         let h1 = self.ln_1.forward(x, mode)?;
         let mut x1 = self.attn.forward(&h1, train)?;
+        if train && self.drop[0].p() > 0.0 {
+            x1 = self.drop[0].forward(&x1, mode)?;
+        }
         x1 += x;
         // out = x1 + mlp(ln_2(x1))
         let h2 = self.ln_2.forward(&x1, mode)?;
         let mut out = self.mlp.forward(&h2, train)?;
+        if train && self.drop[1].p() > 0.0 {
+            out = self.drop[1].forward(&out, mode)?;
+        }
         out += &x1;
         Ok(out)
     }
@@ -201,10 +225,18 @@ impl Block {
     /// [`Error::State`] without a preceding `train = true` forward, [`Error::Shape`] when `dout`
     /// is not shaped like the last output.
     pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
-        let dh2 = self.mlp.backward(dout)?;
+        let dh2 = if self.drop[1].p() > 0.0 {
+            self.mlp.backward(&self.drop[1].backward(dout)?)?
+        } else {
+            self.mlp.backward(dout)?
+        };
         let mut dx1 = self.ln_2.backward(&dh2)?;
         dx1 += dout;
-        let dh1 = self.attn.backward(&dx1)?;
+        let dh1 = if self.drop[0].p() > 0.0 {
+            self.attn.backward(&self.drop[0].backward(&dx1)?)?
+        } else {
+            self.attn.backward(&dx1)?
+        };
         let mut dx = self.ln_1.backward(&dh1)?;
         dx += &dx1;
         Ok(dx)

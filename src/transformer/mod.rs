@@ -12,10 +12,16 @@
 
 mod attention;
 mod block;
+mod config;
+mod gpt;
 mod mlp;
+mod pretrained;
 
+pub use crate::ops::cross_entropy::IGNORE_INDEX;
 pub use attention::CausalSelfAttention;
 pub use block::Block;
+pub use config::GptConfig;
+pub use gpt::Gpt;
 pub use mlp::Mlp;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,185 @@
+//! Hugging Face GPT-2 folders: [`Gpt::from_pretrained`] and [`Gpt::save_pretrained`].
+
+use super::{Block, Gpt, GptConfig};
+use crate::error::{Error, Result};
+use crate::io::{read_safetensors, write_safetensors};
+use crate::layers::LayerNorm;
+use crate::tensor::Tensor;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The prefix `GPT2LMHeadModel.save_pretrained` puts before every transformer key.
+const PREFIX: &str = "transformer.";
+
+/// Is `key` (without prefix) one of GPT-2's non-parameter attention buffers?
+fn is_buffer(key: &str) -> bool {
+    key.starts_with("h.") && (key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias"))
+}
+
+impl Gpt {
+    /// A model from named tensors in Hugging Face GPT-2 layout (`wte.weight`,
+    /// `h.0.attn.c_attn.weight` `[in, out]`, …, `ln_f.bias`), with or without the
+    /// `transformer.` prefix. The `attn.bias` / `attn.masked_bias` buffers are skipped; an
+    /// `lm_head.weight` must equal `wte.weight` (the head is tied). `source` names the weights
+    /// in errors.
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming a missing, unexpected or wrongly shaped tensor (and `source`),
+    /// [`Error::Config`] when `config` is invalid.
+    pub fn from_weights(
+        config: GptConfig,
+        tensors: BTreeMap<String, Tensor>,
+        source: &str,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut map: HashMap<String, Tensor> = HashMap::new();
+        let mut lm_head = None;
+        for (key, t) in tensors {
+            let bare = key.strip_prefix(PREFIX).unwrap_or(&key).to_string();
+            if is_buffer(&bare) {
+                continue;
+            }
+            if bare == "lm_head.weight" {
+                lm_head = Some(t);
+                continue;
+            }
+            if map.insert(bare.clone(), t).is_some() {
+                return Err(param_err(
+                    source,
+                    &bare,
+                    "appears both with and without the prefix",
+                ));
+            }
+        }
+        let c = config.n_embd;
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = map
+                .remove(name)
+                .ok_or_else(|| param_err(source, name, "is missing"))?;
+            if t.shape() != shape {
+                return Err(param_err(
+                    source,
+                    name,
+                    &format!(
+                        "has shape {:?}, expected {shape:?} for this config",
+                        t.shape()
+                    ),
+                ));
+            }
+            Ok(t)
+        };
+        let wte = take("wte.weight", &[config.vocab_size, c])?;
+        let wpe = take("wpe.weight", &[config.block_size, c])?;
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let shapes: [(&str, Vec<usize>); 12] = [
+                ("ln_1.weight", vec![c]),
+                ("ln_1.bias", vec![c]),
+                ("attn.c_attn.weight", vec![c, 3 * c]),
+                ("attn.c_attn.bias", vec![3 * c]),
+                ("attn.c_proj.weight", vec![c, c]),
+                ("attn.c_proj.bias", vec![c]),
+                ("ln_2.weight", vec![c]),
+                ("ln_2.bias", vec![c]),
+                ("mlp.c_fc.weight", vec![c, 4 * c]),
+                ("mlp.c_fc.bias", vec![4 * c]),
+                ("mlp.c_proj.weight", vec![4 * c, c]),
+                ("mlp.c_proj.bias", vec![c]),
+            ];
+            let mut local = HashMap::new();
+            for (name, shape) in &shapes {
+                local.insert(*name, take(&format!("h.{i}.{name}"), shape)?);
+            }
+            let block =
+                Block::from_weights(config.n_head, config.layer_norm_eps, |n| local.remove(n))?;
+            blocks.push(block);
+        }
+        let ln_f = LayerNorm::from_weights(take("ln_f.weight", &[c])?, take("ln_f.bias", &[c])?)?
+            .eps(config.layer_norm_eps);
+        if let Some(name) = map.keys().min() {
+            return Err(param_err(
+                source,
+                name,
+                &format!(
+                    "is not a GPT-2 parameter of this config ({} unexpected tensors)",
+                    map.len()
+                ),
+            ));
+        }
+        if let Some(head) = lm_head {
+            if head != wte {
+                return Err(param_err(
+                    source,
+                    "lm_head.weight",
+                    "differs from wte.weight (untied LM heads are not supported)",
+                ));
+            }
+        }
+        let mut rng = crate::init::rng(0);
+        Gpt::from_parts(config, wte, wpe, blocks, ln_f, &mut rng)
+    }
+
+    /// Loads a Hugging Face GPT-2 folder: `config.json` and `model.safetensors` (F32, F16 or
+    /// BF16, keys with or without the `transformer.` prefix, as `save_pretrained` and the
+    /// published `gpt2` files write them).
+    ///
+    /// ```no_run
+    /// let gpt2 = handgrad::transformer::Gpt::from_pretrained("path/to/gpt2")?;
+    /// # Ok::<(), handgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming a missing file; [`Error::Format`] for a malformed file;
+    /// [`Error::Config`] for an unsupported or invalid config; [`Error::Param`] naming the file
+    /// and a missing or wrongly shaped tensor.
+    pub fn from_pretrained(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let config = GptConfig::from_hf_json(&text, &cfg_path.display().to_string())?;
+        let st_path = dir.join("model.safetensors");
+        let file = read_safetensors(&st_path)?;
+        Gpt::from_weights(config, file.tensors, &st_path.display().to_string())
+    }
+
+    /// The weights as named tensors with Hugging Face names and the `transformer.` prefix (what
+    /// `save_pretrained` writes; no `lm_head.weight`, which is tied).
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        self.params()
+            .into_iter()
+            .map(|(n, p)| (format!("{PREFIX}{n}"), p.value.clone()))
+            .collect()
+    }
+
+    /// Writes `config.json` and `model.safetensors` (F32, `{"format": "pt"}` metadata) into
+    /// `dir`, creating it: the folder loads with `GPT2LMHeadModel.from_pretrained(dir)` and
+    /// with [`Gpt::from_pretrained`]. Each file is written atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the folder or a file cannot be written.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        write_safetensors(
+            dir.join("model.safetensors"),
+            &self.state_dict(),
+            Some(meta),
+        )?;
+        crate::io::write_atomic(dir.join("config.json"), self.config.to_hf_json().as_bytes())
+    }
+}
+
+fn param_err(source: &str, name: &str, what: &str) -> Error {
+    Error::Param {
+        name: name.to_string(),
+        message: format!("{what} (in {source})"),
+    }
+}
