@@ -84,3 +84,68 @@ fn saved_model_reloads_with_identical_logits() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Greedy decoding by hand through the KV cache: HF's tokens exactly and every step's logits
+/// within tolerance; the no-cache logits (full re-run each step) agree with the cached ones.
+#[test]
+fn tiny_gpt2_greedy_with_kv_cache_matches_hf_generate() {
+    let fx = Fixture::load("gpt2_tiny_generate");
+    let mut gpt = Gpt::from_pretrained(TINY).unwrap();
+    let prompt: Vec<usize> = fx.i64("prompt").into_iter().map(|v| v as usize).collect();
+    let expected: Vec<usize> = fx
+        .i64("generated")
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
+    let mut cache = gpt.new_cache(1);
+    let mut seq = prompt.clone();
+    let mut logits = gpt
+        .forward_cached(
+            Array2::from_shape_vec((1, 4), prompt.clone())
+                .unwrap()
+                .view(),
+            &mut cache,
+        )
+        .unwrap();
+    let mut steps = Vec::new();
+    for _ in 0..expected.len() {
+        let row = logits.row(0).to_owned();
+        // the same logits without a cache: a full forward over the sequence so far
+        let full = gpt
+            .forward(
+                Array2::from_shape_vec((1, seq.len()), seq.clone())
+                    .unwrap()
+                    .view(),
+                false,
+            )
+            .unwrap();
+        let last = full.index_axis(ndarray::Axis(1), seq.len() - 1).to_owned();
+        common::assert_close(
+            &row.clone().into_dyn(),
+            &last.index_axis(ndarray::Axis(0), 0).to_owned().into_dyn(),
+            1e-5,
+            1e-5,
+            "cache vs no cache",
+        );
+        let next = row
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                if v > bv {
+                    (i, v)
+                } else {
+                    (bi, bv)
+                }
+            })
+            .0;
+        steps.push(row);
+        seq.push(next);
+        logits = gpt
+            .forward_cached(ndarray::arr2(&[[next]]).view(), &mut cache)
+            .unwrap();
+    }
+    assert_eq!(&seq[4..], &expected[..], "greedy tokens equal HF's");
+    let views: Vec<_> = steps.iter().map(|r| r.view()).collect();
+    let stacked = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+    fx.check("step_logits", &stacked.into_dyn());
+}

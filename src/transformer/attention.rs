@@ -30,8 +30,8 @@ use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2};
 pub struct CausalSelfAttention {
     n_embd: usize,
     n_head: usize,
-    c_attn: Conv1D,
-    c_proj: Conv1D,
+    pub(super) c_attn: Conv1D,
+    pub(super) c_proj: Conv1D,
     cache: Cache,
 }
 

@@ -23,10 +23,10 @@ use crate::tensor::Tensor;
 /// `x: (B, T, C) → (B, T, C)`.
 #[derive(Debug, Clone)]
 pub struct Block {
-    ln_1: LayerNorm,
-    attn: CausalSelfAttention,
-    ln_2: LayerNorm,
-    mlp: Mlp,
+    pub(super) ln_1: LayerNorm,
+    pub(super) attn: CausalSelfAttention,
+    pub(super) ln_2: LayerNorm,
+    pub(super) mlp: Mlp,
     /// Residual dropout after `attn` and after `mlp` (`p = 0`: identity, no work).
     drop: [Dropout; 2],
 }

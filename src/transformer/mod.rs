@@ -14,6 +14,7 @@ mod attention;
 mod block;
 mod config;
 mod gpt;
+mod kv_cache;
 mod mlp;
 mod pretrained;
 
@@ -22,6 +23,7 @@ pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use config::GptConfig;
 pub use gpt::Gpt;
+pub use kv_cache::KvCache;
 pub use mlp::Mlp;
 
 use crate::error::{Error, Result};

@@ -1,0 +1,222 @@
+//! [`KvCache`]: the keys and values of every layer for the rows being decoded, and the cached
+//! forward of [`Gpt`] that uses it.
+
+use super::{check_btc, Block, CausalSelfAttention, Gpt};
+use crate::error::{Error, Result};
+use crate::layers::{Layer, Mode};
+use crate::ops::kv_attention::attention_cached;
+use crate::tensor::Tensor;
+use ndarray::{s, Array2, Array3, ArrayView2, Ix2, IxDyn};
+
+/// Keys and values of every layer, per row and head, for incremental decoding.
+///
+/// Layout: `k[layer][r·NH + h]` is a flat `(L, HS)` list that grows by one `HS` row per new
+/// position (`L` = [`KvCache::len`]). [`KvCache::reorder`] selects / duplicates rows (beam search).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    rows: usize,
+    len: usize,
+    k: Vec<Vec<Vec<f32>>>,
+    v: Vec<Vec<Vec<f32>>>,
+}
+
+impl KvCache {
+    /// An empty cache for `rows` sequences of a model with `n_layer` blocks and `n_head` heads.
+    pub fn new(n_layer: usize, n_head: usize, rows: usize) -> Self {
+        KvCache {
+            rows,
+            len: 0,
+            k: vec![vec![Vec::new(); rows * n_head]; n_layer],
+            v: vec![vec![Vec::new(); rows * n_head]; n_layer],
+        }
+    }
+
+    /// The number of cached positions `L`.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of rows `R`.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Keeps rows `order` (new row `i` is old row `order[i]`; rows may repeat or be dropped).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when an index is `≥ rows`.
+    pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
+        if let Some(&bad) = order.iter().find(|&&r| r >= self.rows) {
+            return Err(Error::shape(
+                "KvCache::reorder",
+                format!("row indices < {}", self.rows),
+                &[bad],
+            ));
+        }
+        let nh = self.k.first().map_or(0, |l| l.len() / self.rows.max(1));
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let old = std::mem::take(layer);
+            *layer = order
+                .iter()
+                .flat_map(|&r| old[r * nh..(r + 1) * nh].iter().cloned())
+                .collect();
+        }
+        self.rows = order.len();
+        Ok(())
+    }
+}
+
+impl CausalSelfAttention {
+    /// Inference forward of `Tn` new positions per row that appends their keys and values to
+    /// `k` / `v` (one list per row and head) and attends over everything cached.
+    ///
+    /// # Shapes
+    /// `x: (R, Tn, C) → (R, Tn, C)`.
+    pub(crate) fn forward_cached(
+        &self,
+        x: &Tensor,
+        k: &mut [Vec<f32>],
+        v: &mut [Vec<f32>],
+    ) -> Result<Tensor> {
+        let (rows, tn) = check_btc(x, self.n_embd(), "CausalSelfAttention (cached)")?;
+        let (c, nh) = (self.n_embd(), self.n_head());
+        let hs = c / nh;
+        let x = x.as_standard_layout();
+        let x2 = x
+            .view()
+            .into_shape_with_order((rows * tn, c))
+            .expect("standard layout");
+        let mut qkv = Array2::<f32>::zeros((rows * tn, 3 * c));
+        self.c_attn.forward(x2, qkv.view_mut())?;
+        for r in 0..rows {
+            for i in 0..tn {
+                let row = qkv.row(r * tn + i);
+                let row = row.as_slice().expect("contiguous");
+                for h in 0..nh {
+                    k[r * nh + h].extend_from_slice(&row[c + h * hs..c + (h + 1) * hs]);
+                    v[r * nh + h].extend_from_slice(&row[2 * c + h * hs..2 * c + (h + 1) * hs]);
+                }
+            }
+        }
+        let q = qkv.slice(s![.., ..c]).to_owned();
+        let q = q.into_shape_with_order((rows, tn, c)).expect("contiguous");
+        let mut y = Array3::<f32>::zeros((rows, tn, c));
+        attention_cached(q.view(), nh, k, v, y.view_mut());
+        let mut out = Array2::<f32>::zeros((rows * tn, c));
+        let y2 = y
+            .view()
+            .into_shape_with_order((rows * tn, c))
+            .expect("contiguous");
+        self.c_proj.forward(y2, out.view_mut())?;
+        Ok(out
+            .into_shape_with_order(IxDyn(&[rows, tn, c]))
+            .expect("contiguous"))
+    }
+}
+
+impl Block {
+    /// Inference forward with a KV cache (no dropout): `x + attn(ln_1(x))`, then the MLP.
+    pub(crate) fn forward_cached(
+        &mut self,
+        x: &Tensor,
+        k: &mut [Vec<f32>],
+        v: &mut [Vec<f32>],
+    ) -> Result<Tensor> {
+        let h1 = self.ln_1.forward(x, Mode::Eval)?;
+        let mut x1 = self.attn.forward_cached(&h1, k, v)?;
+        x1 += x;
+        let h2 = self.ln_2.forward(&x1, Mode::Eval)?;
+        let mut out = self.mlp.forward(&h2, false)?;
+        out += &x1;
+        Ok(out)
+    }
+}
+
+impl Gpt {
+    /// Runs `tokens` (`Tn` new positions per row) through the model with `cache`, appending
+    /// their keys and values, and returns the logits of each row's last new position.
+    ///
+    /// The first call (empty cache) is the prefill of the prompt; later calls usually pass one
+    /// token per row. Positions continue from [`KvCache::len`].
+    ///
+    /// # Shapes
+    /// `tokens: (R, Tn)` → `(R, V)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `R` differs from the cache's rows or `len + Tn > block_size`
+    /// (crop the context and start a new cache); [`Error::Label`] for an id `≥ V`.
+    pub fn forward_cached(
+        &mut self,
+        tokens: ArrayView2<usize>,
+        cache: &mut KvCache,
+    ) -> Result<Array2<f32>> {
+        self.check_ids(tokens, "forward_cached")?;
+        let (rows, tn) = tokens.dim();
+        let cfg = self.config.clone();
+        if rows != cache.rows || cache.k.len() != cfg.n_layer {
+            return Err(Error::shape(
+                "Gpt::forward_cached",
+                format!(
+                    "tokens for the cache's {} rows of a {}-layer model",
+                    cache.rows,
+                    cache.k.len()
+                ),
+                &[rows, tn],
+            ));
+        }
+        let start = cache.len;
+        if start + tn > cfg.block_size {
+            return Err(Error::shape(
+                "Gpt::forward_cached",
+                format!(
+                    "at most block_size = {} positions in all ({start} cached + {tn} new)",
+                    cfg.block_size
+                ),
+                &[rows, tn],
+            ));
+        }
+        let c = cfg.n_embd;
+        let wte = self
+            .wte
+            .value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("[V, C]");
+        let wpe = self
+            .wpe
+            .value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("[P, C]");
+        let mut x = Tensor::zeros(IxDyn(&[rows, tn, c]));
+        for ((r, i), &id) in tokens.indexed_iter() {
+            let mut xi = x.slice_mut(s![r, i, ..]);
+            xi.assign(&wte.row(id));
+            xi += &wpe.row(start + i);
+        }
+        for (l, block) in self.blocks.iter_mut().enumerate() {
+            x = block.forward_cached(&x, &mut cache.k[l], &mut cache.v[l])?;
+        }
+        cache.len += tn;
+        let last = x.slice(s![.., tn - 1, ..]).to_owned();
+        let h = self.ln_f.forward(&last.into_dyn(), Mode::Eval)?;
+        let h = h.into_dimensionality::<Ix2>().expect("(R, C)");
+        let mut logits = Array2::<f32>::zeros((rows, cfg.vocab_size));
+        ndarray_nt(h.view(), wte, &mut logits);
+        Ok(logits)
+    }
+
+    /// A fresh [`KvCache`] for `rows` sequences of this model.
+    pub fn new_cache(&self, rows: usize) -> KvCache {
+        KvCache::new(self.config.n_layer, self.config.n_head, rows)
+    }
+}
+
+fn ndarray_nt(h: ArrayView2<f32>, wte: ArrayView2<f32>, out: &mut Array2<f32>) {
+    crate::ops::matmul::matmul_nt_into(h, wte, out.view_mut(), false);
+}
