@@ -60,6 +60,7 @@ pub mod optim;
 pub mod param;
 pub mod prelude;
 pub mod tensor;
+pub mod tokenizer;
 pub mod transformer;
 
 pub use error::{Error, Result};

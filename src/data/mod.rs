@@ -7,6 +7,8 @@ mod digits;
 mod fashion_mnist;
 mod idx;
 mod image;
+mod lm;
+mod text;
 
 pub use augment::{Augment, DEFAULT_FLIP_PROB};
 pub use cifar::{
@@ -20,3 +22,5 @@ pub use idx::{
     Split,
 };
 pub use image::{channel_stats, denormalize, from_nhwc_u8, normalize, to_nhwc_u8};
+pub use lm::LmDataset;
+pub use text::moby_dick;

@@ -17,6 +17,7 @@ mod gpt;
 mod kv_cache;
 mod mlp;
 mod pretrained;
+mod train;
 
 pub use crate::ops::cross_entropy::IGNORE_INDEX;
 pub use attention::CausalSelfAttention;
@@ -25,6 +26,7 @@ pub use config::GptConfig;
 pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use mlp::Mlp;
+pub use train::{LmHistory, LmTrainOptions, LmTrainer};
 
 use crate::error::{Error, Result};
 use crate::init::{normal, Rng};

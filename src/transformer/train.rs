@@ -1,0 +1,262 @@
+//! [`LmTrainer`]: the language-model training loop (AdamW, warmup + cosine, clipping,
+//! validation loss, progress line).
+
+use super::Gpt;
+use crate::data::LmDataset;
+use crate::error::{Error, Result};
+use crate::init::{rng, Rng};
+use crate::optim::{clip_grad_norm, AdamW, LrSchedule, Optimizer};
+use std::io::Write;
+use std::time::Instant;
+
+/// Options of [`LmTrainer`] (nanoGPT-style defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmTrainOptions {
+    /// Optimizer steps (default 1000).
+    pub steps: usize,
+    /// Windows per step `B` (default 16); the window length is the dataset's `T`.
+    pub batch_size: usize,
+    /// Peak learning rate (default `1e-3`).
+    pub lr: f32,
+    /// Final learning rate of the cosine decay (default `lr / 10`).
+    pub min_lr: f32,
+    /// Linear warmup steps (default 100).
+    pub warmup_steps: usize,
+    /// AdamW decoupled weight decay on ≥ 2-D weights only (default 0.1).
+    pub weight_decay: f32,
+    /// AdamW `(β₁, β₂)` (default `(0.9, 0.95)`, as nanoGPT / GPT-3).
+    pub betas: (f32, f32),
+    /// Clip the global gradient norm to this value (default 1.0; `None`: no clipping).
+    pub grad_clip: Option<f32>,
+    /// Compute the validation loss every this many steps and after the last (default 100).
+    pub eval_interval: usize,
+    /// Windows of the validation set used for each validation loss (default 32).
+    pub eval_windows: usize,
+    /// Seed of the batch sampling (default 1337).
+    pub seed: u64,
+    /// Print a progress line to stderr at each validation (default true).
+    pub verbose: bool,
+}
+
+impl Default for LmTrainOptions {
+    fn default() -> Self {
+        LmTrainOptions {
+            steps: 1000,
+            batch_size: 16,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            betas: (0.9, 0.95),
+            grad_clip: Some(1.0),
+            eval_interval: 100,
+            eval_windows: 32,
+            seed: 1337,
+            verbose: true,
+        }
+    }
+}
+
+/// What [`LmTrainer::train`] measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LmHistory {
+    /// The training loss of every step, in order.
+    pub loss: Vec<f32>,
+    /// `(step, validation loss)` at each evaluation (step counted from 1).
+    pub val_loss: Vec<(usize, f32)>,
+    /// Training throughput over the whole run, tokens per second.
+    pub tokens_per_sec: f64,
+}
+
+/// Trains a [`Gpt`] on an [`LmDataset`]: AdamW (weight decay on ≥ 2-D weights only), a linear
+/// warmup then cosine decay of the learning rate, global-norm gradient clipping, periodic
+/// validation loss and a progress line with loss, tokens/s and ETA.
+///
+/// The trainer owns the optimizer state, the step counter and the batch RNG, so calling
+/// [`LmTrainer::train`] twice continues the same run.
+///
+/// ```
+/// use handgrad::data::LmDataset;
+/// use handgrad::transformer::{Gpt, GptConfig, LmTrainOptions, LmTrainer};
+/// let tokens: Vec<usize> = (0..200).map(|i| i % 5).collect();
+/// let data = LmDataset::new(tokens, 8)?;
+/// let mut gpt = Gpt::new(GptConfig::new(5, 8, 1, 2, 16), &mut handgrad::init::rng(0))?;
+/// let opts = LmTrainOptions { steps: 30, batch_size: 4, warmup_steps: 5, lr: 1e-2,
+///                             verbose: false, ..Default::default() };
+/// let history = LmTrainer::new(opts)?.train(&mut gpt, &data, None)?;
+/// assert!(history.loss[29] < history.loss[0]);
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LmTrainer {
+    opts: LmTrainOptions,
+    optimizer: AdamW,
+    schedule: LrSchedule,
+    rng: Rng,
+    step: usize,
+}
+
+impl LmTrainer {
+    /// A trainer at step 0.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero `steps` / `batch_size` / `eval_interval`, invalid AdamW
+    /// hyper-parameters, or a warmup longer than the run.
+    pub fn new(opts: LmTrainOptions) -> Result<Self> {
+        for (field, v) in [
+            ("steps", opts.steps),
+            ("batch_size", opts.batch_size),
+            ("eval_interval", opts.eval_interval),
+        ] {
+            if v == 0 {
+                return Err(Error::config("LmTrainOptions", field, 0, "at least 1"));
+            }
+        }
+        if let Some(c) = opts.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "LmTrainOptions",
+                    "grad_clip",
+                    c,
+                    "a finite number > 0",
+                ));
+            }
+        }
+        let optimizer = AdamW::new(opts.lr)
+            .betas(opts.betas.0, opts.betas.1)
+            .weight_decay(opts.weight_decay)
+            .decay_min_rank(2);
+        optimizer.validate()?;
+        let schedule = LrSchedule::WarmupCosine {
+            warmup_steps: opts.warmup_steps,
+            total_steps: opts.steps,
+            min_lr: opts.min_lr,
+        };
+        schedule.validate()?;
+        Ok(LmTrainer {
+            rng: rng(opts.seed),
+            opts,
+            optimizer,
+            schedule,
+            step: 0,
+        })
+    }
+
+    /// The number of optimizer steps taken so far.
+    pub fn step_count(&self) -> usize {
+        self.step
+    }
+
+    /// The options.
+    pub fn options(&self) -> &LmTrainOptions {
+        &self.opts
+    }
+
+    /// One optimizer step on the batch `(x, y)`: zero the gradients, forward + loss, backward,
+    /// clip, set the scheduled learning rate, AdamW. Returns the loss.
+    ///
+    /// # Errors
+    /// As [`Gpt::forward_loss`]; [`Error::State`] naming the step when the loss is not finite
+    /// (the weights are left untouched).
+    pub fn train_step(
+        &mut self,
+        gpt: &mut Gpt,
+        x: ndarray::ArrayView2<usize>,
+        y: ndarray::ArrayView2<usize>,
+    ) -> Result<f32> {
+        gpt.zero_grad();
+        let loss = gpt.forward_loss(x, y)?;
+        if !loss.is_finite() {
+            return Err(Error::State(format!(
+                "the training loss is {loss} at step {}: stopping before the weights are updated",
+                self.step + 1
+            )));
+        }
+        gpt.backward()?;
+        let mut params = gpt.params_mut();
+        if let Some(max_norm) = self.opts.grad_clip {
+            clip_grad_norm(&mut params, max_norm)?;
+        }
+        self.schedule
+            .apply(&mut self.optimizer, self.opts.lr, self.step)?;
+        self.optimizer.step(&mut params)?;
+        self.step += 1;
+        Ok(loss)
+    }
+
+    /// The mean loss over up to `eval_windows` evenly spaced windows of `data` (no dropout).
+    ///
+    /// # Errors
+    /// As [`Gpt::loss`].
+    pub fn evaluate(&self, gpt: &mut Gpt, data: &LmDataset) -> Result<f32> {
+        let starts = data.eval_starts(self.opts.eval_windows.max(1));
+        let mut total = 0.0f64;
+        for chunk in starts.chunks(self.opts.batch_size) {
+            let (x, y) = data.batch_at(chunk);
+            total += gpt.loss(x.view(), y.view())? as f64 * chunk.len() as f64;
+        }
+        Ok((total / starts.len().max(1) as f64) as f32)
+    }
+
+    /// Trains until [`LmTrainOptions::steps`] steps have been taken in all (a second call after
+    /// raising `steps` is not supported: build a new trainer), evaluating on `val` every
+    /// `eval_interval` steps and after the last.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the dataset's window is longer than the model's `block_size`;
+    /// otherwise as [`LmTrainer::train_step`].
+    pub fn train(
+        &mut self,
+        gpt: &mut Gpt,
+        train: &LmDataset,
+        val: Option<&LmDataset>,
+    ) -> Result<LmHistory> {
+        let t = train.block_size();
+        if t > gpt.config().block_size {
+            return Err(Error::shape(
+                "LmTrainer::train",
+                format!(
+                    "windows of at most block_size = {} tokens",
+                    gpt.config().block_size
+                ),
+                &[t],
+            ));
+        }
+        let mut history = LmHistory::default();
+        let start = Instant::now();
+        let first = self.step;
+        let total = self.opts.steps;
+        while self.step < total {
+            let (x, y) = train.batch(self.opts.batch_size, &mut self.rng);
+            let loss = self.train_step(gpt, x.view(), y.view())?;
+            history.loss.push(loss);
+            let done = self.step;
+            if done % self.opts.eval_interval == 0 || done == total {
+                let val_loss = match val {
+                    Some(v) => Some(self.evaluate(gpt, v)?),
+                    None => None,
+                };
+                if let Some(v) = val_loss {
+                    history.val_loss.push((done, v));
+                }
+                let secs = start.elapsed().as_secs_f64();
+                let tokens = ((done - first) * self.opts.batch_size * t) as f64;
+                let tps = tokens / secs.max(1e-9);
+                if self.opts.verbose {
+                    let eta = secs / (done - first) as f64 * (total - done) as f64;
+                    let val = val_loss.map_or(String::new(), |v| format!(" - val_loss: {v:.4}"));
+                    eprintln!(
+                        "step {done:>5}/{total} - loss: {loss:.4}{val} - lr: {:.2e} - {:.0} tokens/s - ETA {eta:.0} s",
+                        self.optimizer.learning_rate(),
+                        tps
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        history.tokens_per_sec =
+            (history.loss.len() * self.opts.batch_size * t) as f64 / secs.max(1e-9);
+        Ok(history)
+    }
+}
