@@ -79,6 +79,6 @@ fn cnn_training_is_bit_identical_on_1_and_2_threads() {
     let one = run(1);
     let two = run(2);
     for (name, t) in &one {
-        assert!(t == &two[name], "{name} differs between 1 and 2 threads");
+        assert!(*t == two[name], "{name} differs between 1 and 2 threads");
     }
 }

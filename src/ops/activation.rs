@@ -60,7 +60,7 @@ fn relu_grad(x: f32, dy: f32) -> f32 {
 #[inline]
 fn gelu_gate(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_COEFF * x * x * x);
-    1.0 / (1.0 + (-2.0 * u).exp())
+    1.0 / (1.0 + super::fast_exp::exp(-2.0 * u))
 }
 
 #[inline]

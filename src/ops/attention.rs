@@ -141,7 +141,7 @@ fn forward_head(
             let max = vis.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r * scale));
             let mut sum = 0.0f32;
             for a in vis.iter_mut() {
-                let e = (*a * scale - max).exp();
+                let e = super::fast_exp::exp(*a * scale - max);
                 *a = e;
                 sum += e;
             }

@@ -316,7 +316,7 @@ pub fn lm_cross_entropy_in_place(
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let mut sum = 0.0f64;
         for x in x.iter_mut() {
-            let e = (*x - max).exp();
+            let e = super::fast_exp::exp(*x - max);
             *x = e;
             sum += e as f64;
         }

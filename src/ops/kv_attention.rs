@@ -67,7 +67,7 @@ pub fn attention_cached(
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
                 let mut sum = 0.0f32;
                 for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
+                    *s = super::fast_exp::exp(*s - max);
                     sum += *s;
                 }
                 let inv = 1.0 / sum;

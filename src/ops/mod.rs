@@ -8,6 +8,7 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod fast_exp;
 pub mod kv_attention;
 pub mod layer_norm;
 pub mod linear;

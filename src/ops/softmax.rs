@@ -37,7 +37,7 @@ pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) -> f64 {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f64;
     for (y, &x) in y.iter_mut().zip(x) {
-        let e = (x - max).exp();
+        let e = super::fast_exp::exp(x - max);
         *y = e;
         sum += e as f64;
     }

@@ -231,7 +231,7 @@ impl LmTrainer {
             let loss = self.train_step(gpt, x.view(), y.view())?;
             history.loss.push(loss);
             let done = self.step;
-            if done % self.opts.eval_interval == 0 || done == total {
+            if done.is_multiple_of(self.opts.eval_interval) || done == total {
                 let val_loss = match val {
                     Some(v) => Some(self.evaluate(gpt, v)?),
                     None => None,

@@ -1,0 +1,163 @@
+//! GPT timings: `cargo bench --bench gpt [-- --quick] [FILTER]`.
+//!
+//! The workloads of `../shared/peers/py/bench_gpt_torch.py` (PyTorch / HF transformers, dropout
+//! 0, random init):
+//! - `char`: n_layer 4, n_head 4, n_embd 128, block 128, vocab 65; training at B 16, T 128;
+//! - `gpt2`: GPT-2 small (124M); training at B 4, T 64.
+//!
+//! Training: one AdamW step (forward, loss, backward, clipping, update) → tokens/s, GFLOP/s with
+//! nanoGPT's estimate (6N + 12·L·C·T FLOPs per token, N = parameters without wpe) and the
+//! fraction of the machine's FMA peak. Generation: a prompt of 8 tokens + 50 new tokens, greedy,
+//! batch 1, with and without the KV cache, and `num_return_sequences = 5` sampling (top-k 50)
+//! through `Gpt::generate` → new tokens/s. Median and min over repeated runs.
+
+mod common;
+
+use common::{fma_peak_gflops, pool, quick, row, time_it};
+use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
+use handgrad::transformer::{Gpt, GptConfig};
+use ndarray::Array2;
+use std::time::Duration;
+
+struct Case {
+    name: &'static str,
+    cfg: GptConfig,
+    b: usize,
+    t: usize,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "char",
+            cfg: GptConfig::new(65, 128, 4, 4, 128),
+            b: 16,
+            t: 128,
+        },
+        Case {
+            name: "gpt2",
+            cfg: GptConfig::gpt2(),
+            b: 4,
+            t: 64,
+        },
+    ]
+}
+
+fn ids(b: usize, t: usize, v: usize, seed: usize) -> Array2<usize> {
+    Array2::from_shape_fn((b, t), |(i, j)| (i * 7919 + j * 104_729 + seed * 31) % v)
+}
+
+/// Training FLOPs per token (nanoGPT's `estimate_mfu`).
+fn train_flops_per_token(c: &GptConfig, t: usize) -> f64 {
+    let n = (c.num_params() - c.block_size * c.n_embd) as f64;
+    6.0 * n + 12.0 * (c.n_layer * c.n_embd * t) as f64
+}
+
+fn train(case: &Case, threads: usize, peak: Option<f64>) {
+    let samples = if quick() { 3 } else { 7 };
+    pool(threads).install(|| {
+        let mut gpt = Gpt::new(case.cfg.clone(), &mut handgrad::init::rng(0)).expect("model");
+        let mut opt = AdamW::new(3e-4)
+            .betas(0.9, 0.95)
+            .weight_decay(0.1)
+            .decay_min_rank(2);
+        let x = ids(case.b, case.t, case.cfg.vocab_size, 1);
+        let y = ids(case.b, case.t, case.cfg.vocab_size, 2);
+        let mut step = || {
+            gpt.zero_grad();
+            gpt.forward_loss(x.view(), y.view()).expect("loss");
+            gpt.backward().expect("backward");
+            let mut params = gpt.params_mut();
+            clip_grad_norm(&mut params, 1.0).expect("clip");
+            opt.step(&mut params).expect("step");
+        };
+        let (med, min) = time_it(samples, Duration::from_millis(200), &mut step);
+        let tokens = (case.b * case.t) as f64;
+        let gflops = train_flops_per_token(&case.cfg, case.t) * tokens / med / 1e9;
+        row(&[
+            format!("{} train B{} T{}", case.name, case.b, case.t),
+            threads.to_string(),
+            format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
+            format!("{:.0}", tokens / med),
+            format!("{gflops:.1}"),
+            peak.map_or("-".into(), |p| format!("{:.0} %", 100.0 * gflops / p)),
+        ]);
+    });
+}
+
+/// Greedy decoding of `new` tokens after `prompt`, batch 1: with the cache each step runs one
+/// position; without, each step re-runs the whole sequence.
+fn greedy(gpt: &mut Gpt, prompt: &[usize], new: usize, cached: bool) -> Vec<usize> {
+    let argmax = |row: ndarray::ArrayView1<f32>| {
+        (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b })
+    };
+    let mut seq = prompt.to_vec();
+    if cached {
+        let mut cache = gpt.new_cache(1);
+        let p = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("prompt");
+        let mut logits = gpt.forward_cached(p.view(), &mut cache).expect("prefill");
+        for _ in 0..new {
+            let next = argmax(logits.row(0));
+            seq.push(next);
+            logits = gpt
+                .forward_cached(ndarray::arr2(&[[next]]).view(), &mut cache)
+                .expect("step");
+        }
+    } else {
+        for _ in 0..new {
+            let x = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("seq");
+            let logits = gpt.forward(x.view(), false).expect("forward");
+            let last = logits
+                .index_axis(ndarray::Axis(1), seq.len() - 1)
+                .to_owned();
+            let last = last.into_dimensionality::<ndarray::Ix2>().expect("(1, V)");
+            seq.push(argmax(last.row(0)));
+        }
+    }
+    seq
+}
+
+fn generation(case: &Case, threads: usize) {
+    let samples = if quick() { 3 } else { 5 };
+    let (plen, new) = (8, 50);
+    pool(threads).install(|| {
+        let mut gpt = Gpt::new(case.cfg.clone(), &mut handgrad::init::rng(0)).expect("model");
+        let prompt: Vec<usize> = (0..plen)
+            .map(|i| (i * 13 + 5) % case.cfg.vocab_size)
+            .collect();
+        for cached in [true, false] {
+            let (med, min) = time_it(samples, Duration::from_millis(100), || {
+                std::hint::black_box(greedy(&mut gpt, &prompt, new, cached));
+            });
+            row(&[
+                format!(
+                    "{} greedy 8+50, batch 1, {}",
+                    case.name,
+                    if cached { "KV cache" } else { "no cache" }
+                ),
+                threads.to_string(),
+                format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
+                format!("{:.0}", new as f64 / med),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+    });
+}
+
+fn main() {
+    let filter = common::filter();
+    let threads: Vec<usize> = if quick() { vec![2] } else { vec![1, 2] };
+    println!("| case | threads | ms median / min | tokens/s | GFLOP/s | of FMA peak |");
+    println!("|---|---|---|---|---|---|");
+    for case in cases() {
+        if filter.as_deref().is_some_and(|f| !case.name.contains(f)) {
+            continue;
+        }
+        for &th in &threads {
+            let peak = fma_peak_gflops(th);
+            train(&case, th, peak);
+            generation(&case, th);
+        }
+    }
+}
