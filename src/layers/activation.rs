@@ -95,14 +95,90 @@ macro_rules! activation_layer {
     };
 }
 
-activation_layer!(
-    /// ReLU, `y = max(x, 0)`, elementwise (PyTorch `nn.ReLU`).
-    ///
-    /// # Shapes
-    /// `x: (B, …)` → `y: (B, …)`. Caches the input.
-    Relu, "ReLU", caches = input,
-    forward = act::relu_forward, backward = act::relu_backward,
-);
+/// ReLU, `y = max(x, 0)`, elementwise (PyTorch `nn.ReLU`).
+///
+/// Through [`Layer::forward_owned`] (what `Sequential` calls) it works in place and a training
+/// forward keeps only a one-bit-per-element mask of `x > 0` for the backward, which is then also
+/// in place: no activation-sized allocation or copy. [`Layer::forward`] keeps the input.
+///
+/// # Shapes
+/// `x: (B, …)` → `y: (B, …)`.
+#[derive(Debug, Clone, Default)]
+pub struct Relu {
+    cache: Cache,
+    /// `x > 0` bits of the last owned training forward, with its shape.
+    mask: Option<(Vec<u64>, Vec<usize>)>,
+}
+
+impl Relu {
+    /// A new layer (no parameters, nothing to configure).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Layer for Relu {
+    fn describe(&self) -> String {
+        "ReLU".to_string()
+    }
+
+    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+        Ok(input_shape.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = act::relu_forward(x.view());
+        self.mask = None;
+        self.cache.store(mode, x);
+        Ok(y)
+    }
+
+    fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
+        if !x.is_standard_layout() {
+            return self.forward(&x, mode);
+        }
+        self.cache = Cache::default();
+        let data = x.as_slice_mut().expect("standard layout");
+        match mode {
+            Mode::Train => {
+                let mut bits = self.mask.take().map(|(b, _)| b).unwrap_or_default();
+                act::relu_in_place_with_mask(data, &mut bits);
+                self.mask = Some((bits, x.shape().to_vec()));
+            }
+            Mode::Eval => {
+                self.mask = None;
+                act::relu_in_place(data);
+            }
+        }
+        Ok(x)
+    }
+
+    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        if self.mask.is_some() {
+            return self.backward_owned(dout.clone());
+        }
+        let cached = self.cache.get("ReLU", dout)?;
+        Ok(act::relu_backward(cached.view(), dout.view()))
+    }
+
+    fn backward_owned(&mut self, mut dout: Tensor) -> Result<Tensor> {
+        let Some((bits, shape)) = &self.mask else {
+            return self.backward(&dout);
+        };
+        if dout.shape() != shape.as_slice() {
+            return Err(Error::shape(
+                "ReLU backward",
+                format!("dout shaped like the last output {shape:?}"),
+                dout.shape(),
+            ));
+        }
+        if !dout.is_standard_layout() {
+            dout = dout.as_standard_layout().into_owned();
+        }
+        act::relu_backward_in_place_with_mask(dout.as_slice_mut().expect("standard layout"), bits);
+        Ok(dout)
+    }
+}
 
 activation_layer!(
     /// GELU with the tanh approximation (GPT-2 `gelu_new`, PyTorch

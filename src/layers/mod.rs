@@ -72,6 +72,25 @@ pub trait Layer: Send + Sync {
     /// `dout` does not match the last output.
     fn backward(&mut self, dout: &Tensor) -> Result<Tensor>;
 
+    /// As [`Layer::forward`], taking ownership of `x` so that an elementwise layer can work in
+    /// place instead of allocating its output (what [`crate::Sequential`] calls). The default
+    /// delegates to [`Layer::forward`].
+    ///
+    /// # Errors
+    /// As [`Layer::forward`].
+    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward(&x, mode)
+    }
+
+    /// As [`Layer::backward`], taking ownership of `dout` (in-place backward for elementwise
+    /// layers). The default delegates to [`Layer::backward`].
+    ///
+    /// # Errors
+    /// As [`Layer::backward`].
+    fn backward_owned(&mut self, dout: Tensor) -> Result<Tensor> {
+        self.backward(&dout)
+    }
+
     /// As [`Layer::backward`] when `dL/dx` is not needed (the first layer of a model during
     /// training): accumulates the parameter gradients and may skip computing the input gradient.
     ///

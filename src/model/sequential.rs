@@ -154,9 +154,13 @@ impl Sequential {
     pub(super) fn forward_range(&mut self, x: &Tensor, mode: Mode, end: usize) -> Result<Tensor> {
         self.check_built()?;
         self.check_input(x)?;
-        let mut h = x.clone();
-        for layer in &mut self.layers[..end] {
-            h = layer.forward(&h, mode)?;
+        let Some((first, rest)) = self.layers[..end].split_first_mut() else {
+            return Ok(x.clone());
+        };
+        // every later layer owns its input: elementwise layers then work in place
+        let mut h = first.forward(x, mode)?;
+        for layer in rest {
+            h = layer.forward_owned(h, mode)?;
         }
         Ok(h)
     }
@@ -191,7 +195,7 @@ impl Sequential {
         self.check_built()?;
         let mut d = dout.clone();
         for layer in self.layers[..end].iter_mut().rev() {
-            d = layer.backward(&d)?;
+            d = layer.backward_owned(d)?;
         }
         Ok(d)
     }
@@ -204,7 +208,7 @@ impl Sequential {
         }
         let mut d = dout.clone();
         for layer in self.layers[1..end].iter_mut().rev() {
-            d = layer.backward(&d)?;
+            d = layer.backward_owned(d)?;
         }
         self.layers[0].backward_params_only(&d)
     }

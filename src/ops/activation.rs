@@ -369,3 +369,79 @@ mod tests {
         }
     }
 }
+
+/// In-place ReLU, `x ← max(x, 0)` (NaN stays NaN, as in [`relu_forward`]).
+///
+/// # Shapes
+/// `x: (n)`.
+pub fn relu_in_place(x: &mut [f32]) {
+    let run = |x: &mut [f32]| {
+        for v in x.iter_mut() {
+            *v = relu(*v);
+        }
+    };
+    if x.len() > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(CHUNK).for_each(run);
+    } else {
+        run(x);
+    }
+}
+
+/// In-place ReLU that also records the mask `x > 0`, one bit per element (`bits[i / 64]`, bit
+/// `i % 64`); `bits` is resized to `⌈n/64⌉` words. Backward:
+/// [`relu_backward_in_place_with_mask`].
+///
+/// # Shapes
+/// `x: (n)` → `bits: (⌈n/64⌉)`.
+pub fn relu_in_place_with_mask(x: &mut [f32], bits: &mut Vec<u64>) {
+    bits.clear();
+    bits.resize(x.len().div_ceil(64), 0);
+    let run = |(x, b): (&mut [f32], &mut [u64])| {
+        for (x, w) in x.chunks_mut(64).zip(b.iter_mut()) {
+            let mut word = 0u64;
+            for (j, v) in x.iter_mut().enumerate() {
+                word |= ((*v > 0.0) as u64) << j;
+                *v = relu(*v);
+            }
+            *w = word;
+        }
+    };
+    if x.len() > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(CHUNK)
+            .zip(bits.par_chunks_mut(CHUNK / 64))
+            .for_each(run);
+    } else {
+        run((x, bits));
+    }
+}
+
+/// `dout[i] = 0` where the forward input was `≤ 0` (bit clear), in place.
+///
+/// # Shapes
+/// `dout: (n)`, `bits: (⌈n/64⌉)`.
+///
+/// # Panics
+/// When `bits` is shorter than `⌈n/64⌉`.
+pub fn relu_backward_in_place_with_mask(dout: &mut [f32], bits: &[u64]) {
+    assert!(
+        bits.len() * 64 >= dout.len(),
+        "relu backward: mask too short"
+    );
+    let run = |(d, b): (&mut [f32], &[u64])| {
+        for (d, &w) in d.chunks_mut(64).zip(b) {
+            for (j, d) in d.iter_mut().enumerate() {
+                // forward: y = max(x, 0)  ⇒  dx = dy·[x > 0]
+                if (w >> j) & 1 == 0 {
+                    *d = 0.0;
+                }
+            }
+        }
+    };
+    if dout.len() > PARALLEL_MIN_LEN {
+        dout.par_chunks_mut(CHUNK)
+            .zip(bits.par_chunks(CHUNK / 64))
+            .for_each(run);
+    } else {
+        run((dout, bits));
+    }
+}

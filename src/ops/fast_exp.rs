@@ -3,8 +3,8 @@
 //! Cephes' `expf` algorithm: `x = n·ln2 + r` with `n = round(x/ln2)` and `|r| ≤ ln2/2`
 //! (`ln2` split in two constants so `r` is exact), `e^r` by a degree-7 polynomial, then
 //! `2^n` assembled in the exponent bits. Relative error below 2 ulp on the whole range (tested
-//! against `f32::exp`); inputs are clamped to `[−87.3, 88.3]`, so `exp(−∞)` is about `1e−38`
-//! rather than 0 (callers never feed −∞: masked logits are skipped, not exponentiated).
+//! against `f32::exp`); inputs below −87.3 give 0 (so `exp(−∞) = 0`, as masked softmax entries need) and inputs
+//! above 88.3 are clamped (`e^88.3 ≈ 2.2e38`); NaN stays NaN.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `ln 2 = C1 + C2`, `C1` with few mantissa bits so that `n·C1` is exact.
@@ -18,7 +18,8 @@ const ROUND: f32 = 12_582_912.0;
 pub fn exp(x: f32) -> f32 {
     // selects rather than clamp/max: they vectorise and keep a NaN a NaN (so a NaN logit
     // still poisons the loss, which the training loops detect)
-    let x = if x < -87.3 { -87.3 } else { x };
+    let underflow = x < -87.3;
+    let x = if underflow { -87.3 } else { x };
     let x = if x > 88.3 { 88.3 } else { x };
     // n = round(x / ln 2): the rounding happens when adding 1.5·2^23, and the low mantissa
     // bits of `v` then hold n (bits(v) = bits(ROUND) + n)
@@ -37,7 +38,13 @@ pub fn exp(x: f32) -> f32 {
     // 2^n in the exponent bits (n ∈ [−126, 127] after the clamp: a normal float)
     // (integer ops on the bits only: a float → int cast would stop the vectorisation)
     let bits = v.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
-    er * f32::from_bits(bits)
+    let y = er * f32::from_bits(bits);
+    // below the smallest normal result: 0, so exp(−∞) = 0 exactly (masked softmax entries)
+    if underflow {
+        0.0
+    } else {
+        y
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +65,8 @@ mod tests {
         assert!(worst < 2.5e-7, "worst relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(f32::NAN).is_nan());
-        assert!(exp(-1e30) < 1e-37 && exp(-1e30) >= 0.0);
+        assert_eq!(exp(-1e30), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert!(exp(100.0).is_finite());
     }
 }
