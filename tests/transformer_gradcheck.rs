@@ -574,3 +574,94 @@ fn bad_weights_are_rejected_with_names() {
         .unwrap_err();
     assert!(err.to_string().contains("eps"), "{err}");
 }
+
+// ------------------------------------------------------------------------ dropout
+
+/// Gradient check of a training forward with dropout: every loss evaluation runs on a clone
+/// of the same module, so it draws the same masks as the analytic forward.
+fn check_train_mode<M: Module>(what: &str, m: &M, x: &Tensor, params: &[&str]) {
+    let out = m.clone().fwd(x, true);
+    let r = random_tensor(out.shape(), 98);
+    let mut trained = m.clone();
+    trained.fwd(x, true);
+    let dx = trained.bwd(&r);
+    let loss_x = |xp: &Tensor| weighted_sum(&m.clone().fwd(xp, true), &r);
+    grad_check(&format!("{what} dx"), x, &dx, loss_x, EPS, TOL);
+    for &name in params {
+        let p = trained.param_mut(name).clone();
+        let loss_w = |wp: &Tensor| {
+            let mut mm = m.clone();
+            mm.param_mut(name).value = wp.clone();
+            weighted_sum(&mm.fwd(x, true), &r)
+        };
+        grad_check(
+            &format!("{what} d{name}"),
+            &p.value,
+            &p.grad,
+            loss_w,
+            EPS,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn attention_with_dropout_gradients_match_finite_differences() {
+    let m = attention(8, 2, 40).with_attn_dropout(0.3, 7).unwrap();
+    // T = 70 > ROW_BLOCK: two row blocks of the kernel, masks in both
+    let x = rand(&[2, 70, 8], 41, 1.0);
+    check_train_mode("attention+dropout", &m, &x, &["c_attn.weight"]);
+    let x = rand(&[2, 5, 8], 42, 1.0);
+    check_train_mode(
+        "attention+dropout",
+        &m,
+        &x,
+        &[
+            "c_attn.weight",
+            "c_attn.bias",
+            "c_proj.weight",
+            "c_proj.bias",
+        ],
+    );
+}
+
+#[test]
+fn block_with_dropout_gradients_match_finite_differences() {
+    let b = block(8, 2, 50).with_dropout(0.2, &mut rng(3)).unwrap();
+    let x = rand(&[2, 6, 8], 51, 1.0);
+    check_train_mode(
+        "block+dropout",
+        &b,
+        &x,
+        &["attn.c_attn.weight", "mlp.c_fc.weight", "ln_1.weight"],
+    );
+}
+
+#[test]
+fn attention_dropout_drops_about_p_rescales_the_rest_and_is_off_in_eval() {
+    let mut m = attention(16, 2, 60).with_attn_dropout(0.25, 11).unwrap();
+    let x = rand(&[4, 64, 16], 61, 1.0);
+    let eval = m.fwd(&x, false);
+    assert_eq!(eval, m.clone().fwd(&x, false), "eval is deterministic");
+    let t1 = m.fwd(&x, true);
+    let t2 = m.fwd(&x, true);
+    assert_ne!(eval, t1, "a training forward drops");
+    assert_ne!(t1, t2, "each training forward draws new masks");
+    // same seed and position → same masks
+    let mut again = attention(16, 2, 60).with_attn_dropout(0.25, 11).unwrap();
+    assert_eq!(again.fwd(&x, true), t1);
+    // the kept fraction: compare y = att_d·v with a zero-p run through the public pieces is
+    // indirect; instead count how the dropped output differs from eval on average: E[y] = eval
+    let mean_diff: f64 = (0..40)
+        .map(|_| {
+            let y = m.fwd(&x, true);
+            (&y - &eval).iter().map(|&d| d as f64).sum::<f64>() / y.len() as f64
+        })
+        .sum::<f64>()
+        / 40.0;
+    assert!(
+        mean_diff.abs() < 2e-3,
+        "inverted dropout keeps the expectation: {mean_diff}"
+    );
+    assert!(attention(16, 2, 60).with_attn_dropout(1.0, 0).is_err());
+}

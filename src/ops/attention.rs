@@ -34,6 +34,45 @@ use std::cell::RefCell;
 /// Query rows per block inside one `(b, h)` task.
 pub const ROW_BLOCK: usize = 64;
 
+/// Dropout on the attention probabilities (nanoGPT's `attn_dropout`): entries are zeroed with
+/// probability `p` and the kept ones scaled by `1/(1 − p)`.
+///
+/// The mask is a pure function of `(seed, b, h, i, j)` (a splitmix64 hash), so the backward
+/// regenerates exactly the forward's mask without storing a second `(B, NH, T, T)` tensor, and
+/// the result does not depend on the thread count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnDropout {
+    /// Drop probability in `[0, 1)`.
+    pub p: f32,
+    /// The seed of this forward (a new one for every training step).
+    pub seed: u64,
+}
+
+impl AttnDropout {
+    /// `1/(1 − p)` if entry `idx` is kept, else 0.
+    #[inline]
+    fn factor(&self, idx: u64) -> f32 {
+        let mut z = self.seed ^ idx.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let u = (z >> 40) as f32 / (1u64 << 24) as f32;
+        if u >= self.p {
+            1.0 / (1.0 - self.p)
+        } else {
+            0.0
+        }
+    }
+
+    /// Writes `out[j] = att[j]·factor(base + j)` for one row.
+    #[inline]
+    fn apply_row(&self, base: u64, att: &[f32], out: &mut [f32]) {
+        for (j, (o, &a)) in out.iter_mut().zip(att).enumerate() {
+            *o = a * self.factor(base + j as u64);
+        }
+    }
+}
+
 thread_local! {
     /// The backward's `datt`/`dpre` block for the current thread (reused across calls).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -78,6 +117,7 @@ pub fn attention_forward(
     n_head: usize,
     att: ArrayViewMut4<f32>,
     y: ArrayViewMut3<f32>,
+    dropout: Option<AttnDropout>,
 ) {
     let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_forward");
     assert_eq!(
@@ -106,14 +146,18 @@ pub fn attention_forward(
     }
     tasks.into_par_iter().for_each(|(b, h, att, y)| {
         let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
-        forward_head(q, k, v, scale, att, y);
+        let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
+        SCRATCH.with_borrow_mut(|scratch| forward_head(q, k, v, scale, att, y, drop, scratch));
     });
 }
 
-/// One `(b, h)` pair of [`attention_forward`].
+/// One `(b, h)` pair of [`attention_forward`]; `drop` carries the dropout and the mask index of
+/// this pair's entry `(0, 0)`.
 ///
 /// # Shapes
-/// `q, k, v: (T, HS)`, `att: (T, T)`, `y: (T, HS)`.
+/// `q, k, v: (T, HS)`, `att: (T, T)`, `y: (T, HS)`, `scratch`: grown to `(ROW_BLOCK·T)` when
+/// dropout is on.
+#[allow(clippy::too_many_arguments)]
 fn forward_head(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,
@@ -121,6 +165,8 @@ fn forward_head(
     scale: f32,
     mut att: ArrayViewMut2<f32>,
     mut y: ArrayViewMut2<f32>,
+    drop: Option<(AttnDropout, u64)>,
+    scratch: &mut Vec<f32>,
 ) {
     let t = q.nrows();
     for r0 in (0..t).step_by(ROW_BLOCK) {
@@ -152,9 +198,26 @@ fn forward_head(
             // j > i: probability exactly 0 (the −∞ of the mask), never exp'd
             masked.fill(0.0);
         }
-        // y[i] = Σ_{j ≤ i} att[i, j]·v[j]   (att[i, j] = 0 for i < j < r1)
+        // y[i] = Σ_{j ≤ i} att[i, j]·v[j]   (att[i, j] = 0 for i < j < r1); with dropout the
+        // masked, rescaled copy is used and `att` keeps the probabilities for the backward
+        let a = match drop {
+            None => att.slice(s![r0..r1, ..r1]),
+            Some((d, base)) => {
+                let n = (r1 - r0) * r1;
+                if scratch.len() < n {
+                    scratch.resize(n, 0.0);
+                }
+                for (ii, out) in scratch[..n].chunks_mut(r1).enumerate() {
+                    let i = r0 + ii;
+                    let row = att.row(i);
+                    let row = row.as_slice().expect("att rows are contiguous");
+                    d.apply_row(base + (i * t) as u64, &row[..r1], out);
+                }
+                ArrayView2::from_shape((r1 - r0, r1), &scratch[..n]).expect("scratch block")
+            }
+        };
         gemm_into(
-            att.slice(s![r0..r1, ..r1]),
+            a,
             v.slice(s![..r1, ..]),
             y.slice_mut(s![r0..r1, ..]),
             false,
@@ -182,6 +245,7 @@ pub fn attention_backward(
     qkv: ArrayView3<f32>,
     att: ArrayView4<f32>,
     dqkv: ArrayViewMut3<f32>,
+    dropout: Option<AttnDropout>,
 ) {
     let n_head = att.dim().1;
     let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_backward");
@@ -214,8 +278,9 @@ pub fn attention_backward(
         let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
         let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
         let att = att.slice(s![b, h, .., ..]);
+        let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
         SCRATCH.with_borrow_mut(|scratch| {
-            backward_head(q, k, v, att, dy, scale, dq, dk, dv, scratch);
+            backward_head(q, k, v, att, dy, scale, dq, dk, dv, drop, scratch);
         });
     });
 }
@@ -236,6 +301,7 @@ fn backward_head(
     mut dq: ArrayViewMut2<f32>,
     mut dk: ArrayViewMut2<f32>,
     mut dv: ArrayViewMut2<f32>,
+    drop: Option<(AttnDropout, u64)>,
     scratch: &mut Vec<f32>,
 ) {
     let t = q.nrows();
@@ -249,14 +315,37 @@ fn backward_head(
         let r1 = (r0 + ROW_BLOCK).min(t);
         let a = att.slice(s![r0..r1, ..r1]);
         let dyb = dy.slice(s![r0..r1, ..]);
-        // dv[j] += Σ_i att[i, j]·dy[i]   (dv = attᵀ·dy over this block's queries)
-        gemm_into(
-            a.t(),
-            dyb,
-            dv.slice_mut(s![..r1, ..]),
-            true,
-            Threads::Serial,
-        );
+        // dv[j] += Σ_i att_d[i, j]·dy[i]   (dv = att_dᵀ·dy over this block's queries, with
+        // att_d = att ⊙ mask/(1 − p) under dropout, regenerated into the scratch block)
+        let n = (r1 - r0) * r1;
+        match drop {
+            None => gemm_into(
+                a.t(),
+                dyb,
+                dv.slice_mut(s![..r1, ..]),
+                true,
+                Threads::Serial,
+            ),
+            Some((d, base)) => {
+                for (ii, out) in scratch[..n].chunks_mut(r1).enumerate() {
+                    let i = r0 + ii;
+                    let row = a.row(ii);
+                    d.apply_row(
+                        base + (i * t) as u64,
+                        row.as_slice().expect("contiguous"),
+                        out,
+                    );
+                }
+                let ad = ArrayView2::from_shape((r1 - r0, r1), &scratch[..n]).expect("block");
+                gemm_into(
+                    ad.t(),
+                    dyb,
+                    dv.slice_mut(s![..r1, ..]),
+                    true,
+                    Threads::Serial,
+                );
+            }
+        }
         // datt[i, j] = dy[i]·v[j]   (datt = dy·vᵀ)
         let mut ds = ArrayViewMut2::from_shape((r1 - r0, r1), &mut scratch[..(r1 - r0) * r1])
             .expect("scratch holds the block");
@@ -270,6 +359,13 @@ fn backward_head(
         for (ii, (mut d, p)) in ds.outer_iter_mut().zip(a.outer_iter()).enumerate() {
             let i = r0 + ii;
             let d = d.as_slice_mut().expect("scratch rows are contiguous");
+            if let Some((drop, base)) = drop {
+                // datt = datt_d ⊙ mask/(1 − p)
+                let row_base = base + (i * t) as u64;
+                for (j, d) in d[..=i].iter_mut().enumerate() {
+                    *d *= drop.factor(row_base + j as u64);
+                }
+            }
             let (dvis, dmasked) = d.split_at_mut(i + 1);
             let p = p.slice(s![..i + 1]);
             // softmax backward over the causal part only; scale folded in for dq and dk
@@ -311,7 +407,7 @@ mod tests {
         });
         let mut att = Array4::from_elem((b, nh, t, t), f32::NAN);
         let mut y = Array3::from_elem((b, t, c), f32::NAN);
-        attention_forward(qkv.view(), nh, att.view_mut(), y.view_mut());
+        attention_forward(qkv.view(), nh, att.view_mut(), y.view_mut(), None);
         for bi in 0..b {
             for h in 0..nh {
                 for i in 0..t {

@@ -4,7 +4,7 @@ use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_S
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::Mode;
-use crate::ops::attention::{attention_backward, attention_forward};
+use crate::ops::attention::{attention_backward, attention_forward, AttnDropout};
 use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2};
@@ -32,6 +32,12 @@ pub struct CausalSelfAttention {
     n_head: usize,
     pub(super) c_attn: Conv1D,
     pub(super) c_proj: Conv1D,
+    /// Attention-probability dropout `p` (0: off).
+    attn_pdrop: f32,
+    /// Seed of the dropout masks; each training forward uses `hash(seed, calls)`.
+    drop_seed: u64,
+    /// Training forwards run so far (the dropout stream position).
+    drop_calls: u64,
     cache: Cache,
 }
 
@@ -52,6 +58,8 @@ struct Cache {
     dqkv: Array3<f32>,
     /// The mode of the last forward (`None` before any).
     mode: Option<Mode>,
+    /// The dropout of the last training forward.
+    dropout: Option<AttnDropout>,
 }
 
 impl Cache {
@@ -64,6 +72,7 @@ impl Cache {
             dy: Array3::zeros((0, 0, 0)),
             dqkv: Array3::zeros((0, 0, 0)),
             mode: None,
+            dropout: None,
         }
     }
 }
@@ -154,8 +163,47 @@ impl CausalSelfAttention {
             n_head,
             c_attn,
             c_proj,
+            attn_pdrop: 0.0,
+            drop_seed: 0,
+            drop_calls: 0,
             cache: Cache::new(),
         }
+    }
+
+    /// Sets dropout on the attention probabilities (nanoGPT's `attn_dropout`, default 0): in a
+    /// training forward each probability is zeroed with probability `p` and the others scaled
+    /// by `1/(1 − p)`; the masks follow from `seed` and the number of training forwards.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `p` is not in `[0, 1)`.
+    pub fn with_attn_dropout(mut self, p: f32, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::config(
+                "CausalSelfAttention",
+                "attn_pdrop",
+                p,
+                "in [0, 1)",
+            ));
+        }
+        self.attn_pdrop = p;
+        self.drop_seed = seed;
+        self.drop_calls = 0;
+        Ok(self)
+    }
+
+    /// The attention-probability dropout `p`.
+    pub fn attn_pdrop(&self) -> f32 {
+        self.attn_pdrop
+    }
+
+    /// The dropout stream position `(seed, training forwards so far)` (checkpoints).
+    pub fn dropout_state(&self) -> (u64, u64) {
+        (self.drop_seed, self.drop_calls)
+    }
+
+    /// Restores a position from [`CausalSelfAttention::dropout_state`].
+    pub fn set_dropout_state(&mut self, state: (u64, u64)) {
+        (self.drop_seed, self.drop_calls) = state;
     }
 
     /// The embedding width `C`.
@@ -203,11 +251,20 @@ impl CausalSelfAttention {
             .expect("contiguous buffer");
         self.c_attn.forward(x2, qkv2)?;
         // att = softmax(q·kᵀ/√HS + mask), y = att·v   (B, NH, T, T), (B, T, C)
+        let dropout = (train && self.attn_pdrop > 0.0).then(|| {
+            self.drop_calls += 1;
+            AttnDropout {
+                p: self.attn_pdrop,
+                seed: splitmix64(self.drop_seed ^ splitmix64(self.drop_calls)),
+            }
+        });
+        cache.dropout = dropout;
         attention_forward(
             cache.qkv.view(),
             nh,
             cache.att.view_mut(),
             cache.y.view_mut(),
+            dropout,
         );
         // out = y·W_proj + b_proj
         let mut out = Array2::<f32>::zeros((rows, c));
@@ -288,6 +345,7 @@ impl CausalSelfAttention {
             cache.qkv.view(),
             cache.att.view(),
             cache.dqkv.view_mut(),
+            cache.dropout,
         );
         let mut dx = Array2::<f32>::zeros((rows, c));
         let dqkv2 = cache
@@ -351,4 +409,12 @@ impl CausalSelfAttention {
             p.zero_grad();
         }
     }
+}
+
+/// The splitmix64 finaliser: a well-mixed 64-bit hash of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

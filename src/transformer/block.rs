@@ -53,13 +53,16 @@ impl Block {
         })
     }
 
-    /// Sets the residual dropout probability (nanoGPT's `resid_dropout` after `attn.c_proj`
-    /// and the MLP's `dropout`), each layer seeded from `rng`.
+    /// Sets the dropout probability of the attention probabilities, of the residual branch
+    /// after `attn.c_proj` and of the MLP output (nanoGPT's `attn_dropout`, `resid_dropout`
+    /// and the MLP's `dropout`), each seeded from `rng`.
     ///
     /// # Errors
     /// [`Error::Config`] when `p` is outside `[0, 1]`.
     pub fn with_dropout(mut self, p: f32, rng: &mut Rng) -> Result<Self> {
+        use rand::Rng as _;
         let c = self.n_embd();
+        self.attn = self.attn.with_attn_dropout(p, rng.random())?;
         self.drop = [
             super::Gpt::dropout_layer(p, c, rng)?,
             super::Gpt::dropout_layer(p, c, rng)?,

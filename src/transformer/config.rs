@@ -28,8 +28,8 @@ pub struct GptConfig {
     pub n_head: usize,
     /// The embedding width `C`.
     pub n_embd: usize,
-    /// Dropout probability after the embeddings and on both residual branches (default 0).
-    /// Attention-probability dropout is not implemented (see [`GptConfig::validate`]).
+    /// Dropout probability after the embeddings, on the attention probabilities and on both
+    /// residual branches (default 0; nanoGPT's single `dropout`).
     pub dropout: f32,
     /// Biases in the linear layers and LayerNorms (GPT-2: `true`; only `true` is supported).
     pub bias: bool,
@@ -58,7 +58,7 @@ impl GptConfig {
         }
     }
 
-    /// Sets the dropout probability (embeddings and residual branches).
+    /// Sets the dropout probability (embeddings, attention probabilities, residual branches).
     pub fn dropout(mut self, p: f32) -> Self {
         self.dropout = p;
         self
