@@ -51,6 +51,7 @@
 
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod init;
 pub mod io;
 pub mod layers;

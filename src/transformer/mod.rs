@@ -13,6 +13,7 @@
 mod attention;
 mod block;
 mod config;
+mod decode;
 mod gpt;
 mod kv_cache;
 mod mlp;
@@ -23,6 +24,7 @@ pub use crate::ops::cross_entropy::IGNORE_INDEX;
 pub use attention::CausalSelfAttention;
 pub use block::Block;
 pub use config::GptConfig;
+pub use decode::GptDecoder;
 pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use mlp::Mlp;

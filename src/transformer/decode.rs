@@ -1,0 +1,130 @@
+//! [`GptDecoder`]: a [`Gpt`] as a [`Decoder`] for [`crate::generate`], with or without the KV
+//! cache, cropping the context to `block_size`.
+
+use super::{Gpt, KvCache};
+use crate::error::{Error, Result};
+use crate::generate::Decoder;
+use ndarray::{Array2, Axis};
+
+/// Drives a [`Gpt`] for generation: every row is decoded together as one batch.
+///
+/// With the cache (the default, [`Gpt::decoder`]) the prompt is run once and each new token
+/// costs one position per row. Without it ([`Gpt::decoder_without_cache`]) every step re-runs
+/// the whole context, the reference the cached path is tested against. When a row reaches
+/// `block_size` tokens the context is cropped to its last `block_size` tokens (nanoGPT's
+/// `idx[:, -block_size:]`) and, with the cache, the cropped context is re-run once per step.
+#[derive(Debug)]
+pub struct GptDecoder<'a> {
+    gpt: &'a mut Gpt,
+    use_cache: bool,
+    cache: KvCache,
+    /// The tokens of every row so far.
+    rows: Vec<Vec<usize>>,
+}
+
+impl Gpt {
+    /// A decoder that uses a KV cache (see [`GptDecoder`]).
+    pub fn decoder(&mut self) -> GptDecoder<'_> {
+        GptDecoder::new(self, true)
+    }
+
+    /// A decoder that re-runs the whole context at every step (no KV cache).
+    pub fn decoder_without_cache(&mut self) -> GptDecoder<'_> {
+        GptDecoder::new(self, false)
+    }
+}
+
+impl<'a> GptDecoder<'a> {
+    fn new(gpt: &'a mut Gpt, use_cache: bool) -> Self {
+        let cache = gpt.new_cache(0);
+        GptDecoder {
+            gpt,
+            use_cache,
+            cache,
+            rows: Vec::new(),
+        }
+    }
+
+    /// The last `block_size` tokens of every row, as a `(R, T)` batch.
+    fn context(&self) -> Result<Array2<usize>> {
+        let bs = self.gpt.config().block_size;
+        let len = self.rows.first().map_or(0, Vec::len);
+        if len == 0 || self.rows.iter().any(|r| r.len() != len) {
+            return Err(Error::shape(
+                "GptDecoder",
+                "rows of one common length ≥ 1",
+                &self.rows.iter().map(Vec::len).collect::<Vec<_>>(),
+            ));
+        }
+        let t = len.min(bs);
+        let flat: Vec<usize> = self
+            .rows
+            .iter()
+            .flat_map(|r| r[len - t..].iter().copied())
+            .collect();
+        Ok(Array2::from_shape_vec((self.rows.len(), t), flat).expect("R·T tokens"))
+    }
+
+    /// Runs the (cropped) context from scratch: a fresh cache, or a full forward without one.
+    fn run_context(&mut self) -> Result<Array2<f32>> {
+        let ctx = self.context()?;
+        if self.use_cache {
+            self.cache = self.gpt.new_cache(ctx.nrows());
+            self.gpt.forward_cached(ctx.view(), &mut self.cache)
+        } else {
+            let logits = self.gpt.forward(ctx.view(), false)?;
+            let t = ctx.ncols();
+            Ok(logits
+                .index_axis(Axis(1), t - 1)
+                .to_owned()
+                .into_dimensionality()
+                .expect("(R, V)"))
+        }
+    }
+}
+
+impl Decoder for GptDecoder<'_> {
+    fn vocab_size(&self) -> usize {
+        self.gpt.config().vocab_size
+    }
+
+    fn prefill(&mut self, rows: &[Vec<usize>]) -> Result<Array2<f32>> {
+        self.rows = rows.to_vec();
+        self.run_context()
+    }
+
+    fn step(&mut self, tokens: &[usize]) -> Result<Array2<f32>> {
+        if tokens.len() != self.rows.len() {
+            return Err(Error::shape(
+                "GptDecoder::step",
+                format!("one token per row ({} rows)", self.rows.len()),
+                &[tokens.len()],
+            ));
+        }
+        for (row, &t) in self.rows.iter_mut().zip(tokens) {
+            row.push(t);
+        }
+        let fits = self.cache.len() < self.gpt.config().block_size;
+        if self.use_cache && fits {
+            let x = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("(R, 1)");
+            self.gpt.forward_cached(x.view(), &mut self.cache)
+        } else {
+            self.run_context()
+        }
+    }
+
+    fn reorder(&mut self, order: &[usize]) -> Result<()> {
+        if let Some(&bad) = order.iter().find(|&&r| r >= self.rows.len()) {
+            return Err(Error::shape(
+                "GptDecoder::reorder",
+                format!("row indices < {}", self.rows.len()),
+                &[bad],
+            ));
+        }
+        self.rows = order.iter().map(|&r| self.rows[r].clone()).collect();
+        if self.use_cache {
+            self.cache.reorder(order)?;
+        }
+        Ok(())
+    }
+}
