@@ -44,3 +44,40 @@ pub fn xavier_uniform(shape: &[usize], fan_in: usize, fan_out: usize, rng: &mut 
     let bound = (6.0 / ((fan_in + fan_out).max(1) as f32)).sqrt();
     uniform(shape, bound, rng)
 }
+
+/// The exact position of an [`Rng`] as text, `"<seed hex>:<stream>:<word position>"`, for
+/// checkpoints: [`rng_from_state`] restores a generator that continues the same stream.
+pub fn rng_state(r: &Rng) -> String {
+    let seed: String = r.get_seed().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{seed}:{}:{}", r.get_stream(), r.get_word_pos())
+}
+
+/// Restores an [`Rng`] from [`rng_state`]'s text.
+///
+/// # Errors
+/// [`crate::Error::Format`] when the text is not `<64 hex digits>:<u64>:<u128>`.
+pub fn rng_from_state(state: &str) -> crate::Result<Rng> {
+    let bad = || {
+        crate::Error::format(
+            "RNG state",
+            format!("expected <64 hex>:<stream>:<word pos>, got {state:?}"),
+        )
+    };
+    let mut parts = state.split(':');
+    let (Some(seed), Some(stream), Some(pos), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if seed.len() != 64 || !seed.is_ascii() {
+        return Err(bad());
+    }
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    let mut r = Rng::from_seed(bytes);
+    r.set_stream(stream.parse().map_err(|_| bad())?);
+    r.set_word_pos(pos.parse().map_err(|_| bad())?);
+    Ok(r)
+}

@@ -1,6 +1,9 @@
-//! Reading and writing files: safetensors tensors (weights, fixtures, checkpoints).
+//! Reading and writing files: safetensors tensors (weights, fixtures) and training checkpoints.
 
+mod checkpoint;
 mod safetensors;
+
+pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
 
 pub use self::safetensors::{
     parse_safetensors, read_safetensors, to_safetensors_bytes, write_atomic, write_safetensors,

@@ -130,6 +130,18 @@ impl Layer for Dropout {
         format!("Dropout(p={})", self.p)
     }
 
+    fn rng_state(&self) -> Option<String> {
+        self.rng.as_ref().map(crate::init::rng_state)
+    }
+
+    fn set_rng_state(&mut self, state: &str) -> Result<()> {
+        if self.rng.is_none() {
+            return Err(not_built(&self.describe()));
+        }
+        self.rng = Some(crate::init::rng_from_state(state)?);
+        Ok(())
+    }
+
     fn build(&mut self, input_shape: &[usize], rng: &mut Rng) -> Result<Vec<usize>> {
         self.validate()?;
         let drawn = rng.next_u64();

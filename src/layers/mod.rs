@@ -126,6 +126,24 @@ pub trait Layer: Send + Sync {
     fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         Vec::new()
     }
+
+    /// The position of the layer's own random stream (dropout), for exact-resume checkpoints;
+    /// `None` for deterministic layers. See [`crate::init::rng_state`].
+    fn rng_state(&self) -> Option<String> {
+        None
+    }
+
+    /// Restores a position from [`Layer::rng_state`].
+    ///
+    /// # Errors
+    /// [`crate::Error::State`] for a layer without a random stream (or before `build`),
+    /// [`crate::Error::Format`] for malformed text.
+    fn set_rng_state(&mut self, _state: &str) -> Result<()> {
+        Err(crate::Error::State(format!(
+            "{} has no random stream",
+            self.describe()
+        )))
+    }
 }
 
 /// Something that expands into one or more layers, so that `Dense::new(64).relu()` adds two

@@ -28,7 +28,7 @@ pub struct Block {
     pub(super) ln_2: LayerNorm,
     pub(super) mlp: Mlp,
     /// Residual dropout after `attn` and after `mlp` (`p = 0`: identity, no work).
-    drop: [Dropout; 2],
+    pub(super) drop: [Dropout; 2],
 }
 
 impl Block {

@@ -12,6 +12,7 @@
 
 mod attention;
 mod block;
+mod checkpoint;
 mod config;
 mod decode;
 mod gpt;

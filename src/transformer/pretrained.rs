@@ -70,6 +70,8 @@ impl Gpt {
         };
         let wte = take("wte.weight", &[config.vocab_size, c])?;
         let wpe = take("wpe.weight", &[config.block_size, c])?;
+        // dropout streams seeded deterministically (checkpoints restore their exact positions)
+        let mut rng = crate::init::rng(0);
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let shapes: [(&str, Vec<usize>); 12] = [
@@ -91,7 +93,8 @@ impl Gpt {
                 local.insert(*name, take(&format!("h.{i}.{name}"), shape)?);
             }
             let block =
-                Block::from_weights(config.n_head, config.layer_norm_eps, |n| local.remove(n))?;
+                Block::from_weights(config.n_head, config.layer_norm_eps, |n| local.remove(n))?
+                    .with_dropout(config.dropout, &mut rng)?;
             blocks.push(block);
         }
         let ln_f = LayerNorm::from_weights(take("ln_f.weight", &[c])?, take("ln_f.bias", &[c])?)?
@@ -115,7 +118,6 @@ impl Gpt {
                 ));
             }
         }
-        let mut rng = crate::init::rng(0);
         Gpt::from_parts(config, wte, wpe, blocks, ln_f, &mut rng)
     }
 

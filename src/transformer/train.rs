@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::Instant;
 
 /// Options of [`LmTrainer`] (nanoGPT-style defaults).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LmTrainOptions {
     /// Optimizer steps (default 1000).
     pub steps: usize,
@@ -89,11 +89,11 @@ pub struct LmHistory {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LmTrainer {
-    opts: LmTrainOptions,
-    optimizer: AdamW,
-    schedule: LrSchedule,
-    rng: Rng,
-    step: usize,
+    pub(super) opts: LmTrainOptions,
+    pub(super) optimizer: AdamW,
+    pub(super) schedule: LrSchedule,
+    pub(super) rng: Rng,
+    pub(super) step: usize,
 }
 
 impl LmTrainer {
@@ -198,8 +198,8 @@ impl LmTrainer {
         Ok((total / starts.len().max(1) as f64) as f32)
     }
 
-    /// Trains until [`LmTrainOptions::steps`] steps have been taken in all (a second call after
-    /// raising `steps` is not supported: build a new trainer), evaluating on `val` every
+    /// Trains until [`LmTrainOptions::steps`] steps have been taken in all (a trainer restored
+    /// by [`LmTrainer::resume`] continues where it stopped), evaluating on `val` every
     /// `eval_interval` steps and after the last.
     ///
     /// # Errors
@@ -210,6 +210,21 @@ impl LmTrainer {
         gpt: &mut Gpt,
         train: &LmDataset,
         val: Option<&LmDataset>,
+    ) -> Result<LmHistory> {
+        self.train_for(gpt, train, val, usize::MAX)
+    }
+
+    /// As [`LmTrainer::train`] but stops after at most `max_steps` more steps (e.g. to save a
+    /// checkpoint part-way; the learning-rate schedule still spans `LmTrainOptions::steps`).
+    ///
+    /// # Errors
+    /// As [`LmTrainer::train`].
+    pub fn train_for(
+        &mut self,
+        gpt: &mut Gpt,
+        train: &LmDataset,
+        val: Option<&LmDataset>,
+        max_steps: usize,
     ) -> Result<LmHistory> {
         let t = train.block_size();
         if t > gpt.config().block_size {
@@ -226,12 +241,13 @@ impl LmTrainer {
         let start = Instant::now();
         let first = self.step;
         let total = self.opts.steps;
-        while self.step < total {
+        let stop = total.min(self.step.saturating_add(max_steps));
+        while self.step < stop {
             let (x, y) = train.batch(self.opts.batch_size, &mut self.rng);
             let loss = self.train_step(gpt, x.view(), y.view())?;
             history.loss.push(loss);
             let done = self.step;
-            if done.is_multiple_of(self.opts.eval_interval) || done == total {
+            if done.is_multiple_of(self.opts.eval_interval) || done == stop {
                 let val_loss = match val {
                     Some(v) => Some(self.evaluate(gpt, v)?),
                     None => None,
