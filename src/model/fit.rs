@@ -38,6 +38,7 @@ pub enum Verbose {
 /// [`Verbose::Auto`], no callbacks, no augmentation.
 pub struct FitOptions<'a> {
     epochs: usize,
+    initial_epoch: usize,
     batch_size: usize,
     shuffle: bool,
     seed: Option<u64>,
@@ -52,6 +53,7 @@ impl Default for FitOptions<'_> {
     fn default() -> Self {
         FitOptions {
             epochs: 1,
+            initial_epoch: 0,
             batch_size: 32,
             shuffle: true,
             seed: None,
@@ -72,6 +74,14 @@ impl<'a> FitOptions<'a> {
     /// Number of passes over the training data (default 1).
     pub fn epochs(mut self, epochs: usize) -> Self {
         self.epochs = epochs;
+        self
+    }
+    /// The epoch to start at (Keras `initial_epoch`, default 0): to resume a run from a
+    /// checkpoint saved after `k` epochs, load it and fit with `.initial_epoch(k)` and the same
+    /// `epochs`; every epoch has its own shuffling stream, so the result is bit-identical to the
+    /// uninterrupted run.
+    pub fn initial_epoch(mut self, epoch: usize) -> Self {
+        self.initial_epoch = epoch;
         self
     }
     /// Samples per gradient step (default 32); the last batch of an epoch may be smaller.
@@ -327,7 +337,6 @@ impl Sequential {
             }
             _ => (train.clone(), None),
         };
-        let mut rng = crate::init::rng(opts.seed.unwrap_or(self.fit_seed));
         let loss = self.loss();
         let metrics = self.metrics();
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;
@@ -342,8 +351,21 @@ impl Sequential {
         }
         let mut history = History::default();
         let steps = train.len().div_ceil(opts.batch_size);
-        for epoch in 0..opts.epochs {
+        if opts.initial_epoch >= opts.epochs {
+            return Err(Error::config(
+                "fit",
+                "initial_epoch",
+                opts.initial_epoch,
+                format!("less than epochs = {}", opts.epochs),
+            ));
+        }
+        let seed = opts.seed.unwrap_or(self.fit_seed);
+        for epoch in opts.initial_epoch..opts.epochs {
             let start = Instant::now();
+            // one stream per epoch: a run resumed at `initial_epoch` shuffles and augments
+            // exactly as the uninterrupted run did
+            let mut rng = crate::init::rng(seed);
+            rng.set_stream(epoch as u64);
             let mut order: Vec<usize> = (0..train.len()).collect();
             if opts.shuffle {
                 order.shuffle(&mut rng);
@@ -363,6 +385,8 @@ impl Sequential {
                         b + 1
                     )));
                 }
+                let when = format!("at epoch {} batch {}", epoch + 1, b + 1);
+                crate::optim::check_grads_finite(&self.params_mut(), &when)?;
                 self.optimizer_step()?;
                 tally.add(value, &logits, &y, &metrics, from_logits)?;
                 if verbose == Verbose::ProgressBar {

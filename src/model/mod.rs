@@ -2,6 +2,7 @@
 //! training loop (`compile`, `fit`, `evaluate`, `predict`, callbacks).
 
 mod callbacks;
+mod checkpoint;
 mod fit;
 mod loss;
 mod metrics;
@@ -11,6 +12,7 @@ mod weights;
 pub use callbacks::{
     Callback, Control, EarlyStopping, LambdaCallback, MonitorMode, ReduceLROnPlateau,
 };
+pub use checkpoint::ModelCheckpoint;
 pub use fit::{FitOptions, History, Logs, Verbose};
 pub use loss::{Loss, Targets};
 pub use metrics::{argmax, confusion_matrix, Metric};

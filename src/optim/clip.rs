@@ -103,3 +103,27 @@ pub fn clip_grad_value(params: &mut [(String, &mut Param)], clip_value: f32) -> 
     }
     Ok(())
 }
+
+/// Checks that every gradient is finite (Keras's `TerminateOnNaN`, applied to gradients).
+/// `when` says where training stands (e.g. `"at step 12"`) in the message.
+///
+/// # Errors
+/// [`Error::Param`] naming the first parameter whose gradient has a NaN or infinite entry.
+pub fn check_grads_finite(params: &[(String, &mut Param)], when: &str) -> Result<()> {
+    match params
+        .iter()
+        .find(|(_, p)| p.grad.iter().any(|g| !g.is_finite()))
+    {
+        Some((name, p)) => {
+            let bad = p.grad.iter().filter(|g| !g.is_finite()).count();
+            Err(Error::Param {
+                name: name.clone(),
+                message: format!(
+                    "the gradient has {bad} NaN or infinite entries {when}; training stopped \
+                     before the weights were updated"
+                ),
+            })
+        }
+        None => Ok(()),
+    }
+}

@@ -15,7 +15,7 @@ mod schedule;
 mod sgd;
 
 pub use adam::{Adam, AdamW};
-pub use clip::{clip_grad_norm, clip_grad_value};
+pub use clip::{check_grads_finite, clip_grad_norm, clip_grad_value};
 pub use rmsprop::RmsProp;
 pub use schedule::LrSchedule;
 pub use sgd::Sgd;

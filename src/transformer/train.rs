@@ -5,7 +5,7 @@ use super::Gpt;
 use crate::data::LmDataset;
 use crate::error::{Error, Result};
 use crate::init::{rng, Rng};
-use crate::optim::{clip_grad_norm, AdamW, LrSchedule, Optimizer};
+use crate::optim::{check_grads_finite, clip_grad_norm, AdamW, LrSchedule, Optimizer};
 use std::io::Write;
 use std::time::Instant;
 
@@ -174,8 +174,18 @@ impl LmTrainer {
         }
         gpt.backward()?;
         let mut params = gpt.params_mut();
-        if let Some(max_norm) = self.opts.grad_clip {
-            clip_grad_norm(&mut params, max_norm)?;
+        let when = format!("at step {}", self.step + 1);
+        match self.opts.grad_clip {
+            Some(max_norm) => {
+                clip_grad_norm(&mut params, max_norm).map_err(|e| match e {
+                    Error::Param { name, message } => Error::Param {
+                        name,
+                        message: format!("{message} ({when})"),
+                    },
+                    e => e,
+                })?;
+            }
+            None => check_grads_finite(&params, &when)?,
         }
         self.schedule
             .apply(&mut self.optimizer, self.opts.lr, self.step)?;
