@@ -181,8 +181,7 @@ impl GptConfig {
     /// `reorder_and_upcast_attn`, cross-attention, untied embeddings) or a config that fails
     /// [`GptConfig::validate`].
     pub fn from_hf_json(text: &str, source: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| Error::format(source, format!("invalid JSON: {e}")))?;
+        let v: Value = crate::io::parse_json_strict(text, source)?;
         let obj = v
             .as_object()
             .ok_or_else(|| Error::format(source, "expected a JSON object"))?;
