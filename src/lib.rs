@@ -23,7 +23,8 @@
 //! - [`ops`]: pure kernels (`xxx_forward` / `xxx_backward`),
 //! - [`layers`]: stateful building blocks with the [`Layer`] trait,
 //! - [`model`]: [`Sequential`] and losses,
-//! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets.
+//! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets;
+//!   [`tokenizer`]: text ↔ token ids (GPT-2's byte-level BPE).
 //!
 //! ## Quickstart
 //!

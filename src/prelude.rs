@@ -15,4 +15,5 @@ pub use crate::optim::{
 };
 pub use crate::param::Param;
 pub use crate::tensor::Tensor;
+pub use crate::tokenizer::{Gpt2Tokenizer, Tokenizer};
 pub use rand::SeedableRng;

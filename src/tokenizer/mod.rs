@@ -1,8 +1,21 @@
 //! Tokenizers: text ↔ token ids.
+//!
+//! - [`CharTokenizer`]: one token per distinct character of a text (char-level models).
+//! - [`Gpt2Tokenizer`]: GPT-2's byte-level BPE, from OpenAI's or Hugging Face's files or
+//!   embedded in the crate ([`Gpt2Tokenizer::embedded`]), or trained on a corpus
+//!   ([`Gpt2Tokenizer::train`]).
 
+mod bpe;
+mod bytes;
 mod char;
+mod gpt2;
+mod load;
+mod pretokenize;
+mod train;
+mod unicode_classes;
 
 pub use self::char::CharTokenizer;
+pub use gpt2::{Gpt2Tokenizer, ENDOFTEXT};
 
 /// Text ↔ token ids.
 pub trait Tokenizer {
