@@ -128,3 +128,29 @@ impl Decoder for GptDecoder<'_> {
         Ok(())
     }
 }
+
+impl Gpt {
+    /// Generates with Hugging Face `generate` semantics through the KV cache (see
+    /// [`crate::generate::generate`]); the context is cropped to `block_size`.
+    ///
+    /// ```
+    /// use handgrad::generate::GenerateConfig;
+    /// use handgrad::transformer::{Gpt, GptConfig};
+    /// let mut gpt = Gpt::new(GptConfig::tiny(10), &mut handgrad::init::rng(0))?;
+    /// let cfg = GenerateConfig::new().max_length(12).num_return_sequences(3).do_sample(true).seed(1);
+    /// let out = gpt.generate(&[1, 2, 3], &cfg)?;
+    /// assert_eq!(out.len(), 3);
+    /// assert!(out.iter().all(|s| s.len() == 12 && s[..3] == [1, 2, 3]));
+    /// # Ok::<(), handgrad::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`crate::generate::generate`].
+    pub fn generate(
+        &mut self,
+        prompt: &[usize],
+        cfg: &crate::generate::GenerateConfig,
+    ) -> Result<Vec<Vec<usize>>> {
+        crate::generate::generate(&mut self.decoder(), prompt, cfg)
+    }
+}
