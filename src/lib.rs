@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod data;
+pub mod describe;
 pub mod error;
 pub mod generate;
 pub mod init;
