@@ -65,6 +65,7 @@ pub mod prelude;
 pub mod tensor;
 pub mod tokenizer;
 pub mod transformer;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub use layers::{Layer, Mode};

@@ -8,6 +8,7 @@ mod loss;
 mod metrics;
 mod sequential;
 mod weights;
+mod zoo;
 
 pub use callbacks::{
     Callback, Control, EarlyStopping, LambdaCallback, MonitorMode, ReduceLROnPlateau,
@@ -17,3 +18,4 @@ pub use fit::{FitOptions, History, Logs, Verbose};
 pub use loss::{Loss, Targets};
 pub use metrics::{argmax, confusion_matrix, Metric};
 pub use sequential::Sequential;
+pub use zoo::small_cnn;
