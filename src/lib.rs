@@ -72,3 +72,8 @@ pub use layers::{Layer, Mode};
 pub use model::Sequential;
 pub use param::Param;
 pub use tensor::Tensor;
+
+/// The README's code blocks, compiled and run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
