@@ -107,10 +107,10 @@ pub fn line_chart_svg(title: &str, x_label: &str, series: &[(&str, Vec<(f32, f32
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
-    if !(x1 > x0) {
+    if x1.partial_cmp(&x0) != Some(std::cmp::Ordering::Greater) {
         x1 = x0 + 1.0;
     }
-    if !(y1 > y0) {
+    if y1.partial_cmp(&y0) != Some(std::cmp::Ordering::Greater) {
         y1 = y0 + 1.0;
     }
     let (pw, ph) = (wd - left - right, ht - top - bottom);

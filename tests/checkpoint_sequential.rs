@@ -38,7 +38,8 @@ fn model() -> Sequential {
         Adam::new(3e-3),
         Loss::SparseCategoricalCrossentropy,
         &[Metric::Accuracy],
-    );
+    )
+    .unwrap();
     m
 }
 
@@ -130,11 +131,14 @@ fn another_architecture_optimizer_or_kind_is_refused() {
         .add(Dense::new(10).softmax())
         .build(&mut rng(0))
         .unwrap();
-    other.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[]);
+    other
+        .compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     let e = other.load_checkpoint(&path).unwrap_err().to_string();
     assert!(e.contains("another architecture"), "{e}");
     let mut sgd = model();
-    sgd.compile(Sgd::new(0.1), Loss::SparseCategoricalCrossentropy, &[]);
+    sgd.compile(Sgd::new(0.1), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     let e = sgd.load_checkpoint(&path).unwrap_err().to_string();
     assert!(e.contains("Adam") && e.contains("SGD"), "{e}");
     std::fs::remove_file(&path).unwrap();

@@ -31,7 +31,8 @@ fn describe_classifies_fills_the_template_and_continues_it() {
         Adam::new(1e-2),
         Loss::SparseCategoricalCrossentropy,
         &[Metric::Accuracy],
-    );
+    )
+    .unwrap();
     cnn.fit(
         &train,
         FitOptions::new().epochs(15).verbose(Verbose::Silent),
@@ -66,6 +67,7 @@ fn describe_classifies_fills_the_template_and_continues_it() {
         .template("a {class}");
     let cfg = GenerateConfig::new().max_new_tokens(12);
     let mut right = 0;
+    #[allow(clippy::needless_range_loop)]
     for i in 0..20 {
         let image = x.index_axis(Axis(0), i).to_owned();
         let out = describer.describe(&image, &cfg).unwrap();

@@ -341,35 +341,6 @@ pub fn tanh_backward_into(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     zip_map_into(y, dy, dx, tanh_grad);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sigmoid_is_finite_and_saturates_at_the_extremes() {
-        for &(x, want) in &[(-1000.0f32, 0.0f32), (1000.0, 1.0), (0.0, 0.5)] {
-            let y = sigmoid(x);
-            assert!(
-                y.is_finite() && (y - want).abs() < 1e-7,
-                "sigmoid({x}) = {y}"
-            );
-        }
-        // The negative tail keeps its value instead of collapsing through 1 − (1 − tiny).
-        assert!(sigmoid(-80.0) > 0.0);
-    }
-
-    #[test]
-    fn parallel_and_serial_paths_are_bit_identical() {
-        let n = PARALLEL_MIN_LEN * 3 + 17;
-        let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 6.0).collect();
-        let mut par = vec![0.0; n];
-        gelu_forward_into(&x, &mut par);
-        for (i, (&p, &x)) in par.iter().zip(&x).enumerate() {
-            assert_eq!(p.to_bits(), gelu(x).to_bits(), "element {i}");
-        }
-    }
-}
-
 /// In-place ReLU, `x ← max(x, 0)` (NaN stays NaN, as in [`relu_forward`]).
 ///
 /// # Shapes
@@ -443,5 +414,34 @@ pub fn relu_backward_in_place_with_mask(dout: &mut [f32], bits: &[u64]) {
             .for_each(run);
     } else {
         run((dout, bits));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigmoid_is_finite_and_saturates_at_the_extremes() {
+        for &(x, want) in &[(-1000.0f32, 0.0f32), (1000.0, 1.0), (0.0, 0.5)] {
+            let y = sigmoid(x);
+            assert!(
+                y.is_finite() && (y - want).abs() < 1e-7,
+                "sigmoid({x}) = {y}"
+            );
+        }
+        // The negative tail keeps its value instead of collapsing through 1 − (1 − tiny).
+        assert!(sigmoid(-80.0) > 0.0);
+    }
+
+    #[test]
+    fn parallel_and_serial_paths_are_bit_identical() {
+        let n = PARALLEL_MIN_LEN * 3 + 17;
+        let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 6.0).collect();
+        let mut par = vec![0.0; n];
+        gelu_forward_into(&x, &mut par);
+        for (i, (&p, &x)) in par.iter().zip(&x).enumerate() {
+            assert_eq!(p.to_bits(), gelu(x).to_bits(), "element {i}");
+        }
     }
 }
