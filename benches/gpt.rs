@@ -14,6 +14,7 @@
 mod common;
 
 use common::{fma_peak_gflops, pool, quick, row, time_it};
+use handgrad::generate::GenerateConfig;
 use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
 use handgrad::transformer::{Gpt, GptConfig};
 use ndarray::Array2;
@@ -142,6 +143,24 @@ fn generation(case: &Case, threads: usize) {
                 "-".into(),
             ]);
         }
+        // Gpt::generate: 5 sampled sequences decoded as one batch (top-k 50), KV cache
+        let cfg = GenerateConfig::new()
+            .max_new_tokens(new)
+            .num_return_sequences(5)
+            .do_sample(true)
+            .top_k(50)
+            .seed(1);
+        let (med, min) = time_it(samples, Duration::from_millis(100), || {
+            std::hint::black_box(gpt.generate(&prompt, &cfg).expect("generate"));
+        });
+        row(&[
+            format!("{} generate 8+50, 5 sampled sequences (top-k 50)", case.name),
+            threads.to_string(),
+            format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
+            format!("{:.0}", (5 * new) as f64 / med),
+            "-".into(),
+            "-".into(),
+        ]);
     });
 }
 

@@ -22,9 +22,14 @@
 //!
 //! - [`ops`]: pure kernels (`xxx_forward` / `xxx_backward`),
 //! - [`layers`]: stateful building blocks with the [`Layer`] trait,
-//! - [`model`]: [`Sequential`] and losses,
-//! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets;
-//!   [`tokenizer`]: text ↔ token ids (GPT-2's byte-level BPE).
+//! - [`model`]: [`Sequential`] (Keras-style `compile` / `fit` / `evaluate` / `predict`),
+//!   losses, metrics, callbacks, checkpoints; [`transformer`]: the GPT-2 blocks,
+//!   [`transformer::Gpt`], its KV cache, [`transformer::LmTrainer`], Hugging Face import/export,
+//! - [`generate`]: Hugging Face–style generation (greedy, sampling, beam search),
+//! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets and loaders;
+//!   [`tokenizer`]: text ↔ token ids (character-level and GPT-2's byte-level BPE);
+//!   [`io`]: safetensors and checkpoints; [`describe`]: a classifier and a GPT together;
+//!   [`viz`]: SVG pictures.
 //!
 //! ## Quickstart
 //!
@@ -45,6 +50,31 @@
 //! }
 //! let last = model.train_step(&x, &[0, 2], &mut opt)?;
 //! assert!(last < first);
+//! # Ok::<(), handgrad::Error>(())
+//! ```
+//!
+//! A GPT, trained and sampled:
+//!
+//! ```
+//! use handgrad::generate::GenerateConfig;
+//! use handgrad::tokenizer::{CharTokenizer, Tokenizer};
+//! use handgrad::transformer::{Gpt, GptConfig};
+//! use ndarray::Array2;
+//!
+//! let tok = CharTokenizer::from_text("hello world");
+//! let ids = tok.encode("hello world")?;                       // (T) = 11 token ids
+//! let mut gpt = Gpt::new(GptConfig::new(tok.vocab_size(), 16, 1, 2, 16), &mut handgrad::init::rng(0))?;
+//! let x = Array2::from_shape_vec((1, 10), ids[..10].to_vec()).unwrap();   // (B, T)
+//! let y = Array2::from_shape_vec((1, 10), ids[1..].to_vec()).unwrap();    // next tokens
+//! let mut opt = handgrad::optim::AdamW::new(1e-2);
+//! for _ in 0..100 {
+//!     gpt.zero_grad();
+//!     gpt.forward_loss(x.view(), y.view())?;
+//!     gpt.backward()?;
+//!     handgrad::optim::Optimizer::step(&mut opt, &mut gpt.params_mut())?;
+//! }
+//! let out = gpt.generate(&tok.encode("hel")?, &GenerateConfig::new().max_length(11))?;
+//! assert_eq!(tok.decode(&out[0])?, "hello world");
 //! # Ok::<(), handgrad::Error>(())
 //! ```
 #![deny(unsafe_code)]
