@@ -154,7 +154,10 @@ fn generation(case: &Case, threads: usize) {
             std::hint::black_box(gpt.generate(&prompt, &cfg).expect("generate"));
         });
         row(&[
-            format!("{} generate 8+50, 5 sampled sequences (top-k 50)", case.name),
+            format!(
+                "{} generate 8+50, 5 sampled sequences (top-k 50)",
+                case.name
+            ),
             threads.to_string(),
             format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
             format!("{:.0}", (5 * new) as f64 / med),

@@ -220,3 +220,29 @@ fn training_is_bit_identical_for_the_same_seed_on_one_or_two_threads() {
     };
     assert_eq!(run(1), run(2));
 }
+
+#[test]
+fn weights_replaced_in_another_memory_layout_still_work() {
+    let mut gpt = Gpt::new(GptConfig::new(7, 6, 1, 2, 8), &mut rng(0)).unwrap();
+    let ids = arr2(&[[1usize, 2, 3]]);
+    let before = gpt.forward(ids.view(), false).unwrap();
+    for (name, p) in gpt.params_mut() {
+        if name == "wte.weight" || name == "wpe.weight" {
+            // the same values, stored column-major
+            p.value = p
+                .value
+                .t()
+                .as_standard_layout()
+                .into_owned()
+                .reversed_axes();
+            p.grad = p.grad.t().as_standard_layout().into_owned().reversed_axes();
+            assert!(!p.value.is_standard_layout() && !p.grad.is_standard_layout());
+        }
+    }
+    // the same logits up to the summation order of the strided matrix product
+    let after = gpt.forward(ids.view(), false).unwrap();
+    let diff = (&after - &before).iter().fold(0f32, |m, &d| m.max(d.abs()));
+    assert!(diff < 1e-6, "max difference {diff}");
+    gpt.forward_loss(ids.view(), ids.view()).unwrap();
+    gpt.backward().unwrap();
+}

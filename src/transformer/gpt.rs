@@ -180,11 +180,16 @@ impl Gpt {
         let c = self.config.n_embd;
         let ids: Vec<usize> = ids.iter().copied().collect();
         let mut x = Tensor::zeros(IxDyn(&[b, t, c]));
+        // (a user may have replaced a weight by one in another memory layout)
+        let (wte, wpe) = (
+            self.wte.value.as_standard_layout(),
+            self.wpe.value.as_standard_layout(),
+        );
         token_position_forward(
             &ids,
             t,
-            self.wte.value.as_slice().expect("wte is contiguous"),
-            self.wpe.value.as_slice().expect("wpe is contiguous"),
+            wte.as_slice().expect("standard layout"),
+            wpe.as_slice().expect("standard layout"),
             c,
             x.as_slice_mut().expect("fresh tensor"),
         );
@@ -349,6 +354,11 @@ impl Gpt {
             dx = self.drop.backward(&dx)?;
         }
         let dx = dx.as_standard_layout();
+        for p in [&mut self.wte, &mut self.wpe] {
+            if !p.grad.is_standard_layout() {
+                p.grad = p.grad.as_standard_layout().into_owned();
+            }
+        }
         token_position_backward(
             &self.cache.ids,
             t,
