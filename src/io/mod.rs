@@ -9,5 +9,5 @@ pub use json::parse_json_strict;
 
 pub use self::safetensors::{
     parse_safetensors, read_safetensors, to_safetensors_bytes, write_atomic, write_safetensors,
-    TensorFile,
+    TensorFile, MMAP_MIN_BYTES,
 };

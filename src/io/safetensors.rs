@@ -22,18 +22,45 @@ pub struct TensorFile {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reads a safetensors file.
+/// Files at least this large are memory-mapped instead of read into memory (64 MiB).
+pub const MMAP_MIN_BYTES: u64 = 64 << 20;
+
+/// Reads a safetensors file. Files of [`MMAP_MIN_BYTES`] or more are memory-mapped, so loading
+/// GPT-2 (500 MB) holds the converted `f32` tensors but never a second in-memory copy of the file.
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] (naming the file and, where it
 /// applies, the tensor) for a malformed header, out-of-range offsets, or an unsupported dtype.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_safetensors(&bytes, &path.display().to_string())
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let name = path.display().to_string();
+    if len >= MMAP_MIN_BYTES {
+        let map = mmap::map_read_only(&file).map_err(io)?;
+        parse_safetensors(&map, &name)
+    } else {
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
+        parse_safetensors(&bytes, &name)
+    }
+}
+
+/// The one memory map of the crate.
+#[allow(unsafe_code)]
+mod mmap {
+    /// Maps `file` read-only.
+    pub(super) fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+        // SAFETY: the map is only read, and only while parsing; a file truncated or rewritten by
+        // another process during those milliseconds is the one hazard memory maps always carry
+        // (the same trade-off as candle and the safetensors crate's own loaders). Every offset
+        // read from it is validated against its length by the safetensors parser first.
+        unsafe { memmap2::Mmap::map(file) }
+    }
 }
 
 /// Parses safetensors bytes; `source_name` names the buffer in errors.
