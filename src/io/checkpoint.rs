@@ -109,12 +109,9 @@ impl Checkpoint {
     /// handgrad checkpoint, was written by a newer format version, holds another kind of model,
     /// or is malformed.
     pub fn load(path: impl AsRef<Path>, kind: &str) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_bytes(&bytes, kind, &path.display().to_string())
+        super::safetensors::with_file_bytes(path.as_ref(), |bytes, name| {
+            Self::from_bytes(bytes, kind, name)
+        })
     }
 
     /// Parses checkpoint bytes; `source` names them in errors.

@@ -32,7 +32,18 @@ pub const MMAP_MIN_BYTES: u64 = 64 << 20;
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] (naming the file and, where it
 /// applies, the tensor) for a malformed header, out-of-range offsets, or an unsupported dtype.
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
-    let path = path.as_ref();
+    with_file_bytes(path.as_ref(), parse_safetensors)
+}
+
+/// Runs `parse` on the bytes of the file at `path` (memory-mapped from [`MMAP_MIN_BYTES`] on)
+/// and its display name.
+///
+/// # Errors
+/// [`Error::Io`] naming the path when it cannot be opened or read; `parse`'s errors.
+pub(crate) fn with_file_bytes<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8], &str) -> Result<T>,
+) -> Result<T> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -42,11 +53,11 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<TensorFile> {
     let name = path.display().to_string();
     if len >= MMAP_MIN_BYTES {
         let map = mmap::map_read_only(&file).map_err(io)?;
-        parse_safetensors(&map, &name)
+        parse(&map, &name)
     } else {
         let mut bytes = Vec::with_capacity(len as usize);
         std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
-        parse_safetensors(&bytes, &name)
+        parse(&bytes, &name)
     }
 }
 
