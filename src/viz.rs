@@ -168,6 +168,13 @@ pub fn line_chart_svg(title: &str, x_label: &str, series: &[(&str, Vec<(f32, f32
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             path.join(" ")
         );
+        // markers when there are few points (a one-epoch run is a single point)
+        if path.len() <= 50 {
+            for p in &path {
+                let (x, y) = p.split_once(',').expect("formatted as x,y above");
+                let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+            }
+        }
         let ly = top + 16.0 + 18.0 * k as f32;
         let _ = writeln!(
             svg,
