@@ -8,24 +8,13 @@
 mod common;
 
 use common::{fma_peak_gflops, pool, row, time_it};
-use handgrad::layers::{Conv2d, Flatten, MaxPool2d};
 use handgrad::model::Targets;
 use handgrad::prelude::*;
 use ndarray::IxDyn;
 use std::time::Duration;
 
 fn seed_cnn(input: &[usize]) -> Sequential {
-    let mut rng = handgrad::init::rng(0);
-    Sequential::new(input)
-        .add(Conv2d::new(32, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(64, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Flatten::new())
-        .add(Dense::new(64).relu())
-        .add(Dense::new(10).softmax())
-        .build(&mut rng)
-        .expect("seed CNN builds")
+    handgrad::model::small_cnn(input, 10, &mut handgrad::init::rng(0)).expect("seed CNN builds")
 }
 
 /// Forward FLOPs per image of the seed CNN (2 per multiply-add, convolutions and dense layers).

@@ -10,7 +10,6 @@
 //! summary, per-epoch progress, the test accuracy and a confusion matrix.
 
 use handgrad::data::{fashion_mnist, load_mnist, Split, FASHION_MNIST_CLASSES};
-use handgrad::layers::{Conv2d, Flatten, MaxPool2d};
 use handgrad::model::confusion_matrix;
 use handgrad::prelude::*;
 use std::time::Instant;
@@ -81,15 +80,7 @@ fn main() -> Result<()> {
         }
     };
     let mut rng = handgrad::init::rng(args.seed);
-    let mut model = Sequential::new(&[1, 28, 28])
-        .add(Conv2d::new(32, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(64, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Flatten::new())
-        .add(Dense::new(64).relu())
-        .add(Dense::new(10).softmax())
-        .build(&mut rng)?;
+    let mut model = handgrad::model::small_cnn(&[1, 28, 28], 10, &mut rng)?;
     println!("{}", model.summary());
     model.compile(
         Adam::new(1e-3),

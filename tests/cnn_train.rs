@@ -1,21 +1,10 @@
 //! Training smoke tests of the seed CNN on the embedded Fashion-MNIST.
 
 use handgrad::data::fashion_mnist;
-use handgrad::layers::{Conv2d, Flatten, MaxPool2d};
 use handgrad::prelude::*;
 
 fn seed_cnn(seed: u64) -> Sequential {
-    let mut rng = handgrad::init::rng(seed);
-    Sequential::new(&[1, 28, 28])
-        .add(Conv2d::new(32, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Conv2d::new(64, 3).relu())
-        .add(MaxPool2d::new(2))
-        .add(Flatten::new())
-        .add(Dense::new(64).relu())
-        .add(Dense::new(10).softmax())
-        .build(&mut rng)
-        .unwrap()
+    handgrad::model::small_cnn(&[1, 28, 28], 10, &mut handgrad::init::rng(seed)).unwrap()
 }
 
 #[test]

@@ -210,7 +210,7 @@ impl Gpt {
     }
 
     /// `logits = h·wteᵀ` into `out`.
-    fn lm_head(&self, h: ArrayView2<f32>, out: ndarray::ArrayViewMut2<f32>) {
+    pub(super) fn lm_head(&self, h: ArrayView2<f32>, out: ndarray::ArrayViewMut2<f32>) {
         let wte = self
             .wte
             .value

@@ -207,7 +207,7 @@ impl Gpt {
         let h = self.ln_f.forward(&last.into_dyn(), Mode::Eval)?;
         let h = h.into_dimensionality::<Ix2>().expect("(R, C)");
         let mut logits = Array2::<f32>::zeros((rows, cfg.vocab_size));
-        ndarray_nt(h.view(), wte, &mut logits);
+        self.lm_head(h.view(), logits.view_mut());
         Ok(logits)
     }
 
@@ -215,8 +215,4 @@ impl Gpt {
     pub fn new_cache(&self, rows: usize) -> KvCache {
         KvCache::new(self.config.n_layer, self.config.n_head, rows)
     }
-}
-
-fn ndarray_nt(h: ArrayView2<f32>, wte: ArrayView2<f32>, out: &mut Array2<f32>) {
-    crate::ops::matmul::matmul_nt_into(h, wte, out.view_mut(), false);
 }
