@@ -10,7 +10,7 @@ use handgrad::generate::processors::{
 use handgrad::generate::{generate, Decoder, GenerateConfig};
 use handgrad::transformer::{Gpt, GptConfig};
 use handgrad::Result;
-use ndarray::Array2;
+use ndarray::{Array2, ShapeBuilder};
 
 /// A bigram model: the logits of the next token depend on the last token only, through a fixed
 /// pseudo-random table. Counts its calls and checks row counts.
@@ -39,7 +39,8 @@ impl Bigram {
     }
     fn logits(&self) -> Array2<f32> {
         let v = self.table.len();
-        Array2::from_shape_fn((self.rows.len(), v), |(r, t)| {
+        // column-major on purpose: generation must accept any layout a Decoder returns
+        Array2::from_shape_fn((self.rows.len(), v).f(), |(r, t)| {
             self.table[*self.rows[r].last().unwrap()][t]
         })
     }

@@ -8,14 +8,18 @@ use super::{Decoder, GenerateConfig};
 use crate::error::{Error, Result};
 use ndarray::Array2;
 
-/// Checks the logits the decoder returned: `(rows, V)`.
-fn check(logits: &Array2<f32>, rows: usize, v: usize) -> Result<()> {
+/// Checks the logits the decoder returned, `(rows, V)`, and puts them in row-major layout (a
+/// user's `Decoder` may return any layout).
+fn check(logits: &mut Array2<f32>, rows: usize, v: usize) -> Result<()> {
     if logits.dim() != (rows, v) {
         return Err(Error::shape(
             "generate: decoder logits",
             format!("({rows}, {v}) logits, one row per sequence"),
             logits.shape(),
         ));
+    }
+    if !logits.is_standard_layout() {
+        *logits = logits.as_standard_layout().into_owned();
     }
     Ok(())
 }
@@ -38,7 +42,7 @@ pub(super) fn greedy_or_sample<D: Decoder + ?Sized>(
     let mut rng = crate::init::rng(cfg.seed);
     let mut logits = model.prefill(&seqs)?;
     for step in 0..max_new {
-        check(&logits, n, v)?;
+        check(&mut logits, n, v)?;
         let mut next = vec![pad; n];
         for r in 0..n {
             if done[r] {
@@ -150,7 +154,7 @@ pub(super) fn beam_search<D: Decoder + ?Sized>(
     let mut logits = model.prefill(&seqs)?;
     let mut done = false;
     for step in 0..max_new {
-        check(&logits, nb, v)?;
+        check(&mut logits, nb, v)?;
         // candidate scores (beam, token) → beam score + processed log-prob
         let mut cands: Vec<(f64, usize)> = Vec::with_capacity(nb * v);
         for b in 0..nb {
