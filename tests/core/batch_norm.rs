@@ -2,7 +2,7 @@
 //! evaluation forward, running statistics with the unbiased variance, num_batches_tracked),
 //! finite-difference gradient checks in both modes, thread-count determinism, and errors.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, grad_check, random_tensor, weighted_sum};
 use handgrad::layers::{BatchNorm2d, Dense, Flatten, Layer, Mode};

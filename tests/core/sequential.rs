@@ -1,7 +1,7 @@
 //! Sequential of dense layers: names, summary, shape errors, fused softmax + CE, and training on
 //! the embedded UCI digits to > 95 % test accuracy.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor};
 use handgrad::data::digits;

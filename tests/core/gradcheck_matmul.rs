@@ -1,6 +1,6 @@
 //! Finite-difference check of the matmul backward (`da = dout·bᵀ`, `db = aᵀ·dout`).
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum};
 use handgrad::ops::matmul::{matmul, matmul_backward};

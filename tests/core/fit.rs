@@ -1,6 +1,6 @@
 //! Keras-style training API: compile / fit / evaluate / predict, History, callbacks, weights I/O.
 
-mod common;
+use crate::common;
 
 use handgrad::data::digits;
 use handgrad::prelude::*;

@@ -9,7 +9,7 @@
 //! ~100× above the noise, yet a wrong formula (a missing term, a transposed product, a wrong
 //! scale) is off by O(1) and fails. The embedding is linear, so it gets `1e-3`.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum};
 use handgrad::init::rng;

@@ -3,7 +3,7 @@
 //! wrote it; logits, the next-token loss and every parameter's gradient must match within the
 //! fixture tolerances, and greedy generation must give HF's tokens.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use handgrad::transformer::{Gpt, IGNORE_INDEX};

@@ -2,7 +2,7 @@
 //! (`tests/fixtures`): LayerNorm, the GPT-2 token + position embedding, causal self-attention and
 //! the whole pre-LN GPT-2 block, forward AND every gradient, each within the fixture's tolerance.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use handgrad::init::rng;

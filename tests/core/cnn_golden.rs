@@ -1,7 +1,7 @@
 //! The whole seed CNN against PyTorch: logits, loss, every parameter gradient, and the
 //! parameters after one Adam step (`cnn_train` fixture).
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use handgrad::layers::{Conv2d, Flatten, MaxPool2d};

@@ -1,6 +1,6 @@
 //! Dense (nn.Linear): golden comparison with PyTorch, finite-difference gradient checks, errors.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum, Fixture};
 use handgrad::layers::{Dense, Layer, Mode};

@@ -2,7 +2,7 @@
 //! indices), a naive reference over a table of geometries, finite-difference gradient checks,
 //! output-shape arithmetic, errors, and thread-count determinism.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum, Fixture};
 use handgrad::layers::{AvgPool2d, Layer, MaxPool2d, Mode};

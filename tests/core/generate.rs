@@ -2,7 +2,7 @@
 //! on a mock model with a known table, seeds, stop tokens, lengths and every config error; and
 //! the GPT: HF's greedy tokens through `Gpt::generate`, KV cache = no cache, cropping.
 
-mod common;
+use crate::common;
 
 use handgrad::generate::processors::{
     argmax, block_tokens, repetition_penalty, sample, softmax, temperature, top_k, top_p,

@@ -3,7 +3,7 @@
 //! the layers (a `Mode::Train` forward, then backward with the fixture's `grad_out`), plus the
 //! error and state contracts of the layers and of `sparse_categorical_crossentropy`.
 
-mod common;
+use crate::common;
 
 use common::Fixture;
 use handgrad::layers::{Gelu, Relu, Softmax};

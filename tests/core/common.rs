@@ -1,5 +1,5 @@
 //! Shared test helpers: golden fixtures, `assert_close`, and finite-difference gradient checks.
-#![allow(dead_code)]
+
 
 use handgrad::Tensor;
 use ndarray::{ArrayD, Dimension, IxDyn};

@@ -2,7 +2,7 @@
 //! error messages for what a user can get wrong, over-fitting a short string then generating it
 //! back, and determinism of training.
 
-mod common;
+use crate::common;
 
 use handgrad::data::LmDataset;
 use handgrad::init::rng;

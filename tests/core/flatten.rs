@@ -1,6 +1,6 @@
 //! Flatten: PyTorch `x.flatten(1)` order on NCHW, backward reshape, gradient check, errors.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum};
 use handgrad::layers::{Dense, Flatten, Layer, MaxPool2d, Mode};

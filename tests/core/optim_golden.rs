@@ -2,7 +2,7 @@
 //! tensor after every step), resume = uninterrupted run, and f64 reference implementations of
 //! torch's formulas for the settings the fixtures do not cover.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, random_tensor, Fixture};
 use handgrad::optim::{Adam, AdamW, Optimizer, RmsProp, Sgd};

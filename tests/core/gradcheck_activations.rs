@@ -13,7 +13,7 @@
 //! rows, the mean cross-entropy), `r` or the loss is scaled up so they are O(1) and the
 //! tolerance bites.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, weighted_sum};
 use handgrad::layers::{Dropout, Gelu, Relu, Sigmoid, Softmax, Tanh};

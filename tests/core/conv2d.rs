@@ -1,7 +1,7 @@
 //! Conv2d: golden (PyTorch fixtures), an f64 reference on odd geometries, finite differences,
 //! output sizes, thread-count determinism, workspace reuse and errors.
 
-mod common;
+use crate::common;
 
 use common::{assert_close, grad_check, random_tensor, weighted_sum, Fixture};
 use handgrad::layers::{Conv2d, Layer, Mode, Padding};

@@ -1,7 +1,7 @@
 //! `Dropout`: eval identity, drop rate, inverted scaling, p = 0 / p = 1, seeding, determinism
 //! across rayon thread counts, and validation of `p`.
 
-mod common;
+use crate::common;
 
 use common::random_tensor;
 use handgrad::layers::Dropout;

@@ -1,7 +1,7 @@
 //! Losses against dense targets and metrics: golden (one-hot categorical CE = PyTorch's sparse
 //! CE fixture), finite differences, hand-computed values, errors.
 
-mod common;
+use crate::common;
 
 use common::{grad_check, random_tensor, Fixture};
 use handgrad::model::{Loss, Metric, Targets};

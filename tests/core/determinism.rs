@@ -1,6 +1,6 @@
 //! The same seed gives bit-identical results on 1 and 2 rayon threads.
 
-mod common;
+use crate::common;
 
 use handgrad::data::digits;
 use handgrad::ops::matmul::{matmul_into, matmul_nt_into, matmul_tn_into};

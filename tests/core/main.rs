@@ -1,0 +1,39 @@
+//! The crate's integration tests in one binary (one link instead of one per file): the
+//! original CNN, GPT, data, I/O and tokenizer suites, one module per file.
+
+#[allow(dead_code)]
+mod common;
+mod batch_norm;
+mod checkpoint_gpt;
+mod checkpoint_sequential;
+mod cnn_golden;
+mod cnn_train;
+mod conv2d;
+mod data_cifar;
+mod data_idx;
+mod data_image;
+mod dense;
+mod describe;
+mod determinism;
+mod dropout;
+mod fit;
+mod flatten;
+mod generate;
+mod golden_activations;
+mod gpt_golden;
+mod gpt_model;
+mod gpt_pretrained;
+mod gradcheck_activations;
+mod gradcheck_matmul;
+mod hostile_inputs;
+mod losses;
+mod optim_errors;
+mod optim_golden;
+mod optim_schedule;
+mod pool;
+mod relu_owned;
+mod safetensors_mmap;
+mod sequential;
+mod tokenizer_gpt2;
+mod transformer_golden;
+mod transformer_gradcheck;
