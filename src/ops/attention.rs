@@ -1,20 +1,25 @@
-//! Causal multi-head scaled dot-product attention on a packed `qkv`, forward and backward.
+//! Causal multi-head scaled dot-product attention on a packed `qkv`, forward and backward, with
+//! grouped-query attention (GQA: fewer key/value heads than query heads).
 //!
-//! GPT-2 semantics: `qkv = (B, T, 3C)` holds `q = qkv[.., 0..C]`, `k = qkv[.., C..2C]`,
-//! `v = qkv[.., 2C..3C]`; head `h` owns channels `h·HS..(h+1)·HS` of each (`HS = C/NH`). Per
-//! batch row `b` and head `h`:
+//! Layout: `qkv = (B, T, (NH + 2·NKV)·HS)` holds the `NH` query heads, then the `NKV` key heads,
+//! then the `NKV` value heads, `HS` channels each. GPT-2 is the case `NKV = NH` (`qkv = (B, T,
+//! 3C)`, `q = qkv[.., 0..C]`, `k = qkv[.., C..2C]`, `v = qkv[.., 2C..3C]`). Query head `h` uses
+//! key/value head `h / (NH/NKV)` (Llama's `repeat_kv`). Per batch row `b` and query head `h`
+//! with its key/value head `g`:
 //!
 //! ```text
-//! s[i,j]   = (q[i]·k[j]) / √HS            for j ≤ i   (j > i is masked: −∞)
+//! s[i,j]   = (q_h[i]·k_g[j]) / √HS        for j ≤ i   (j > i is masked: −∞)
 //! att[i,j] = softmax_j(s[i,·])            (exactly 0 for j > i)
-//! y[i]     = Σ_{j≤i} att[i,j]·v[j]
+//! y_h[i]   = Σ_{j≤i} att[i,j]·v_g[j]
 //! ```
 //!
 //! The mask has `f32::NEG_INFINITY` semantics, implemented by skipping the masked part: the
 //! softmax runs over `j ≤ i` only and writes exact zeros above the diagonal (no `exp(−∞)`, no
 //! sentinel like `−10000`).
 //!
-//! Work layout: one rayon task per `(b, h)` pair, each running serial GEMMs
+//! Work layout: one rayon task per `(b, h)` pair in the forward and per `(b, g)` key/value head
+//! in the backward (its query heads run one after the other, so `dk_g`, `dv_g` are summed over
+//! them in a fixed order without sharing a buffer between tasks), each running serial GEMMs
 //! ([`Threads::Serial`]) on strided views of `qkv` (nothing is copied into per-head buffers) and
 //! writing a disjoint part of the outputs. Rows are processed in blocks of [`ROW_BLOCK`] queries;
 //! a block only multiplies against the keys `0..r1` it can see, so the masked upper triangle is
@@ -78,48 +83,86 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The shape checks shared by forward and backward; returns `(B, T, C, HS)`.
-fn dims(qkv: &ArrayView3<f32>, n_head: usize, op: &str) -> (usize, usize, usize, usize) {
-    let (b, t, c3) = qkv.dim();
-    assert!(
-        c3.is_multiple_of(3) && n_head > 0 && (c3 / 3).is_multiple_of(n_head),
-        "{op}: qkv width {c3} is not 3·C with C divisible by n_head={n_head}"
-    );
-    let c = c3 / 3;
-    (b, t, c, c / n_head)
+/// How the heads of a packed `qkv` are laid out: `n_head` query heads and `n_kv_head` key/value
+/// heads of `head_size` channels (`n_kv_head` divides `n_head`; GPT-2: `n_kv_head = n_head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    /// Query heads `NH`.
+    pub n_head: usize,
+    /// Key/value heads `NKV` (divides `NH`).
+    pub n_kv_head: usize,
 }
 
-/// The `(T, HS)` views of `q`, `k`, `v` for batch row `b`, head `h`.
+impl Heads {
+    /// Multi-head attention with as many key/value heads as query heads (GPT-2).
+    pub fn mha(n_head: usize) -> Self {
+        Heads {
+            n_head,
+            n_kv_head: n_head,
+        }
+    }
+
+    /// Grouped-query attention: `n_kv_head` key/value heads shared by `n_head` query heads.
+    pub fn gqa(n_head: usize, n_kv_head: usize) -> Self {
+        Heads { n_head, n_kv_head }
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.n_head / self.n_kv_head
+    }
+
+    /// The width of a packed `qkv` row for head size `hs`: `(NH + 2·NKV)·HS`.
+    pub fn qkv_width(&self, hs: usize) -> usize {
+        (self.n_head + 2 * self.n_kv_head) * hs
+    }
+}
+
+/// The shape checks shared by forward and backward; returns `(B, T, NH·HS, HS)`.
+fn dims(qkv: &ArrayView3<f32>, heads: Heads, op: &str) -> (usize, usize, usize, usize) {
+    let (b, t, width) = qkv.dim();
+    let (nh, nkv) = (heads.n_head, heads.n_kv_head);
+    let per = nh + 2 * nkv;
+    assert!(
+        nh > 0 && nkv > 0 && nh.is_multiple_of(nkv) && width.is_multiple_of(per),
+        "{op}: qkv width {width} is not (NH + 2·NKV)·HS with NH={nh}, NKV={nkv}"
+    );
+    let hs = width / per;
+    (b, t, nh * hs, hs)
+}
+
+/// The `(T, HS)` views of `q` (query head `h`), `k`, `v` (its key/value head) for batch row `b`.
 fn qkv_head<'a>(
     qkv: &ArrayView3<'a, f32>,
+    heads: Heads,
     b: usize,
     h: usize,
-    c: usize,
     hs: usize,
 ) -> [ArrayView2<'a, f32>; 3] {
-    let at = |off: usize| {
-        let lo = off + h * hs;
-        (*qkv).slice_move(s![b, .., lo..lo + hs])
-    };
-    [at(0), at(c), at(2 * c)]
+    let at = |lo: usize| (*qkv).slice_move(s![b, .., lo..lo + hs]);
+    let g = h / heads.group();
+    let k0 = heads.n_head * hs;
+    let v0 = k0 + heads.n_kv_head * hs;
+    [at(h * hs), at(k0 + g * hs), at(v0 + g * hs)]
 }
 
 /// Causal attention forward: writes the probabilities `att` and the merged head outputs `y`.
 ///
 /// # Shapes
-/// `qkv: (B, T, 3C)`, `att: (B, NH, T, T)` (0 above the diagonal), `y: (B, T, C)` (heads merged:
-/// `y[b, t, h·HS + d]`, ready for `c_proj`).
+/// `qkv: (B, T, (NH + 2·NKV)·HS)`, `att: (B, NH, T, T)` (0 above the diagonal), `y: (B, T, C)`
+/// with `C = NH·HS` (heads merged: `y[b, t, h·HS + d]`, ready for the output projection).
 ///
 /// # Panics
 /// When the shapes disagree (checked one tier up).
 pub fn attention_forward(
     qkv: ArrayView3<f32>,
-    n_head: usize,
+    heads: Heads,
     att: ArrayViewMut4<f32>,
     y: ArrayViewMut3<f32>,
     dropout: Option<AttnDropout>,
 ) {
-    let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_forward");
+    let n_head = heads.n_head;
+    let (bsz, t, c, hs) = dims(&qkv, heads, "attention_forward");
     assert_eq!(
         att.dim(),
         (bsz, n_head, t, t),
@@ -145,7 +188,7 @@ pub fn attention_forward(
         }
     }
     tasks.into_par_iter().for_each(|(b, h, att, y)| {
-        let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
+        let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
         let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
         SCRATCH.with_borrow_mut(|scratch| forward_head(q, k, v, scale, att, y, drop, scratch));
     });
@@ -235,57 +278,78 @@ fn forward_head(
 ///                                         ⇒ ds[i,j] = att[i,j]·(datt[i,j] − Σ_{j'≤i} att[i,j']·datt[i,j'])
 /// forward: s[i,j] = scale·q[i]·k[j]      ⇒ dq[i] += scale·Σ_j ds[i,j]·k[j]   (dq = ds·k·scale)
 ///                                         ⇒ dk[j] += scale·Σ_i ds[i,j]·q[i]   (dk = dsᵀ·q·scale)
+/// forward (GQA): k_g, v_g are used by the query heads h with h / (NH/NKV) = g
+///                                         ⇒ dk_g = Σ_h dk_h, dv_g = Σ_h dv_h  (in head order)
 /// ```
 /// Masked entries (`j > i`) have `att = 0` and get `ds = 0`: no gradient flows through the mask.
 ///
 /// # Shapes
-/// `dy: (B, T, C)`, `qkv: (B, T, 3C)`, `att: (B, NH, T, T)`, `dqkv: (B, T, 3C)`.
+/// `dy: (B, T, NH·HS)`, `qkv: (B, T, (NH + 2·NKV)·HS)`, `att: (B, NH, T, T)`, `dqkv` like `qkv`.
 pub fn attention_backward(
     dy: ArrayView3<f32>,
     qkv: ArrayView3<f32>,
+    heads: Heads,
     att: ArrayView4<f32>,
     dqkv: ArrayViewMut3<f32>,
     dropout: Option<AttnDropout>,
 ) {
-    let n_head = att.dim().1;
-    let (bsz, t, c, hs) = dims(&qkv, n_head, "attention_backward");
+    let n_head = heads.n_head;
+    let (bsz, t, c, hs) = dims(&qkv, heads, "attention_backward");
     assert_eq!(
         att.dim(),
         (bsz, n_head, t, t),
         "attention_backward: att shape"
     );
     assert_eq!(dy.dim(), (bsz, t, c), "attention_backward: dy shape");
-    assert_eq!(
-        dqkv.dim(),
-        (bsz, t, 3 * c),
-        "attention_backward: dqkv shape"
-    );
+    assert_eq!(dqkv.dim(), qkv.dim(), "attention_backward: dqkv shape");
     if bsz == 0 || t == 0 {
         return;
     }
     let scale = 1.0 / (hs as f32).sqrt();
-    let mut tasks = Vec::with_capacity(bsz * n_head);
+    let (nkv, group) = (heads.n_kv_head, heads.group());
+    let mut tasks = Vec::with_capacity(bsz * nkv);
     for (b, dqkv_b) in dqkv.into_outer_iter_mut().enumerate() {
-        // column chunks of width HS: q heads 0..NH, then k heads, then v heads
+        // column chunks of width HS: q heads 0..NH, then k heads 0..NKV, then v heads
         let mut q: Vec<_> = dqkv_b.into_axis_chunks_iter_mut(Axis(1), hs).collect();
-        let v = q.split_off(2 * n_head);
+        let v = q.split_off(n_head + nkv);
         let k = q.split_off(n_head);
-        for (h, ((dq, dk), dv)) in q.into_iter().zip(k).zip(v).enumerate() {
-            tasks.push((b, h, dq, dk, dv));
+        let mut q = q.into_iter();
+        for (g, (dk, dv)) in k.into_iter().zip(v).enumerate() {
+            let dqs: Vec<_> = q.by_ref().take(group).collect();
+            tasks.push((b, g, dqs, dk, dv));
         }
     }
-    tasks.into_par_iter().for_each(|(b, h, dq, dk, dv)| {
-        let [q, k, v] = qkv_head(&qkv, b, h, c, hs);
-        let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
-        let att = att.slice(s![b, h, .., ..]);
-        let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
-        SCRATCH.with_borrow_mut(|scratch| {
-            backward_head(q, k, v, att, dy, scale, dq, dk, dv, drop, scratch);
+    tasks
+        .into_par_iter()
+        .for_each(|(b, g, dqs, mut dk, mut dv)| {
+            dk.fill(0.0);
+            dv.fill(0.0);
+            for (i, dq) in dqs.into_iter().enumerate() {
+                let h = g * group + i;
+                let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
+                let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
+                let att = att.slice(s![b, h, .., ..]);
+                let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
+                SCRATCH.with_borrow_mut(|scratch| {
+                    backward_head(
+                        q,
+                        k,
+                        v,
+                        att,
+                        dy,
+                        scale,
+                        dq,
+                        dk.view_mut(),
+                        dv.view_mut(),
+                        drop,
+                        scratch,
+                    );
+                });
+            }
         });
-    });
 }
 
-/// One `(b, h)` pair of [`attention_backward`].
+/// One `(b, h)` pair of [`attention_backward`]: overwrites `dq`, adds into `dk` and `dv`.
 ///
 /// # Shapes
 /// `q, k, v: (T, HS)`, `att: (T, T)`, `dy: (T, HS)`, `dq, dk, dv: (T, HS)`,
@@ -306,8 +370,6 @@ fn backward_head(
 ) {
     let t = q.nrows();
     dq.fill(0.0);
-    dk.fill(0.0);
-    dv.fill(0.0);
     if scratch.len() < ROW_BLOCK.min(t) * t {
         scratch.resize(ROW_BLOCK.min(t) * t, 0.0);
     }
@@ -407,7 +469,7 @@ mod tests {
         });
         let mut att = Array4::from_elem((b, nh, t, t), f32::NAN);
         let mut y = Array3::from_elem((b, t, c), f32::NAN);
-        attention_forward(qkv.view(), nh, att.view_mut(), y.view_mut(), None);
+        attention_forward(qkv.view(), Heads::mha(nh), att.view_mut(), y.view_mut(), None);
         for bi in 0..b {
             for h in 0..nh {
                 for i in 0..t {

@@ -3,8 +3,10 @@
 //! Same arithmetic as [`super::attention`] for one query row: `s_j = (q·k_j)/√HS` for the
 //! visible keys `j ≤ p` (`p` = the query's absolute position), `att = softmax(s)`,
 //! `y = Σ_j att_j·v_j`. With a cache, a new token costs `O(T·C)` instead of re-running the
-//! whole prefix.
+//! whole prefix. Grouped-query attention as in [`super::attention`]: query head `h` reads the
+//! cached key/value head `h / (NH/NKV)`.
 
+use super::attention::Heads;
 use ndarray::{ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
@@ -12,41 +14,44 @@ use rayon::prelude::*;
 /// them.
 ///
 /// # Shapes
-/// `q: (R, Tn, C)` (the new queries, heads packed `h·HS + d`), `keys[r·NH + h]` and
-/// `values[r·NH + h]`: `(L·HS)` flattened `(L, HS)` with `L = past + Tn` positions,
+/// `q: (R, Tn, C)` (the new queries, `C = NH·HS`, heads packed `h·HS + d`), `keys[r·NKV + g]`
+/// and `values[r·NKV + g]`: `(L·HS)` flattened `(L, HS)` with `L = past + Tn` positions,
 /// `y: (R, Tn, C)`. Query `i` sits at absolute position `past + i` and sees keys `0..=past + i`.
 ///
 /// # Panics
 /// When the shapes disagree (checked one tier up).
 pub fn attention_cached(
     q: ArrayView3<f32>,
-    n_head: usize,
+    heads: Heads,
     keys: &[Vec<f32>],
     values: &[Vec<f32>],
     mut y: ArrayViewMut3<f32>,
 ) {
     let (rows, tn, c) = q.dim();
+    let (n_head, nkv) = (heads.n_head, heads.n_kv_head);
     assert!(
-        n_head > 0 && c % n_head == 0,
-        "attention_cached: C % NH != 0"
+        n_head > 0 && nkv > 0 && n_head % nkv == 0 && c % n_head == 0,
+        "attention_cached: C % NH != 0 or NH % NKV != 0"
     );
     let hs = c / n_head;
+    let group = n_head / nkv;
     assert_eq!(
         keys.len(),
-        rows * n_head,
-        "attention_cached: one key list per (row, head)"
+        rows * nkv,
+        "attention_cached: one key list per (row, kv head)"
     );
     assert_eq!(
         values.len(),
-        rows * n_head,
-        "attention_cached: one value list per (row, head)"
+        rows * nkv,
+        "attention_cached: one value list per (row, kv head)"
     );
     assert_eq!(y.dim(), (rows, tn, c), "attention_cached: y shape");
     let scale = 1.0 / (hs as f32).sqrt();
     let one_row = |(r, mut y_r): (usize, ArrayViewMut3<f32>)| {
         let mut scores = Vec::new();
         for h in 0..n_head {
-            let (k, v) = (&keys[r * n_head + h], &values[r * n_head + h]);
+            let g = r * nkv + h / group;
+            let (k, v) = (&keys[g], &values[g]);
             let len = k.len() / hs;
             assert!(
                 len >= tn && v.len() == k.len(),

@@ -4,7 +4,7 @@ use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_S
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::Mode;
-use crate::ops::attention::{attention_backward, attention_forward, AttnDropout};
+use crate::ops::attention::{attention_backward, attention_forward, AttnDropout, Heads};
 use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2};
@@ -261,7 +261,7 @@ impl CausalSelfAttention {
         cache.dropout = dropout;
         attention_forward(
             cache.qkv.view(),
-            nh,
+            Heads::mha(nh),
             cache.att.view_mut(),
             cache.y.view_mut(),
             dropout,
@@ -314,6 +314,7 @@ impl CausalSelfAttention {
             ));
         }
         let rows = b * t;
+        let heads = Heads::mha(self.n_head());
         let cache = &mut self.cache;
         let d = dout.as_standard_layout();
         let d2 = d
@@ -343,6 +344,7 @@ impl CausalSelfAttention {
         attention_backward(
             cache.dy.view(),
             cache.qkv.view(),
+            heads,
             cache.att.view(),
             cache.dqkv.view_mut(),
             cache.dropout,

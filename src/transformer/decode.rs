@@ -1,26 +1,89 @@
-//! [`GptDecoder`]: a [`Gpt`] as a [`Decoder`] for [`crate::generate`], with or without the KV
-//! cache, cropping the context to `block_size`.
+//! [`LmDecoder`]: any causal LM with a KV cache ([`Gpt`], [`super::Llama`]) as a [`Decoder`]
+//! for [`crate::generate`], with or without the cache, cropping the context to the model's
+//! context length.
 
 use super::{Gpt, KvCache};
 use crate::error::{Error, Result};
 use crate::generate::Decoder;
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 
-/// Drives a [`Gpt`] for generation: every row is decoded together as one batch.
+/// A causal language model that generation can drive through a [`KvCache`].
+pub trait CachedLm {
+    /// Number of token ids `V`.
+    fn vocab_size(&self) -> usize;
+    /// The most positions one forward can see (`block_size`, `max_position_embeddings`).
+    fn context_len(&self) -> usize;
+    /// A fresh cache for `rows` sequences.
+    fn new_cache(&self, rows: usize) -> KvCache;
+    /// Runs `Tn` new positions per row through the cache; the logits of each row's last one.
+    ///
+    /// # Shapes
+    /// `tokens: (R, Tn)` → `(R, V)`.
+    ///
+    /// # Errors
+    /// As the model's cached forward (an id `≥ V`, a full context, rows ≠ the cache's).
+    fn forward_cached(
+        &mut self,
+        tokens: ArrayView2<usize>,
+        cache: &mut KvCache,
+    ) -> Result<Array2<f32>>;
+    /// The logits of each row's last position from a full forward without a cache.
+    ///
+    /// # Shapes
+    /// `tokens: (R, T)` → `(R, V)`.
+    ///
+    /// # Errors
+    /// As the model's forward.
+    fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>>;
+}
+
+impl CachedLm for Gpt {
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn context_len(&self) -> usize {
+        self.config().block_size
+    }
+    fn new_cache(&self, rows: usize) -> KvCache {
+        Gpt::new_cache(self, rows)
+    }
+    fn forward_cached(
+        &mut self,
+        tokens: ArrayView2<usize>,
+        cache: &mut KvCache,
+    ) -> Result<Array2<f32>> {
+        Gpt::forward_cached(self, tokens, cache)
+    }
+    fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
+        let logits = self.forward(tokens, false)?;
+        let t = tokens.ncols();
+        Ok(logits
+            .index_axis(Axis(1), t - 1)
+            .to_owned()
+            .into_dimensionality()
+            .expect("(R, V)"))
+    }
+}
+
+/// Drives a [`CachedLm`] for generation: every row is decoded together as one batch.
 ///
-/// With the cache (the default, [`Gpt::decoder`]) the prompt is run once and each new token
-/// costs one position per row. Without it ([`Gpt::decoder_without_cache`]) every step re-runs
-/// the whole context, the reference the cached path is tested against. When a row reaches
-/// `block_size` tokens the context is cropped to its last `block_size` tokens (nanoGPT's
-/// `idx[:, -block_size:]`) and, with the cache, the cropped context is re-run once per step.
+/// With the cache (the default, e.g. [`Gpt::decoder`]) the prompt is run once and each new
+/// token costs one position per row. Without it ([`Gpt::decoder_without_cache`]) every step
+/// re-runs the whole context, the reference the cached path is tested against. When a row
+/// reaches the context length the context is cropped to its last `context_len` tokens
+/// (nanoGPT's `idx[:, -block_size:]`) and, with the cache, the cropped context is re-run once
+/// per step.
 #[derive(Debug)]
-pub struct GptDecoder<'a> {
-    gpt: &'a mut Gpt,
+pub struct LmDecoder<'a, M: CachedLm + ?Sized> {
+    gpt: &'a mut M,
     use_cache: bool,
     cache: KvCache,
     /// The tokens of every row so far.
     rows: Vec<Vec<usize>>,
 }
+
+/// A [`Gpt`] as a [`Decoder`] (see [`LmDecoder`]).
+pub type GptDecoder<'a> = LmDecoder<'a, Gpt>;
 
 impl Gpt {
     /// A decoder that uses a KV cache (see [`GptDecoder`]).
@@ -34,10 +97,11 @@ impl Gpt {
     }
 }
 
-impl<'a> GptDecoder<'a> {
-    fn new(gpt: &'a mut Gpt, use_cache: bool) -> Self {
+impl<'a, M: CachedLm + ?Sized> LmDecoder<'a, M> {
+    /// A decoder over `model`, with or without the KV cache.
+    pub fn new(gpt: &'a mut M, use_cache: bool) -> Self {
         let cache = gpt.new_cache(0);
-        GptDecoder {
+        LmDecoder {
             gpt,
             use_cache,
             cache,
@@ -47,11 +111,11 @@ impl<'a> GptDecoder<'a> {
 
     /// The last `block_size` tokens of every row, as a `(R, T)` batch.
     fn context(&self) -> Result<Array2<usize>> {
-        let bs = self.gpt.config().block_size;
+        let bs = self.gpt.context_len();
         let len = self.rows.first().map_or(0, Vec::len);
         if len == 0 || self.rows.iter().any(|r| r.len() != len) {
             return Err(Error::shape(
-                "GptDecoder",
+                "LmDecoder",
                 "rows of one common length ≥ 1",
                 &self.rows.iter().map(Vec::len).collect::<Vec<_>>(),
             ));
@@ -72,20 +136,14 @@ impl<'a> GptDecoder<'a> {
             self.cache = self.gpt.new_cache(ctx.nrows());
             self.gpt.forward_cached(ctx.view(), &mut self.cache)
         } else {
-            let logits = self.gpt.forward(ctx.view(), false)?;
-            let t = ctx.ncols();
-            Ok(logits
-                .index_axis(Axis(1), t - 1)
-                .to_owned()
-                .into_dimensionality()
-                .expect("(R, V)"))
+            self.gpt.forward_last(ctx.view())
         }
     }
 }
 
-impl Decoder for GptDecoder<'_> {
+impl<M: CachedLm + ?Sized> Decoder for LmDecoder<'_, M> {
     fn vocab_size(&self) -> usize {
-        self.gpt.config().vocab_size
+        self.gpt.vocab_size()
     }
 
     fn prefill(&mut self, rows: &[Vec<usize>]) -> Result<Array2<f32>> {
@@ -96,7 +154,7 @@ impl Decoder for GptDecoder<'_> {
     fn step(&mut self, tokens: &[usize]) -> Result<Array2<f32>> {
         if tokens.len() != self.rows.len() {
             return Err(Error::shape(
-                "GptDecoder::step",
+                "LmDecoder::step",
                 format!("one token per row ({} rows)", self.rows.len()),
                 &[tokens.len()],
             ));
@@ -104,7 +162,7 @@ impl Decoder for GptDecoder<'_> {
         for (row, &t) in self.rows.iter_mut().zip(tokens) {
             row.push(t);
         }
-        let fits = self.cache.len() < self.gpt.config().block_size;
+        let fits = self.cache.len() < self.gpt.context_len();
         if self.use_cache && fits {
             let x = Array2::from_shape_vec((tokens.len(), 1), tokens.to_vec()).expect("(R, 1)");
             self.gpt.forward_cached(x.view(), &mut self.cache)
@@ -116,7 +174,7 @@ impl Decoder for GptDecoder<'_> {
     fn reorder(&mut self, order: &[usize]) -> Result<()> {
         if let Some(&bad) = order.iter().find(|&&r| r >= self.rows.len()) {
             return Err(Error::shape(
-                "GptDecoder::reorder",
+                "LmDecoder::reorder",
                 format!("row indices < {}", self.rows.len()),
                 &[bad],
             ));

@@ -4,13 +4,14 @@
 use super::{check_btc, Block, CausalSelfAttention, Gpt};
 use crate::error::{Error, Result};
 use crate::layers::{Layer, Mode};
+use crate::ops::attention::Heads;
 use crate::ops::kv_attention::attention_cached;
 use crate::tensor::Tensor;
 use ndarray::{s, Array2, Array3, ArrayView2, Ix2, IxDyn};
 
 /// Keys and values of every layer, per row and head, for incremental decoding.
 ///
-/// Layout: `k[layer][r·NH + h]` is a flat `(L, HS)` list that grows by one `HS` row per new
+/// Layout: `k[layer][r·NKV + g]` (key/value head `g`; `NKV = NH` for GPT-2) is a flat `(L, HS)` list that grows by one `HS` row per new
 /// position (`L` = [`KvCache::len`]). [`KvCache::reorder`] selects / duplicates rows (beam search).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
@@ -21,14 +22,31 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `rows` sequences of a model with `n_layer` blocks and `n_head` heads.
-    pub fn new(n_layer: usize, n_head: usize, rows: usize) -> Self {
+    /// An empty cache for `rows` sequences of a model with `n_layer` blocks and `n_kv_head`
+    /// key/value heads per block (GPT-2: its `n_head`; Llama: `num_key_value_heads`).
+    pub fn new(n_layer: usize, n_kv_head: usize, rows: usize) -> Self {
         KvCache {
             rows,
             len: 0,
-            k: vec![vec![Vec::new(); rows * n_head]; n_layer],
-            v: vec![vec![Vec::new(); rows * n_head]; n_layer],
+            k: vec![vec![Vec::new(); rows * n_kv_head]; n_layer],
+            v: vec![vec![Vec::new(); rows * n_kv_head]; n_layer],
         }
+    }
+
+    /// The number of layers this cache holds.
+    pub fn n_layer(&self) -> usize {
+        self.k.len()
+    }
+
+    /// The keys and values of layer `l`, one flat `(L, HS)` list per row and key/value head
+    /// (crate-internal: the cached forwards append to them).
+    pub(crate) fn layer_mut(&mut self, l: usize) -> (&mut [Vec<f32>], &mut [Vec<f32>]) {
+        (&mut self.k[l], &mut self.v[l])
+    }
+
+    /// Records that `n` new positions were appended to every layer.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
     }
 
     /// The number of cached positions `L`.
@@ -106,7 +124,7 @@ impl CausalSelfAttention {
         let q = qkv.slice(s![.., ..c]).to_owned();
         let q = q.into_shape_with_order((rows, tn, c)).expect("contiguous");
         let mut y = Array3::<f32>::zeros((rows, tn, c));
-        attention_cached(q.view(), nh, k, v, y.view_mut());
+        attention_cached(q.view(), Heads::mha(nh), k, v, y.view_mut());
         let mut out = Array2::<f32>::zeros((rows * tn, c));
         let y2 = y
             .view()

@@ -73,6 +73,24 @@ impl Fixture {
             .collect()
     }
 
+    /// The shape of tensor `key` (any dtype).
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        let st = self.view();
+        let t = st
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
+        t.shape().to_vec()
+    }
+
+    /// The file's `__metadata__` entry `key`.
+    pub fn meta(&self, key: &str) -> String {
+        let (_, meta) = SafeTensors::read_metadata(&self.bytes).expect("fixture header");
+        meta.metadata()
+            .as_ref()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
+    }
+
     /// The fixture's recommended (atol, rtol) for tensor `key`.
     pub fn tol(&self, key: &str) -> (f32, f32) {
         let atol = *self

@@ -1,0 +1,255 @@
+//! The Llama model against transformers: the tiny GQA Llama from its Hugging Face folder and
+//! from GGUF in every encoding (logits at the fixture tolerance), RoPE tables, greedy generation
+//! with and without the KV cache, sharded loading, saving, and bad input.
+
+use crate::common::{assert_close, Fixture};
+use handgrad::generate::GenerateConfig;
+use handgrad::transformer::{Llama, LlamaConfig};
+use handgrad::{Error, Tensor};
+use ndarray::{Array2, IxDyn};
+
+pub const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llama/llama_tiny");
+
+pub fn fixture_path(name: &str) -> String {
+    format!("{}/tests/fixtures/llama/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `(B, T)` token ids of a fixture tensor.
+pub fn ids(f: &Fixture, key: &str) -> Array2<usize> {
+    let v = f.i64(key);
+    let t = f.shape(key);
+    Array2::from_shape_vec((t[0], t[1]), v.iter().map(|&x| x as usize).collect()).unwrap()
+}
+
+fn logits_tensor(l: ndarray::Array3<f32>) -> Tensor {
+    l.into_dyn()
+}
+
+#[test]
+fn hf_folder_logits_match_transformers() {
+    let f = Fixture::load("llama/llama_tiny_train");
+    let model = Llama::from_pretrained(TINY).unwrap();
+    assert_eq!(model.config().num_key_value_heads, 2);
+    assert!(model.config().tie_word_embeddings);
+    let logits = model.forward(ids(&f, "input_ids").view()).unwrap();
+    f.check("logits", &logits_tensor(logits));
+}
+
+#[test]
+fn rope_tables_match_the_reference() {
+    let f = Fixture::load("llama/llama_tiny_train");
+    let model = Llama::from_pretrained(TINY).unwrap();
+    let (cos_ref, sin_ref) = (f.f32("debug.rope_cos"), f.f32("debug.rope_sin"));
+    let t = cos_ref.shape()[0];
+    let mut cos = Tensor::zeros(IxDyn(&[t, 8]));
+    let mut sin = Tensor::zeros(IxDyn(&[t, 8]));
+    let tables = handgrad::ops::rope::RopeTables::new(
+        8,
+        model.config().rope_theta,
+        64,
+        handgrad::ops::rope::RopeLayout::HalfSplit,
+    );
+    for p in 0..t {
+        let (c, s) = tables.row(p);
+        for i in 0..4 {
+            // HF layout: cat(freqs, freqs)
+            for j in [i, i + 4] {
+                cos[[p, j]] = c[i];
+                sin[[p, j]] = s[i];
+            }
+        }
+    }
+    f.check("debug.rope_cos", &cos);
+    f.check("debug.rope_sin", &sin);
+}
+
+#[test]
+fn every_gguf_encoding_matches_transformers() {
+    for ty in ["f32", "f16", "q8_0", "q4_0", "q4_1"] {
+        let f = Fixture::load(&format!("llama/llama_tiny_gguf_{ty}"));
+        let model = Llama::from_gguf(fixture_path(&format!("llama_tiny.{ty}.gguf"))).unwrap();
+        let logits = model.forward(ids(&f, "input_ids").view()).unwrap();
+        let (atol, rtol) = f.tol("logits");
+        assert_close(
+            &logits_tensor(logits),
+            &f.f32("logits"),
+            atol,
+            rtol,
+            &format!("logits of llama_tiny.{ty}.gguf"),
+        );
+    }
+}
+
+#[test]
+fn gguf_model_saved_as_hf_folder_is_the_hf_model() {
+    let f = Fixture::load("llama/llama_tiny_train");
+    let x = ids(&f, "input_ids");
+    let gguf = Llama::from_gguf(fixture_path("llama_tiny.f32.gguf")).unwrap();
+    let dir = std::env::temp_dir().join(format!("handgrad-llama-save-{}", std::process::id()));
+    gguf.save_pretrained(&dir).unwrap();
+    let back = Llama::from_pretrained(&dir).unwrap();
+    let hf = Llama::from_pretrained(TINY).unwrap();
+    // the un-permuted weights are the HF weights bit for bit
+    let (a, b) = (back.state_dict(), hf.state_dict());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, t) in &a {
+        assert_eq!(t, &b[k], "{k}");
+    }
+    let l1 = back.forward(x.view()).unwrap();
+    f.check("logits", &logits_tensor(l1));
+    // and the f32 copy of a quantized model runs in the HF layout with the same logits
+    let q = Llama::from_gguf(fixture_path("llama_tiny.q8_0.gguf")).unwrap();
+    let qf = q.to_f32().unwrap();
+    let fq = Fixture::load("llama/llama_tiny_gguf_q8_0");
+    let (atol, rtol) = fq.tol("logits");
+    assert_close(
+        &logits_tensor(qf.forward(x.view()).unwrap()),
+        &fq.f32("logits"),
+        atol,
+        rtol,
+        "logits of the dequantised Q8_0 model",
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sharded_folder_loads_like_the_single_file() {
+    let f = Fixture::load("llama/llama_tiny_train");
+    let hf = Llama::from_pretrained(TINY).unwrap();
+    let dir = std::env::temp_dir().join(format!("handgrad-llama-shards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(format!("{TINY}/config.json"), dir.join("config.json")).unwrap();
+    let sd = hf.state_dict();
+    let (mut a, mut b) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    let mut map = serde_json::Map::new();
+    for (i, (k, t)) in sd.into_iter().enumerate() {
+        let file = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+        map.insert(k.clone(), file.into());
+        if i % 2 == 0 { a.insert(k, t); } else { b.insert(k, t); }
+    }
+    handgrad::io::write_safetensors(dir.join("model-00001-of-00002.safetensors"), &a, None).unwrap();
+    handgrad::io::write_safetensors(dir.join("model-00002-of-00002.safetensors"), &b, None).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let m = Llama::from_pretrained(&dir).unwrap();
+    f.check("logits", &logits_tensor(m.forward(ids(&f, "input_ids").view()).unwrap()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn greedy_generation_matches_transformers_with_and_without_cache() {
+    let f = Fixture::load("llama/llama_tiny_generate");
+    let prompt: Vec<usize> = f.i64("prompt").iter().map(|&x| x as usize).collect();
+    let expected: Vec<usize> = f.i64("full_sequence").iter().map(|&x| x as usize).collect();
+    let mut model = Llama::from_pretrained(TINY).unwrap();
+    let cfg = GenerateConfig::new().max_new_tokens(20);
+    let out = model.generate(&prompt, &cfg).unwrap();
+    assert_eq!(out[0], expected);
+    let no_cache =
+        handgrad::generate::generate(&mut model.decoder_without_cache(), &prompt, &cfg).unwrap();
+    assert_eq!(no_cache[0], expected);
+    // the cached logits of every step at the fixture tolerance
+    let step_ref = f.f32("step_logits");
+    let (atol, rtol) = f.tol("step_logits");
+    let mut cache = model.new_cache(1);
+    let p = Array2::from_shape_vec((1, prompt.len()), prompt.clone()).unwrap();
+    let mut logits = model.forward_cached(p.view(), &mut cache).unwrap();
+    for step in 0..20 {
+        let want = step_ref.index_axis(ndarray::Axis(0), step).to_owned();
+        assert_close(
+            &logits.row(0).to_owned().into_dyn(),
+            &want,
+            atol,
+            rtol,
+            &format!("step {step} logits"),
+        );
+        let next = expected[prompt.len() + step];
+        let x = Array2::from_shape_vec((1, 1), vec![next]).unwrap();
+        logits = model.forward_cached(x.view(), &mut cache).unwrap();
+    }
+}
+
+#[test]
+fn batched_sampling_is_the_same_on_one_and_two_threads() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut m = Llama::from_gguf(fixture_path("llama_tiny.q4_1.gguf")).unwrap();
+            let cfg = GenerateConfig::new()
+                .max_new_tokens(12)
+                .do_sample(true)
+                .top_k(20)
+                .num_return_sequences(3)
+                .seed(5);
+            let out = m.generate(&[20, 30, 40], &cfg).unwrap();
+            let f = Fixture::load("llama/llama_tiny_train");
+            let logits = m.forward(ids(&f, "input_ids").view()).unwrap();
+            (out, logits)
+        })
+    };
+    let (a, la) = run(1);
+    let (b, lb) = run(2);
+    assert_eq!(a, b);
+    assert!(la.iter().zip(lb.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+#[test]
+fn bad_input_gives_errors_that_say_what_was_expected() {
+    let mut model = Llama::from_pretrained(TINY).unwrap();
+    // token id out of range
+    let x = Array2::from_shape_vec((1, 2), vec![1, 333]).unwrap();
+    let e = model.forward(x.view()).unwrap_err().to_string();
+    assert!(e.contains("333") && e.contains("vocab_size = 333"), "{e}");
+    // a prompt longer than the context
+    let long = vec![5usize; 65];
+    let e = model
+        .generate(&long, &GenerateConfig::new().max_new_tokens(1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_position_embeddings = 64"), "{e}");
+    // a cache of another model
+    let mut cache = handgrad::transformer::KvCache::new(3, 2, 1);
+    let x = Array2::from_shape_vec((1, 1), vec![5]).unwrap();
+    let e = model.forward_cached(x.view(), &mut cache).unwrap_err().to_string();
+    assert!(e.contains("3-layer") && e.contains("2 layers"), "{e}");
+    // config dimensions that do not match the tensors
+    let dir = std::env::temp_dir().join(format!("handgrad-llama-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = std::fs::read_to_string(format!("{TINY}/config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48")).unwrap();
+    std::fs::copy(format!("{TINY}/model.safetensors"), dir.join("model.safetensors")).unwrap();
+    match Llama::from_pretrained(&dir).unwrap_err() {
+        Error::Param { name, message } => {
+            assert_eq!(name, "model.layers.0.mlp.gate_proj.weight");
+            assert!(message.contains("[48, 32]") && message.contains("[64, 32]"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    // an unsupported architecture
+    std::fs::write(dir.join("config.json"), cfg.replace("\"silu\"", "\"gelu\"")).unwrap();
+    let e = Llama::from_pretrained(&dir).unwrap_err().to_string();
+    assert!(e.contains("hidden_act") && e.contains("silu"), "{e}");
+    // GQA that does not divide
+    let mut bad = LlamaConfig::tiny(10);
+    bad.num_key_value_heads = 3;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("num_key_value_heads") && e.contains("divisor"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_reads_both_rope_theta_spellings_and_round_trips() {
+    let text = std::fs::read_to_string(format!("{TINY}/config.json")).unwrap();
+    let a = LlamaConfig::from_hf_json(&text, "config.json").unwrap();
+    assert_eq!(a.rope_theta, 10000.0);
+    assert_eq!(a.rms_norm_eps, 1e-5);
+    let old = text.replace(
+        "\"rope_parameters\": {\n    \"rope_theta\": 10000.0,\n    \"rope_type\": \"default\"\n  },",
+        "\"rope_theta\": 500.0,",
+    );
+    assert_ne!(old, text);
+    assert_eq!(LlamaConfig::from_hf_json(&old, "c").unwrap().rope_theta, 500.0);
+    let back = LlamaConfig::from_hf_json(&a.to_hf_json(), "c").unwrap();
+    assert_eq!(back, a);
+    assert_eq!(LlamaConfig::smollm2_135m().num_params(), 134_515_008);
+}

@@ -1,0 +1,8 @@
+//! Language-model tests in one binary: the Llama model (Hugging Face and GGUF weights), GGUF
+//! reading and quantized kernels, Llama tokenizers and chat templates, and the real SmolLM2
+//! model when it has been fetched.
+
+#[path = "../core/common.rs"]
+#[allow(dead_code)]
+mod common;
+mod llama;
