@@ -1,9 +1,11 @@
 //! Reading and writing files: safetensors tensors (weights, fixtures) and training checkpoints.
 
+mod bytes;
 mod checkpoint;
 mod json;
 mod safetensors;
 
+pub use bytes::SharedBytes;
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
 pub use json::parse_json_strict;
 

@@ -52,25 +52,12 @@ pub(crate) fn with_file_bytes<T>(
     let len = file.metadata().map_err(io)?.len();
     let name = path.display().to_string();
     if len >= MMAP_MIN_BYTES {
-        let map = mmap::map_read_only(&file).map_err(io)?;
+        let map = super::bytes::mmap::map_read_only(&file).map_err(io)?;
         parse(&map, &name)
     } else {
         let mut bytes = Vec::with_capacity(len as usize);
         std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
         parse(&bytes, &name)
-    }
-}
-
-/// The one memory map of the crate.
-#[allow(unsafe_code)]
-mod mmap {
-    /// Maps `file` read-only.
-    pub(super) fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
-        // SAFETY: the map is only read, and only while parsing; a file truncated or rewritten by
-        // another process during those milliseconds is the one hazard memory maps always carry
-        // (the same trade-off as candle and the safetensors crate's own loaders). Every offset
-        // read from it is validated against its length by the safetensors parser first.
-        unsafe { memmap2::Mmap::map(file) }
     }
 }
 

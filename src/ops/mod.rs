@@ -15,6 +15,7 @@ pub mod linear;
 pub mod losses;
 pub mod matmul;
 pub mod pool;
+pub mod quant;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
