@@ -8,7 +8,7 @@ use crate::ops::rms_norm::rms_norm_forward;
 use crate::ops::rope::{RopeLayout, RopeTables};
 use crate::ops::swiglu::swiglu_forward;
 use crate::param::Param;
-use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayViewMut2, Ix1};
+use ndarray::{s, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayViewMut2, Ix1};
 
 /// One decoder layer's weights (Hugging Face names under `model.layers.<i>.`).
 #[derive(Debug, Clone)]
@@ -342,8 +342,4 @@ impl Llama {
         logits
     }
 
-    /// A norm weight as a parameter from a vector.
-    pub(crate) fn norm_param(v: Vec<f32>) -> Param {
-        Param::new(Array1::from(v).into_dyn())
-    }
 }
