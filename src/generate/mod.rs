@@ -13,6 +13,7 @@ mod search;
 
 pub use config::GenerateConfig;
 
+
 /// A model that generation drives: a batch of rows decoded one token at a time.
 pub trait Decoder {
     /// Number of token ids (logits width V).
@@ -54,7 +55,16 @@ pub fn generate<D: Decoder + ?Sized>(
     prompt: &[usize],
     cfg: &GenerateConfig,
 ) -> crate::Result<Vec<Vec<usize>>> {
-    let v = model.vocab_size();
+    let max_new = prepare(model.vocab_size(), prompt, cfg)?;
+    if cfg.num_beams > 1 {
+        search::beam_search(model, prompt, cfg, max_new)
+    } else {
+        search::greedy_or_sample(model, prompt, cfg, max_new, &mut |_, _| Ok(()))
+    }
+}
+
+/// Validates the config and the prompt's ids; returns the number of new tokens to generate.
+fn prepare(v: usize, prompt: &[usize], cfg: &GenerateConfig) -> crate::Result<usize> {
     let max_new = cfg.validate(v, prompt.len())?;
     if let Some((i, &id)) = prompt.iter().enumerate().find(|(_, &id)| id >= v) {
         return Err(crate::Error::config(
@@ -64,9 +74,31 @@ pub fn generate<D: Decoder + ?Sized>(
             format!("ids below the vocabulary size {v}"),
         ));
     }
+    Ok(max_new)
+}
+
+/// [`generate`] with a callback that receives every new token as it is chosen: `on_token(row,
+/// id)` (rows `0..num_returned_sequences`; a row that stopped gets no more calls). An `Err` from
+/// the callback stops generation and is returned. Pair it with
+/// [`crate::tokenizer::StreamDecoder`] to print text as it is generated.
+///
+/// # Errors
+/// [`crate::Error::Config`] for beam search (`num_beams > 1`: its hypotheses are only final at
+/// the end, as with Hugging Face streamers); otherwise as [`generate`] and the callback's.
+pub fn generate_streaming<D: Decoder + ?Sized>(
+    model: &mut D,
+    prompt: &[usize],
+    cfg: &GenerateConfig,
+    on_token: &mut dyn FnMut(usize, usize) -> crate::Result<()>,
+) -> crate::Result<Vec<Vec<usize>>> {
     if cfg.num_beams > 1 {
-        search::beam_search(model, prompt, cfg, max_new)
-    } else {
-        search::greedy_or_sample(model, prompt, cfg, max_new)
+        return Err(crate::Error::config(
+            "generate_streaming",
+            "num_beams",
+            cfg.num_beams,
+            "1 (streaming shows tokens as they are chosen; beam search decides at the end)",
+        ));
     }
+    let max_new = prepare(model.vocab_size(), prompt, cfg)?;
+    search::greedy_or_sample(model, prompt, cfg, max_new, on_token)
 }

@@ -30,6 +30,7 @@ pub(super) fn greedy_or_sample<D: Decoder + ?Sized>(
     prompt: &[usize],
     cfg: &GenerateConfig,
     max_new: usize,
+    on_token: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<Vec<Vec<usize>>> {
     let v = model.vocab_size();
     let n = cfg.num_return_sequences;
@@ -67,6 +68,7 @@ pub(super) fn greedy_or_sample<D: Decoder + ?Sized>(
                 argmax(row)
             };
             seqs[r].push(next[r]);
+            on_token(r, next[r])?;
             if cfg.eos_token_id.contains(&next[r]) {
                 done[r] = true;
             }

@@ -127,6 +127,21 @@ impl Llama {
         crate::generate::generate(&mut self.decoder(), prompt, cfg)
     }
 
+    /// [`Llama::generate`] with a callback that receives each new token as it is chosen
+    /// (`on_token(row, id)`; see [`crate::generate::generate_streaming`]).
+    ///
+    /// # Errors
+    /// As [`Llama::generate`]; beam search is not streamed ([`Error::Config`]).
+    pub fn generate_streaming(
+        &mut self,
+        prompt: &[usize],
+        cfg: &GenerateConfig,
+        on_token: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Vec<Vec<usize>>> {
+        self.check_prompt(prompt)?;
+        crate::generate::generate_streaming(&mut self.decoder(), prompt, cfg, on_token)
+    }
+
     /// Checks that `prompt` fits the context.
     pub(crate) fn check_prompt(&self, prompt: &[usize]) -> Result<()> {
         let ctx = self.config.max_position_embeddings;
