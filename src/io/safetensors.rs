@@ -91,11 +91,11 @@ fn to_f32(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
             .collect(),
         Dtype::F16 => data
             .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| crate::ops::quant::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         Dtype::BF16 => data
             .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .map(|c| crate::ops::quant::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         other => {
             return Err(format!(
@@ -105,25 +105,6 @@ fn to_f32(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
     };
     Tensor::from_shape_vec(IxDyn(view.shape()), values)
         .map_err(|e| format!("shape {:?}: {e}", view.shape()))
-}
-
-/// IEEE half precision → `f32` (exact; handles subnormals, infinities and NaN).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: value = m · 2^-24.
-            let v = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// Serialises named tensors (as `F32`) with optional metadata to safetensors bytes.

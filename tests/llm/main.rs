@@ -5,4 +5,8 @@
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod gguf;
+mod gguf_hostile;
 mod llama;
+mod llama_gguf;
+mod quant;

@@ -126,26 +126,15 @@ impl QType {
     /// The type of ggml type id `id`.
     ///
     /// # Errors
-    /// [`Error::Config`] naming the id (and ggml's name for it, when known) and the supported
+    /// [`Error::Format`] naming the id (and ggml's name for it, when known) and the supported
     /// types, e.g. `ggml type 14 (Q6_K) is not supported; supported: F32, F16, BF16, Q8_0, Q4_0,
     /// Q4_1`.
     pub fn from_ggml(id: u32) -> Result<QType> {
-        if let Some(t) = SUPPORTED.iter().find(|t| t.ggml_id() == id) {
-            return Ok(*t);
-        }
-        let what = match ggml_type_info(id) {
-            Some((name, _, _)) => format!("{id} ({name})"),
-            None => format!("{id} (unknown)"),
-        };
-        Err(Error::config(
-            "QType::from_ggml",
-            "ggml type",
-            what,
-            format!(
-                "a supported type: {}",
-                SUPPORTED.map(QType::name).join(", ")
-            ),
-        ))
+        SUPPORTED
+            .iter()
+            .find(|t| t.ggml_id() == id)
+            .copied()
+            .ok_or_else(|| Error::format("QType::from_ggml", unsupported_message(id)))
     }
 
     /// ggml's id of the type (F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 8, BF16 30).

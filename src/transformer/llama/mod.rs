@@ -10,10 +10,12 @@
 mod cached;
 mod config;
 mod load;
+mod gguf;
 mod model;
 mod weight;
 
 pub use config::LlamaConfig;
+pub use gguf::config_from_gguf;
 pub use load::unpermute_rows;
 pub use model::{Llama, LlamaLayer};
 pub use weight::Weight;
