@@ -87,13 +87,24 @@ impl Message {
 /// assert_eq!(t.stop_strings(), ["<|im_end|>"]);
 /// # Ok::<(), handgrad::Error>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Arc<Environment<'static>>,
     source: Arc<str>,
     bos_token: String,
     eos_token: String,
     stop: Vec<String>,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("source_chars", &self.source.chars().count())
+            .field("bos_token", &self.bos_token)
+            .field("eos_token", &self.eos_token)
+            .field("stop", &self.stop)
+            .finish()
+    }
 }
 
 /// An engine error as an [`Error::Format`] naming the template.
