@@ -5,8 +5,10 @@
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod chat;
 mod gguf;
 mod gguf_hostile;
 mod llama;
 mod llama_gguf;
 mod quant;
+mod tokenizer_llama;
