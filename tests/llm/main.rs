@@ -11,4 +11,5 @@ mod gguf_hostile;
 mod llama;
 mod llama_gguf;
 mod quant;
+mod smollm2;
 mod tokenizer_llama;
