@@ -134,6 +134,7 @@ impl BpeTokenizer {
             &added,
             options,
             vocab_name,
+            true,
         )
     }
 

@@ -112,18 +112,10 @@ impl BpeTokenizer {
     /// [`Error::Format`] naming `tokenizer_config.json` for invalid JSON, a special token that
     /// is not in the vocab, or an `added_tokens_decoder` entry whose id holds another token.
     pub fn with_tokenizer_config(&self, config_json: &str) -> Result<Self> {
-        let inner = &self.inner;
-        let mut parts = Parts::new(
-            inner.tokens.clone(),
-            inner.options.clone(),
-            "tokenizer_config.json".into(),
-        )?;
-        parts.merges = inner.merge_list.clone();
-        for id in self.special_token_ids() {
-            parts.mark_added(id as u32, true);
-        }
+        let mut parts = self.to_parts();
+        parts.source = "tokenizer_config.json".into();
         apply_config(&mut parts, config_json, "tokenizer_config.json")?;
-        parts.build(inner.kind)
+        parts.build(self.inner.kind)
     }
 }
 
