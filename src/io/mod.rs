@@ -1,10 +1,15 @@
-//! Reading and writing files: safetensors tensors (weights, fixtures) and training checkpoints.
+//! Reading and writing files: safetensors tensors (weights, fixtures), GGUF models (quantised
+//! weights, memory-mapped) and training checkpoints.
 
+mod bytes;
 mod checkpoint;
+mod gguf;
 mod json;
 mod safetensors;
 
+pub use bytes::SharedBytes;
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};
+pub use gguf::{gguf_bytes, write_gguf, GgufFile, GgufTensorInfo, GgufTensorRef, GgufValue};
 pub use json::parse_json_strict;
 
 pub use self::safetensors::{

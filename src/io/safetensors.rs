@@ -52,25 +52,12 @@ pub(crate) fn with_file_bytes<T>(
     let len = file.metadata().map_err(io)?.len();
     let name = path.display().to_string();
     if len >= MMAP_MIN_BYTES {
-        let map = mmap::map_read_only(&file).map_err(io)?;
+        let map = super::bytes::mmap::map_read_only(&file).map_err(io)?;
         parse(&map, &name)
     } else {
         let mut bytes = Vec::with_capacity(len as usize);
         std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
         parse(&bytes, &name)
-    }
-}
-
-/// The one memory map of the crate.
-#[allow(unsafe_code)]
-mod mmap {
-    /// Maps `file` read-only.
-    pub(super) fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
-        // SAFETY: the map is only read, and only while parsing; a file truncated or rewritten by
-        // another process during those milliseconds is the one hazard memory maps always carry
-        // (the same trade-off as candle and the safetensors crate's own loaders). Every offset
-        // read from it is validated against its length by the safetensors parser first.
-        unsafe { memmap2::Mmap::map(file) }
     }
 }
 
@@ -104,11 +91,11 @@ fn to_f32(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
             .collect(),
         Dtype::F16 => data
             .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .map(|c| crate::ops::quant::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         Dtype::BF16 => data
             .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .map(|c| crate::ops::quant::bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         other => {
             return Err(format!(
@@ -118,25 +105,6 @@ fn to_f32(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
     };
     Tensor::from_shape_vec(IxDyn(view.shape()), values)
         .map_err(|e| format!("shape {:?}: {e}", view.shape()))
-}
-
-/// IEEE half precision → `f32` (exact; handles subnormals, infinities and NaN).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let mant = (h & 0x3ff) as u32;
-    let bits = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: value = m · 2^-24.
-            let v = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, 0) => sign | 0x7f80_0000,
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
 }
 
 /// Serialises named tensors (as `F32`) with optional metadata to safetensors bytes.

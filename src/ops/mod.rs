@@ -15,4 +15,5 @@ pub mod linear;
 pub mod losses;
 pub mod matmul;
 pub mod pool;
+pub mod quant;
 pub mod softmax;

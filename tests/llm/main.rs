@@ -1,8 +1,14 @@
-//! Llama-family integration tests in one binary (one link): tokenizers and chat templates, one
-//! module per file.
+//! Integration tests of the Llama-family stack in one binary (one link): the GGUF reader and
+//! writer, the quantised kernels, tokenizers and chat templates, one module per file.
 
+#[path = "../core/common.rs"]
+#[allow(dead_code)]
+mod common;
 mod chat;
+mod gguf;
+mod gguf_hostile;
 mod pretokenize;
-mod tokenizer_llama;
-#[allow(dead_code)] // used by the GGUF test once the GGUF reader is merged
+mod quant;
 mod smollm2_checks;
+mod tokenizer_gguf;
+mod tokenizer_llama;

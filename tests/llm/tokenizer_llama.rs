@@ -39,7 +39,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// Every case of llama_tiny_tokenizer_cases.json: ids, token spellings, decoded text.
-fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
+pub(crate) fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
     let cases = json("llama_tiny_tokenizer_cases.json");
     assert_eq!(tok.vocab_size(), cases["vocab_size"].as_u64().unwrap() as usize, "{how}");
     assert_eq!(tok.num_merges(), cases["n_merges"].as_u64().unwrap() as usize, "{how}");

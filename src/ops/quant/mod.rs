@@ -1,0 +1,239 @@
+//! Quantised weight matrices (ggml's F32, F16, BF16, Q8_0, Q4_0, Q4_1 encodings) and their
+//! products with `f32` activations, without a dequantised copy of the matrix.
+//!
+//! # Kernel design
+//!
+//! - **Activations stay `f32`.** They are not quantised to Q8 as llama.cpp does: the results
+//!   then agree with "dequantise, then multiply in f32" to float rounding (about 1e-6 relative
+//!   to `Σ|w·x|`), which is what the golden fixtures' tolerances assume.
+//! - **Small `M` (decoding, `M ≤ 8`)**: a matrix-vector kernel over weight rows. Each row's
+//!   blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C, BF16 by a
+//!   shift) and multiplied with up to four activation rows at once, the block scale factored
+//!   out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx` (with `Σx` per block
+//!   computed once per call). The matrix is read once per call, so the kernel is bound by memory
+//!   bandwidth (`cargo bench --bench llm` prints the fraction reached). Rayon runs over fixed
+//!   chunks of 16 weight rows.
+//! - **Large `M` (prompt processing)**: tiles of 64 weight rows are dequantised into a per-thread
+//!   `f32` scratch (bit-exact with [`QMatrix::dequantize`]) and multiplied with the crate's SGEMM
+//!   ([`crate::ops::matmul::gemm_into`], serial inside each rayon task over tiles).
+//! - Every output element is computed by one task in a fixed order, so results are
+//!   bit-identical on 1 and N threads.
+//! - The kernel family ([`KernelPath`]: AVX-512, AVX2+FMA or scalar) is detected once at run
+//!   time; [`QMatrix::matmul_t_with`] runs a given family, which the tests use to check every
+//!   SIMD path against the scalar one.
+
+mod dequant;
+mod kernels;
+mod quantise;
+mod simd;
+mod types;
+
+pub use kernels::{simd_path, KernelPath};
+pub use types::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, QType};
+pub(crate) use types::{ggml_type_info, unsupported_message};
+
+use crate::error::{Error, Result};
+use crate::io::SharedBytes;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use std::fmt;
+
+/// A row-major weight matrix kept in its stored encoding, in `nn.Linear` layout
+/// `[out = rows, in = cols]`; each row is `qtype.row_bytes(cols)` bytes.
+#[derive(Clone)]
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    qtype: QType,
+    data: SharedBytes,
+}
+
+impl fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("qtype", &self.qtype)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+impl QMatrix {
+    /// Wraps stored bytes (no copy).
+    ///
+    /// # Shapes
+    /// `data: (rows · qtype.row_bytes(cols),)` bytes → a `(rows, cols)` matrix.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `cols` is not a multiple of the type's block length or `data` is not
+    /// exactly `rows · row_bytes(cols)` bytes long.
+    pub fn new(rows: usize, cols: usize, qtype: QType, data: SharedBytes) -> Result<Self> {
+        let op = format!("QMatrix({rows}x{cols}, {})", qtype.name());
+        let rb = qtype.row_bytes(cols).ok_or_else(|| {
+            Error::shape(
+                &op,
+                format!("cols a multiple of {} (the {} block length)", qtype.block_len(), qtype.name()),
+                &[rows, cols],
+            )
+        })?;
+        let want = rb.checked_mul(rows);
+        if want != Some(data.len()) {
+            return Err(Error::shape(
+                &op,
+                format!("{} bytes of data ({rows} rows of {rb} bytes)", want.map_or("too many".into(), |w| w.to_string())),
+                &[data.len()],
+            ));
+        }
+        Ok(QMatrix { rows, cols, qtype, data })
+    }
+
+    /// Encodes `w` with ggml's reference quantisers (`quantize_row_*_ref`, which gguf-py and
+    /// `llama-quantize` without an importance matrix reproduce byte for byte); F16 / BF16 round
+    /// to nearest even.
+    ///
+    /// # Shapes
+    /// `w: (rows, cols)`, `cols` a multiple of `qtype.block_len()`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `cols` is not a multiple of the block length.
+    pub fn quantize(w: ArrayView2<f32>, qtype: QType) -> Result<Self> {
+        let (rows, cols) = w.dim();
+        let rb = qtype.row_bytes(cols).ok_or_else(|| {
+            Error::shape(
+                format!("QMatrix::quantize({})", qtype.name()),
+                format!("(rows, cols) with cols a multiple of {}", qtype.block_len()),
+                &[rows, cols],
+            )
+        })?;
+        let mut bytes = vec![0u8; rb * rows];
+        let mut row = vec![0.0f32; cols];
+        for (r, out) in bytes.chunks_exact_mut(rb.max(1)).enumerate().take(rows) {
+            for (d, s) in row.iter_mut().zip(w.row(r)) {
+                *d = *s;
+            }
+            quantise::quantize_row_into(qtype, &row, out);
+        }
+        QMatrix::new(rows, cols, qtype, SharedBytes::from_vec(bytes))
+    }
+
+    /// Number of rows (`out` features).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (`in` features).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage encoding.
+    pub fn qtype(&self) -> QType {
+        self.qtype
+    }
+
+    /// The stored bytes, `rows · qtype.row_bytes(cols)` of them.
+    pub fn data(&self) -> &SharedBytes {
+        &self.data
+    }
+
+    /// The stored bytes of row `r`.
+    ///
+    /// # Panics
+    /// When `r >= rows`.
+    pub fn row_bytes(&self, r: usize) -> &[u8] {
+        assert!(r < self.rows, "QMatrix: row {r} of {}", self.rows);
+        let rb = self.data.len() / self.rows;
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantises row `r` into `out`, bit-exact with ggml / gguf-py (Q4_1 as `(d·q) + m`, two
+    /// roundings, no FMA).
+    ///
+    /// # Shapes
+    /// `out: (cols,)`.
+    ///
+    /// # Panics
+    /// When `r >= rows` or `out.len() != cols` (ops tier: checked above).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cols, "QMatrix::dequantize_row: out has {} values, expected {}", out.len(), self.cols);
+        dequant::dequantize_row_into(self.qtype, self.row_bytes(r), out);
+    }
+
+    /// The whole matrix as `f32` (allocates `rows · cols` values; the products never do this).
+    ///
+    /// # Shapes
+    /// `→ (rows, cols)`.
+    pub fn dequantize(&self) -> Array2<f32> {
+        let mut out = Array2::zeros((self.rows, self.cols));
+        for (r, mut row) in out.rows_mut().into_iter().enumerate() {
+            self.dequantize_row(r, row.as_slice_mut().expect("standard layout"));
+        }
+        out
+    }
+
+    /// `y = x·Wᵀ` with the kernel family detected on this machine (see the module docs).
+    ///
+    /// # Shapes
+    /// `x: (M, cols)` → `y: (M, rows)`.
+    ///
+    /// # Panics
+    /// On a shape mismatch (ops tier: checked above).
+    pub fn matmul_t(&self, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
+        kernels::matmul_t(KernelPath::detected(), self, x, y);
+    }
+
+    /// `y = x·Wᵀ` with a given kernel family (for tests and benchmarks).
+    ///
+    /// # Shapes
+    /// `x: (M, cols)` → `y: (M, rows)`.
+    ///
+    /// # Panics
+    /// On a shape mismatch, or when `path` is not available on this CPU.
+    pub fn matmul_t_with(&self, path: KernelPath, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
+        assert!(path.is_available(), "QMatrix::matmul_t_with: {} is not available on this CPU", path.name());
+        kernels::matmul_t(path, self, x, y);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_round_trips_and_rounds_to_even() {
+        for h in 0u16..=u16::MAX {
+            let f = f16_to_f32(h);
+            if f.is_nan() {
+                assert!(f32_to_f16(f) & 0x7c00 == 0x7c00 && f32_to_f16(f) & 0x3ff != 0);
+                continue;
+            }
+            assert_eq!(f32_to_f16(f), h, "f16 {h:#06x} = {f}");
+            // The midpoint to the next value (same sign, towards larger magnitude) ties to even.
+            if h & 0x7fff < 0x7bff {
+                let next = f16_to_f32(h + 1);
+                let mid = ((f as f64 + next as f64) / 2.0) as f32;
+                let even = if h & 1 == 0 { h } else { h + 1 };
+                assert_eq!(f32_to_f16(mid), even, "midpoint after {h:#06x}");
+            }
+        }
+        assert_eq!(f32_to_f16(1e6), 0x7c00);
+        assert_eq!(f32_to_f16(-1e-9), 0x8000);
+    }
+
+    #[test]
+    fn bf16_rounds_to_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(bf16_to_f32(0x4049), f32::from_bits(0x4049_0000));
+    }
+
+    #[test]
+    fn new_checks_sizes() {
+        let e = QMatrix::new(2, 30, QType::Q4_1, SharedBytes::from_vec(vec![0; 40])).unwrap_err();
+        assert!(e.to_string().contains("multiple of 32"), "{e}");
+        let e = QMatrix::new(2, 32, QType::Q4_1, SharedBytes::from_vec(vec![0; 39])).unwrap_err();
+        assert!(e.to_string().contains("40 bytes"), "{e}");
+        assert!(QMatrix::new(2, 32, QType::Q4_1, SharedBytes::from_vec(vec![0; 40])).is_ok());
+    }
+}

@@ -1,0 +1,169 @@
+//! Quantised matrices: bit-exact dequantisation and quantisation against the GGUF fixtures, and
+//! `matmul_t` on every kernel path against "dequantise, then multiply in f32".
+
+use super::common::{random_tensor, Fixture};
+use super::gguf::{open, TYPES};
+use handgrad::ops::quant::{simd_path, KernelPath, QMatrix, QType};
+use ndarray::{Array2, ArrayView2};
+
+const ALL: [QType; 6] = [QType::F32, QType::F16, QType::BF16, QType::Q8_0, QType::Q4_0, QType::Q4_1];
+
+#[test]
+fn dequantised_tensors_are_bit_exact() {
+    for kind in TYPES {
+        let fx = Fixture::load(&format!("llama/llama_tiny_gguf_{kind}"));
+        let f = open(kind);
+        for name in ["blk.0.attn_q.weight", "blk.1.ffn_down.weight"] {
+            let want = fx.f32(&format!("dequant.{name}"));
+            let m = f.matrix(name).unwrap();
+            let got = m.dequantize().into_dyn();
+            assert_eq!(got.shape(), want.shape(), "{kind} {name}");
+            for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{kind} {name}[{i}]: {a} vs {b}");
+            }
+            assert_eq!(f.tensor_f32(name).unwrap(), want, "{kind} {name} via tensor_f32");
+            let mut row = vec![0.0; m.cols()];
+            m.dequantize_row(5, &mut row);
+            assert_eq!(row.as_slice(), want.as_slice().unwrap()[5 * m.cols()..6 * m.cols()].as_ref());
+        }
+    }
+}
+
+#[test]
+fn quantize_reproduces_the_files_bytes() {
+    let f32_file = open("f32");
+    let mut checked = 0;
+    for kind in ["f16", "q8_0", "q4_0", "q4_1"] {
+        let f = open(kind);
+        for t in f.tensors() {
+            let qtype = QType::from_ggml(t.ggml_type).unwrap();
+            if t.dims.len() != 2 {
+                continue;
+            }
+            let src = f32_file.matrix(&t.name).unwrap().dequantize();
+            let q = QMatrix::quantize(src.view(), qtype).unwrap();
+            let stored = f.matrix(&t.name).unwrap();
+            assert_eq!(q.qtype(), stored.qtype());
+            let (a, b): (&[u8], &[u8]) = (q.data(), stored.data());
+            if let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) {
+                panic!("{kind} {}: byte {i} differs ({} vs {})", t.name, a[i], b[i]);
+            }
+            assert_eq!(a.len(), b.len());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4 * 15);
+}
+
+#[test]
+fn quantize_rejects_ragged_rows() {
+    let e = QMatrix::quantize(Array2::zeros((2, 33)).view(), QType::Q4_0).unwrap_err().to_string();
+    assert!(e.contains("multiple of 32") && e.contains("[2, 33]"), "{e}");
+    assert!(QMatrix::quantize(Array2::zeros((2, 33)).view(), QType::F16).is_ok());
+}
+
+#[test]
+fn ggml_ids_and_sizes() {
+    for t in ALL {
+        assert_eq!(QType::from_ggml(t.ggml_id()).unwrap(), t);
+        assert_eq!(t.row_bytes(64), Some(64 / t.block_len() * t.block_bytes()));
+    }
+    assert_eq!(ALL.map(|t| t.block_bytes()), [4, 2, 2, 34, 18, 20]);
+    assert_eq!(QType::Q4_1.name(), "Q4_1");
+    assert_eq!(QType::Q8_0.row_bytes(31), None);
+    let e = QType::from_ggml(14).unwrap_err().to_string();
+    assert!(e.contains("ggml type 14 (Q6_K) is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"), "{e}");
+    assert!(["avx512", "avx2+fma", "scalar"].contains(&simd_path()));
+    assert_eq!(KernelPath::available().last(), Some(&KernelPath::Scalar));
+}
+
+/// A random weight matrix (with a spread of row scales) and its quantised form.
+fn weights(rows: usize, cols: usize, qtype: QType, seed: u64) -> QMatrix {
+    let w: Array2<f32> = random_tensor(&[rows, cols], seed).into_dimensionality().unwrap();
+    let w = Array2::from_shape_fn((rows, cols), |(r, c): (usize, usize)| w[[r, c]] * (0.05 + (r % 7) as f32 * 0.1));
+    QMatrix::quantize(w.view(), qtype).unwrap()
+}
+
+/// Checks `y` against the f64 product of the dequantised matrix: |err| ≤ tol·Σ|w·x| per entry.
+fn check(y: &Array2<f32>, w: &Array2<f32>, x: ArrayView2<f32>, tol: f64, what: &str) {
+    for i in 0..x.nrows() {
+        for r in 0..w.nrows() {
+            let (mut s, mut a) = (0.0f64, 0.0f64);
+            for c in 0..w.ncols() {
+                let p = w[[r, c]] as f64 * x[[i, c]] as f64;
+                s += p;
+                a += p.abs();
+            }
+            let err = (y[[i, r]] as f64 - s).abs();
+            assert!(err <= tol * a + 1e-30, "{what}: y[{i},{r}] = {} vs {s} (err {err:e}, Σ|wx| {a:e})", y[[i, r]]);
+        }
+    }
+}
+
+fn run(w: &QMatrix, path: KernelPath, x: ArrayView2<f32>, threads: usize) -> Array2<f32> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let mut y = Array2::from_elem((x.nrows(), w.rows()), f32::NAN);
+    pool.install(|| w.matmul_t_with(path, x, y.view_mut()));
+    y
+}
+
+#[test]
+fn matmul_t_matches_dequantise_then_f32_on_every_path() {
+    for qtype in ALL {
+        let mut shapes = vec![(67, 96), (33, 320), (9, 576)];
+        if qtype.block_len() == 1 {
+            shapes.push((5, 37)); // float rows with a SIMD tail
+        }
+        for (si, &(rows, cols)) in shapes.iter().enumerate() {
+            let w = weights(rows, cols, qtype, 11 + si as u64);
+            let wd = w.dequantize();
+            for m in [1usize, 2, 3, 6, 64, 300] {
+                if m == 300 && cols > 96 {
+                    continue; // keeps the f64 reference quick
+                }
+                let x: Array2<f32> = random_tensor(&[m, cols], 1000 + m as u64).into_dimensionality().unwrap();
+                let scalar = run(&w, KernelPath::Scalar, x.view(), 1);
+                for path in KernelPath::available() {
+                    let what = format!("{} {rows}x{cols} M={m} {}", qtype.name(), path.name());
+                    let y1 = run(&w, path, x.view(), 1);
+                    let y2 = run(&w, path, x.view(), 2);
+                    assert!(y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: 1 vs 2 threads differ");
+                    check(&y1, &wd, x.view(), 1e-6, &what);
+                    // SIMD against scalar: both within float rounding of each other.
+                    for (a, b) in y1.iter().zip(&scalar) {
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}: {a} vs scalar {b}");
+                    }
+                }
+                // The default entry point runs the detected path.
+                let mut y = Array2::zeros((m, rows));
+                w.matmul_t(x.view(), y.view_mut());
+                assert_eq!(y, run(&w, KernelPath::detected(), x.view(), 1));
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_t_takes_strided_activations_and_rows_agree_across_m() {
+    let w = weights(40, 64, QType::Q4_1, 3);
+    let xt: Array2<f32> = random_tensor(&[64, 5], 9).into_dimensionality().unwrap();
+    let x = xt.t(); // column-major (5, 64)
+    let mut y = Array2::zeros((5, 40));
+    w.matmul_t(x, y.view_mut());
+    let xs = x.as_standard_layout().into_owned();
+    let mut y1 = Array2::zeros((1, 40));
+    for i in 0..5 {
+        w.matmul_t(xs.slice(ndarray::s![i..i + 1, ..]), y1.view_mut());
+        // Decoding one row or five gives the same bits (same kernel, same order).
+        assert_eq!(y1.row(0), y.row(i));
+    }
+}
+
+#[test]
+#[should_panic(expected = "QMatrix::matmul_t: x is (2, 31)")]
+fn matmul_t_panics_on_a_shape_mismatch() {
+    let w = weights(4, 32, QType::Q8_0, 1);
+    let x = Array2::zeros((2, 31));
+    let mut y = Array2::zeros((2, 4));
+    w.matmul_t(x.view(), y.view_mut());
+}
