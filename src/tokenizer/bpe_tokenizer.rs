@@ -6,6 +6,7 @@ use super::added::AddedTokens;
 use super::bpe::{bpe, FastBuild, MergeMap};
 use super::bytes::{bytes_to_token, token_to_bytes, BYTE_TO_CHAR};
 use super::load::Merge;
+use super::parts::Parts;
 use super::pretokenize::Pretokenizer;
 use super::Tokenizer;
 use crate::error::{Error, Result};
@@ -141,16 +142,15 @@ impl BpeTokenizer {
     /// byte tokens are there. Real Llama-family vocabs lack a few (SmolLM2: 21 bytes that UTF-8
     /// text never or rarely holds, e.g. 0xC0, 0xFF, 0x04): such a byte encodes as the unknown
     /// token if there is one (as Hugging Face `tokenizers`) and is dropped otherwise (as llama.cpp).
-    pub(crate) fn build(
-        kind: &'static str,
-        tokens: Vec<String>,
-        ids: HashMap<String, u32>,
-        merge_list: Vec<Merge>,
-        added: &[(u32, bool)],
-        options: BpeOptions,
-        vocab_name: &str,
-        all_bytes: bool,
-    ) -> Result<Self> {
+    pub(crate) fn build(kind: &'static str, parts: Parts, all_bytes: bool) -> Result<Self> {
+        let Parts {
+            tokens,
+            ids,
+            merges: merge_list,
+            added,
+            options,
+            source: vocab_name,
+        } = parts;
         let mut byte_ids = [MISSING; 256];
         for (b, id) in byte_ids.iter_mut().enumerate() {
             let c = BYTE_TO_CHAR[b];
@@ -158,7 +158,7 @@ impl BpeTokenizer {
                 Some(&found) => *id = found,
                 None if all_bytes => {
                     return Err(Error::format(
-                        vocab_name,
+                        &vocab_name,
                         format!(
                             "no token {c:?} for the byte 0x{b:02X}; a byte-level BPE vocab has \
                              all 256 single-byte tokens"
@@ -178,16 +178,16 @@ impl BpeTokenizer {
         for (name, id) in named {
             if let Some(id) = id.filter(|&id| id >= n) {
                 return Err(Error::format(
-                    vocab_name,
+                    &vocab_name,
                     format!("{name} = {id} is not an id of the {n} tokens"),
                 ));
             }
         }
         let mut matched = Vec::with_capacity(added.len());
-        for &(id, special) in added {
+        for (id, special) in added {
             let token = tokens.get(id as usize).ok_or_else(|| {
                 Error::format(
-                    vocab_name,
+                    &vocab_name,
                     format!("added token id {id} is not an id of the {n} tokens"),
                 )
             })?;

@@ -119,6 +119,9 @@ impl BpeTokenizer {
     }
 }
 
+/// Where in the options a special-token id goes.
+type Slot = fn(&mut super::BpeOptions) -> &mut Option<usize>;
+
 /// Applies `tokenizer_config.json` to `parts` (see [`BpeTokenizer::with_tokenizer_config`]).
 fn apply_config(parts: &mut Parts, text: &str, source: &str) -> Result<()> {
     let bad = |message: String| Error::format(source, message);
@@ -169,7 +172,7 @@ fn apply_config(parts: &mut Parts, text: &str, source: &str) -> Result<()> {
             parts.mark_added(id, true);
         }
     }
-    let slots: [(&str, fn(&mut super::BpeOptions) -> &mut Option<usize>); 4] = [
+    let slots: [(&str, Slot); 4] = [
         ("bos_token", |o| &mut o.bos_token_id),
         ("eos_token", |o| &mut o.eos_token_id),
         ("pad_token", |o| &mut o.pad_token_id),

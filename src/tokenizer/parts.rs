@@ -120,16 +120,7 @@ impl Parts {
 
     /// Builds the tokenizer.
     pub(crate) fn build(self, kind: &'static str) -> Result<BpeTokenizer> {
-        BpeTokenizer::build(
-            kind,
-            self.tokens,
-            self.ids,
-            self.merges,
-            &self.added.into_iter().collect::<Vec<_>>(),
-            self.options,
-            &self.source,
-            false,
-        )
+        BpeTokenizer::build(kind, self, false)
     }
 }
 

@@ -47,10 +47,13 @@ fn set(meta: &mut Vec<(String, GgufValue)>, key: &str, value: GgufValue) {
     }
 }
 
+/// An edit of the file's contents.
+type Edit<'a> = Box<dyn FnOnce(&mut Vec<(String, GgufValue)>) + 'a>;
+
 #[test]
 fn hostile_gguf_tokenizer_metadata_is_an_error() {
     let s = |x: &str| GgufValue::String(x.to_string());
-    let cases: Vec<(Box<dyn FnOnce(&mut Vec<(String, GgufValue)>)>, &str)> = vec![
+    let cases: Vec<(Edit<'_>, &str)> = vec![
         (Box::new(|m| set(m, "tokenizer.ggml.model", s("llama"))), "tokenizer.ggml.model = \"llama\""),
         (Box::new(|m| set(m, "tokenizer.ggml.pre", s("qwen2"))), "\"qwen2\"; expected one of [\"gpt2\", \"smollm\""),
         (Box::new(|m| m.retain(|(k, _)| k != "tokenizer.ggml.pre")), "tokenizer.ggml.pre = missing"),
