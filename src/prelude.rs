@@ -15,5 +15,7 @@ pub use crate::optim::{
 };
 pub use crate::param::Param;
 pub use crate::tensor::Tensor;
-pub use crate::tokenizer::{Gpt2Tokenizer, Tokenizer};
+pub use crate::tokenizer::{
+    BpeTokenizer, ChatTemplate, EncodeOptions, Gpt2Tokenizer, Message, StreamDecoder, Tokenizer,
+};
 pub use rand::SeedableRng;

@@ -51,6 +51,13 @@ impl AddedTokens {
         ids
     }
 
+    /// The ids of all added tokens, ascending.
+    pub(crate) fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.entries.iter().map(|e| e.1).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The number of added tokens.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

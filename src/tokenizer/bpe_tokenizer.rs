@@ -6,11 +6,15 @@ use super::added::AddedTokens;
 use super::bpe::{bpe, FastBuild, MergeMap};
 use super::bytes::{bytes_to_token, token_to_bytes, BYTE_TO_CHAR};
 use super::load::Merge;
+use super::parts::Parts;
 use super::pretokenize::Pretokenizer;
 use super::Tokenizer;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// The byte id of a byte without a token.
+const MISSING: u32 = u32::MAX;
 
 /// At most this many distinct pre-tokens are kept in the merge cache (then it stops growing).
 const CACHE_CAPACITY: usize = 1 << 17;
@@ -106,14 +110,14 @@ pub(crate) struct Inner {
     pub(crate) ids: HashMap<String, u32>,
     /// `token_bytes[id]`: the bytes that id stands for.
     token_bytes: Vec<Box<[u8]>>,
-    /// `byte_ids[b]`: the id of the single-byte token of byte `b`.
+    /// `byte_ids[b]`: the id of the single-byte token of byte `b`, or [`MISSING`].
     byte_ids: [u32; 256],
     /// The merges in priority order.
     pub(crate) merge_list: Vec<Merge>,
     /// `(left, right) → (rank, merged)`.
     merges: MergeMap,
     /// The tokens matched whole in the text.
-    added: AddedTokens,
+    pub(crate) added: AddedTokens,
     /// Special ids and settings, checked against the vocab size.
     pub(crate) options: BpeOptions,
     /// Pre-token text → its ids.
@@ -133,29 +137,36 @@ impl std::fmt::Debug for BpeTokenizer {
 
 impl BpeTokenizer {
     /// Builds the tokenizer from checked parts (`ids` is the inverse of `tokens`, merges refer to
-    /// ids in range); `added` are `(id, special)` of the tokens matched whole. Checks the 256
-    /// byte tokens and that every id in `options` is below the vocab size.
-    pub(crate) fn build(
-        kind: &'static str,
-        tokens: Vec<String>,
-        ids: HashMap<String, u32>,
-        merge_list: Vec<Merge>,
-        added: &[(u32, bool)],
-        options: BpeOptions,
-        vocab_name: &str,
-    ) -> Result<Self> {
-        let mut byte_ids = [0u32; 256];
+    /// ids in range); `added` are `(id, special)` of the tokens matched whole. Checks that every
+    /// id in `options` is below the vocab size and, if `all_bytes` (GPT-2's files), that the 256
+    /// byte tokens are there. Real Llama-family vocabs lack a few (SmolLM2: 21 bytes that UTF-8
+    /// text never or rarely holds, e.g. 0xC0, 0xFF, 0x04): such a byte encodes as the unknown
+    /// token if there is one (as Hugging Face `tokenizers`) and is dropped otherwise (as llama.cpp).
+    pub(crate) fn build(kind: &'static str, parts: Parts, all_bytes: bool) -> Result<Self> {
+        let Parts {
+            tokens,
+            ids,
+            merges: merge_list,
+            added,
+            options,
+            source: vocab_name,
+        } = parts;
+        let mut byte_ids = [MISSING; 256];
         for (b, id) in byte_ids.iter_mut().enumerate() {
             let c = BYTE_TO_CHAR[b];
-            *id = *ids.get(c.encode_utf8(&mut [0; 4]) as &str).ok_or_else(|| {
-                Error::format(
-                    vocab_name,
-                    format!(
-                        "no token {c:?} for the byte 0x{b:02X}; a byte-level BPE vocab has all \
-                         256 single-byte tokens"
-                    ),
-                )
-            })?;
+            match ids.get(c.encode_utf8(&mut [0; 4]) as &str) {
+                Some(&found) => *id = found,
+                None if all_bytes => {
+                    return Err(Error::format(
+                        &vocab_name,
+                        format!(
+                            "no token {c:?} for the byte 0x{b:02X}; a byte-level BPE vocab has \
+                             all 256 single-byte tokens"
+                        ),
+                    ))
+                }
+                None => {}
+            }
         }
         let n = tokens.len();
         let named = [
@@ -167,16 +178,16 @@ impl BpeTokenizer {
         for (name, id) in named {
             if let Some(id) = id.filter(|&id| id >= n) {
                 return Err(Error::format(
-                    vocab_name,
+                    &vocab_name,
                     format!("{name} = {id} is not an id of the {n} tokens"),
                 ));
             }
         }
         let mut matched = Vec::with_capacity(added.len());
-        for &(id, special) in added {
+        for (id, special) in added {
             let token = tokens.get(id as usize).ok_or_else(|| {
                 Error::format(
-                    vocab_name,
+                    &vocab_name,
                     format!("added token id {id} is not an id of the {n} tokens"),
                 )
             })?;
@@ -333,9 +344,12 @@ impl BpeTokenizer {
     /// # Ok::<(), handgrad::Error>(())
     /// ```
     ///
+    /// A byte that has no single-byte token (real Llama-family vocabs lack a few, e.g. 0xFF)
+    /// becomes the unknown token if the tokenizer has one (as Hugging Face `tokenizers`), and is
+    /// dropped otherwise (as llama.cpp).
+    ///
     /// # Errors
-    /// None today (every byte has a token); the `Result` leaves room for vocabularies that
-    /// cannot represent some text.
+    /// None today; the `Result` leaves room for vocabularies that cannot represent some text.
     pub fn encode_with(&self, text: &str, options: EncodeOptions) -> Result<Vec<usize>> {
         let o = &self.inner.options;
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
@@ -361,8 +375,12 @@ impl BpeTokenizer {
         let inner = &*self.inner;
         let mut scratch = Vec::new();
         inner.options.pretokenizer.for_each_piece(text, |piece| {
+            let unk = inner.options.unk_token_id;
             if let [b] = piece.as_bytes() {
-                out.push(inner.byte_ids[*b as usize] as usize);
+                match inner.byte_ids[*b as usize] {
+                    MISSING => out.extend(unk),
+                    id => out.push(id as usize),
+                }
                 return;
             }
             // A poisoned lock only means another thread panicked mid-insert: the map is intact.
@@ -387,6 +405,15 @@ impl BpeTokenizer {
                     &inner.merges,
                     &mut scratch,
                 ),
+            }
+            if scratch.contains(&MISSING) {
+                // Bytes without a token: the unknown token, or nothing.
+                scratch.retain(|&id| id != MISSING || unk.is_some());
+                for id in &mut scratch {
+                    if *id == MISSING {
+                        *id = unk.map_or(MISSING, |u| u as u32);
+                    }
+                }
             }
             out.extend(scratch.iter().map(|&id| id as usize));
             if cache.len() < CACHE_CAPACITY {

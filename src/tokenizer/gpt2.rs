@@ -3,6 +3,7 @@
 
 use super::bpe_tokenizer::{BpeOptions, BpeTokenizer};
 use super::load::{parse_merges, parse_vocab, Merge};
+use super::parts::Parts;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -125,16 +126,16 @@ impl BpeTokenizer {
             unk_token_id: eos.map(|id| id as usize),
             ..BpeOptions::default()
         };
-        let added: Vec<(u32, bool)> = eos.map(|id| (id, true)).into_iter().collect();
-        Self::build(
-            "Gpt2Tokenizer",
+        let added = eos.map(|id| (id, true)).into_iter().collect();
+        let parts = Parts {
             tokens,
             ids,
             merges,
-            &added,
+            added,
             options,
-            vocab_name,
-        )
+            source: vocab_name.to_string(),
+        };
+        Self::build("Gpt2Tokenizer", parts, true)
     }
 
     /// Writes the vocab and merges as `vocab.json` and `merges.txt` (Hugging Face's names, with a

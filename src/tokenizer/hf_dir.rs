@@ -112,20 +112,15 @@ impl BpeTokenizer {
     /// [`Error::Format`] naming `tokenizer_config.json` for invalid JSON, a special token that
     /// is not in the vocab, or an `added_tokens_decoder` entry whose id holds another token.
     pub fn with_tokenizer_config(&self, config_json: &str) -> Result<Self> {
-        let inner = &self.inner;
-        let mut parts = Parts::new(
-            inner.tokens.clone(),
-            inner.options.clone(),
-            "tokenizer_config.json".into(),
-        )?;
-        parts.merges = inner.merge_list.clone();
-        for id in self.special_token_ids() {
-            parts.mark_added(id as u32, true);
-        }
+        let mut parts = self.to_parts();
+        parts.source = "tokenizer_config.json".into();
         apply_config(&mut parts, config_json, "tokenizer_config.json")?;
-        parts.build(inner.kind)
+        parts.build(self.inner.kind)
     }
 }
+
+/// Where in the options a special-token id goes.
+type Slot = fn(&mut super::BpeOptions) -> &mut Option<usize>;
 
 /// Applies `tokenizer_config.json` to `parts` (see [`BpeTokenizer::with_tokenizer_config`]).
 fn apply_config(parts: &mut Parts, text: &str, source: &str) -> Result<()> {
@@ -177,7 +172,7 @@ fn apply_config(parts: &mut Parts, text: &str, source: &str) -> Result<()> {
             parts.mark_added(id, true);
         }
     }
-    let slots: [(&str, fn(&mut super::BpeOptions) -> &mut Option<usize>); 4] = [
+    let slots: [(&str, Slot); 4] = [
         ("bos_token", |o| &mut o.bos_token_id),
         ("eos_token", |o| &mut o.eos_token_id),
         ("pad_token", |o| &mut o.pad_token_id),

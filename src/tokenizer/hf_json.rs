@@ -63,7 +63,7 @@ impl BpeTokenizer {
     /// that are not integers, repeat, or leave a gap that no added token fills; a merge whose
     /// tokens or result are not in the vocab; an added token with `lstrip`, `rstrip` or
     /// `single_word`; a normalizer; a pre-tokenizer, decoder or post-processor other than the
-    /// ones listed above; a vocab without the 256 byte tokens.
+    /// ones listed above.
     pub fn from_tokenizer_json_str(json: &str) -> Result<Self> {
         parse_tokenizer_json(json, "tokenizer.json")?.build("BpeTokenizer")
     }

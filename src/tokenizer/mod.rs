@@ -15,6 +15,7 @@ mod bpe_tokenizer;
 mod bytes;
 mod char;
 mod chat;
+mod gguf;
 mod gpt2;
 mod hf_dir;
 mod hf_json;

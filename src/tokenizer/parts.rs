@@ -120,15 +120,7 @@ impl Parts {
 
     /// Builds the tokenizer.
     pub(crate) fn build(self, kind: &'static str) -> Result<BpeTokenizer> {
-        BpeTokenizer::build(
-            kind,
-            self.tokens,
-            self.ids,
-            self.merges,
-            &self.added.into_iter().collect::<Vec<_>>(),
-            self.options,
-            &self.source,
-        )
+        BpeTokenizer::build(kind, self, false)
     }
 }
 
@@ -161,8 +153,9 @@ impl BpeTokenizer {
     ///
     /// # Errors
     /// [`Error::Format`] for: `token_types` of another length than `tokens` or a type outside
-    /// 1..=6; a merge that is not two tokens or whose tokens or result are not in the vocab; a
-    /// vocab without the 256 single-byte tokens; an id in `options` `>= tokens.len()`.
+    /// 1..=6; a merge that is not two tokens or whose tokens or result are not in the vocab; an
+    /// id in `options` `>= tokens.len()`. Single-byte tokens may be missing (see
+    /// [`BpeTokenizer::encode_with`]).
     pub fn from_parts(
         tokens: Vec<String>,
         token_types: Vec<i32>,
@@ -211,5 +204,39 @@ impl Parts {
             }
         }
         Ok(())
+    }
+}
+
+impl BpeTokenizer {
+    /// The same tokenizer with another pre-tokenizer (e.g. [`Pretokenizer::Gpt2`] to get
+    /// `transformers`' ids for a GGUF that says `smollm`).
+    pub fn with_pretokenizer(&self, pretokenizer: super::Pretokenizer) -> Self {
+        let inner = &self.inner;
+        let mut parts = self.to_parts();
+        parts.options.pretokenizer = pretokenizer;
+        match parts.build(inner.kind) {
+            Ok(tok) => tok,
+            Err(e) => unreachable!("the parts of a built tokenizer build again: {e}"),
+        }
+    }
+
+    /// The parts this tokenizer was built from.
+    pub(crate) fn to_parts(&self) -> Parts {
+        let inner = &self.inner;
+        let mut added: BTreeMap<u32, bool> = BTreeMap::new();
+        for id in self.special_token_ids() {
+            added.insert(id as u32, true);
+        }
+        for id in inner.added.ids() {
+            added.entry(id).or_insert(false);
+        }
+        Parts {
+            tokens: inner.tokens.clone(),
+            ids: inner.ids.clone(),
+            merges: inner.merge_list.clone(),
+            added,
+            options: inner.options.clone(),
+            source: inner.kind.to_string(),
+        }
     }
 }

@@ -122,6 +122,21 @@ impl Pretokenizer {
         }
     }
 
+    /// The pieces of `text`, in order (they concatenate to `text`); BPE merges within each.
+    ///
+    /// ```
+    /// use handgrad::tokenizer::Pretokenizer;
+    ///
+    /// assert_eq!(Pretokenizer::Gpt2.split("a  42"), ["a", " ", " 42"]);
+    /// assert_eq!(Pretokenizer::SmolLm.split("a  42"), ["a", "  ", "4", "2"]);
+    /// assert_eq!(Pretokenizer::Llama3.split("a  12345"), ["a", " ", " ", "123", "45"]);
+    /// ```
+    pub fn split(self, text: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.for_each_piece(text, |p| out.push(p));
+        out
+    }
+
     /// Calls `f` with each piece of `text` in order; the pieces concatenate to `text`.
     pub(crate) fn for_each_piece<'a>(self, text: &'a str, mut f: impl FnMut(&'a str)) {
         match self {

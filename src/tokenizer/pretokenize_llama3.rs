@@ -27,7 +27,7 @@ pub(crate) fn piece_len(s: &str) -> usize {
     let c1 = chars.next();
     let (k0, n0) = (class(c0), c0.len_utf8());
     if c0 == '\'' {
-        let rest = s[1..].as_bytes();
+        let rest = &s.as_bytes()[1..];
         let hit = CONTRACTIONS
             .iter()
             .find(|x| rest.len() >= x.len() && rest[..x.len()].eq_ignore_ascii_case(x.as_bytes()));

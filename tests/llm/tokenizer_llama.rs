@@ -39,7 +39,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 /// Every case of llama_tiny_tokenizer_cases.json: ids, token spellings, decoded text.
-fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
+pub(crate) fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
     let cases = json("llama_tiny_tokenizer_cases.json");
     assert_eq!(tok.vocab_size(), cases["vocab_size"].as_u64().unwrap() as usize, "{how}");
     assert_eq!(tok.num_merges(), cases["n_merges"].as_u64().unwrap() as usize, "{how}");
@@ -256,6 +256,9 @@ fn edited(f: impl FnOnce(&mut Value)) -> String {
     v.to_string()
 }
 
+/// An edit of the file's contents.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 #[test]
 fn tokenizer_json_variants_and_errors() {
     // Merges as "a b" strings instead of pairs.
@@ -295,7 +298,7 @@ fn tokenizer_json_variants_and_errors() {
     assert_eq!(llama3.decode(&llama3.encode(text).unwrap()).unwrap(), text);
 
     // Errors name the part that is not supported.
-    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (Box::new(|v| v["model"]["type"] = "WordPiece".into()), "model.type is \"WordPiece\""),
         (Box::new(|v| v["model"]["byte_fallback"] = true.into()), "byte_fallback"),
         (Box::new(|v| v["model"]["vocab"]["Ġt"] = 1_000_000_000_000u64.into()), "\"Ġt\" has the id 1000000000000"),
@@ -341,4 +344,31 @@ fn tokenizer_config_errors() {
     assert!(e.contains("gives id 5 to \"<x>\"") && e.contains("<file_sep>"), "{e}");
     let e = err_text(tok.with_tokenizer_config("[1]"));
     assert!(e.contains("expected a JSON object"), "{e}");
+}
+
+#[test]
+fn bytes_without_a_token_become_unk_or_nothing() {
+    // Real vocabs (SmolLM2) lack a few byte tokens: rename the tiny vocab's 0x04 token away.
+    let tok = BpeTokenizer::from_dir(fixtures().join("llama_tiny")).unwrap();
+    let mut tokens: Vec<String> = (0..tok.vocab_size())
+        .map(|id| tok.id_to_token(id).unwrap().to_string())
+        .collect();
+    let four = (0..tok.vocab_size())
+        .find(|&id| tok.decode_bytes(&[id]).unwrap() == [4])
+        .unwrap();
+    tokens[four] = "<unused>".into();
+    let merges: Vec<String> = tok.merges().map(|(a, b)| format!("{a} {b}")).collect();
+    let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
+    let with_unk = BpeOptions {
+        unk_token_id: Some(0),
+        ..Default::default()
+    };
+    let a = BpeTokenizer::from_parts(tokens.clone(), vec![], &merges, with_unk).unwrap();
+    let (x, y) = (tok.token_to_id("x").unwrap(), tok.token_to_id("y").unwrap());
+    assert_eq!(a.encode("x\u{4}y\u{4}").unwrap(), [x, 0, y, 0]);
+    let b = BpeTokenizer::from_parts(tokens, vec![], &merges, BpeOptions::default()).unwrap();
+    assert_eq!(b.encode("x\u{4}y\u{4}").unwrap(), [x, y]);
+    // GPT-2's own files must have all 256 (the vocab.json + merges.txt loaders say so).
+    let e = err_text(BpeTokenizer::from_strs("{\"a\": 0}", ""));
+    assert!(e.contains("no token 'Ā' for the byte 0x00"), "{e}");
 }

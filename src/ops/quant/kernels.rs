@@ -141,17 +141,23 @@ fn dot_scalar<const R: usize>(
     out
 }
 
-/// One weight row against `R` activation rows on `path`.
-fn dot<const R: usize>(
+/// Consecutive weight rows against `R` activation rows on `path`: `out[i·R + r]` for row `i`.
+fn dot_rows<const R: usize>(
     path: KernelPath,
     qtype: QType,
     w: &[u8],
     xs: [&[f32]; R],
     xsum: [&[f32]; R],
-) -> [f32; R] {
+    out: &mut [f32],
+) {
     match path {
-        KernelPath::Scalar => dot_scalar(qtype, w, xs, xsum),
-        _ => simd::dot(path, qtype, w, xs, xsum),
+        KernelPath::Scalar => {
+            let rb = qtype.row_bytes(xs[0].len()).expect("row length");
+            for (wr, o) in w.chunks_exact(rb).zip(out.chunks_exact_mut(R)) {
+                o.copy_from_slice(&dot_scalar(qtype, wr, xs, xsum));
+            }
+        }
+        _ => simd::dot_rows(path, qtype, w, xs, xsum, out),
     }
 }
 
@@ -205,30 +211,31 @@ fn matvec(path: KernelPath, w: &QMatrix, x: ArrayView2<f32>, mut y: ArrayViewMut
         .into_par_iter()
         .enumerate()
         .for_each(|(c, mut yc)| {
-            for j in 0..yc.ncols() {
-                let row = c * MATVEC_ROWS + j;
-                let wr = &data[row * rb..(row + 1) * rb];
-                let mut i = 0;
-                while i < m {
-                    let n = (m - i).min(GROUP);
-                    macro_rules! go {
-                        ($r:literal) => {{
-                            let xs: [&[f32]; $r] = std::array::from_fn(|k| xrow(i + k));
-                            let ss: [&[f32]; $r] = std::array::from_fn(|k| srow(i + k));
-                            let o = dot::<$r>(path, qtype, wr, xs, ss);
+            let (r0, n) = (c * MATVEC_ROWS, yc.ncols());
+            let wr = &data[r0 * rb..(r0 + n) * rb];
+            let mut out = [0.0f32; MATVEC_ROWS * GROUP];
+            let mut i = 0;
+            while i < m {
+                let g = (m - i).min(GROUP);
+                macro_rules! go {
+                    ($r:literal) => {{
+                        let xs: [&[f32]; $r] = std::array::from_fn(|k| xrow(i + k));
+                        let ss: [&[f32]; $r] = std::array::from_fn(|k| srow(i + k));
+                        dot_rows::<$r>(path, qtype, wr, xs, ss, &mut out[..n * $r]);
+                        for j in 0..n {
                             for k in 0..$r {
-                                yc[[i + k, j]] = o[k];
+                                yc[[i + k, j]] = out[j * $r + k];
                             }
-                        }};
-                    }
-                    match n {
-                        1 => go!(1),
-                        2 => go!(2),
-                        3 => go!(3),
-                        _ => go!(4),
-                    }
-                    i += n;
+                        }
+                    }};
                 }
+                match g {
+                    1 => go!(1),
+                    2 => go!(2),
+                    3 => go!(3),
+                    _ => go!(4),
+                }
+                i += g;
             }
         });
 }

@@ -11,24 +11,28 @@
 use super::kernels::KernelPath;
 use super::types::QType;
 
-/// `out[r] = Σ_j w[j]·xs[r][j]` on a SIMD path.
+/// `out[i·R + r] = Σ_j w_i[j]·xs[r][j]` for the consecutive weight rows `w_i` of `w`, on a SIMD
+/// path.
 ///
 /// # Shapes
-/// `w: (row_bytes(cols),)`, `xs[r]: (cols,)`, `xsum[r]: (cols / 32,)` (per-block sums of
-/// `xs[r]`, read for Q4_1 only) → `out: (R,)`.
+/// `w: (n · row_bytes(cols),)`, `xs[r]: (cols,)`, `xsum[r]: (cols / 32,)` (per-block sums of
+/// `xs[r]`, read for Q4_1 only) → `out: (n · R,)`.
 ///
 /// # Panics
 /// When a length does not match or `path` is not available on this CPU.
-pub(super) fn dot<const R: usize>(
+pub(super) fn dot_rows<const R: usize>(
     path: KernelPath,
     qtype: QType,
     w: &[u8],
     xs: [&[f32]; R],
     xsum: [&[f32]; R],
-) -> [f32; R] {
+    out: &mut [f32],
+) {
     let cols = xs[0].len();
     assert!(xs.iter().all(|x| x.len() == cols), "dot: activation rows differ in length");
-    assert_eq!(Some(w.len()), qtype.row_bytes(cols), "dot: weight row size");
+    let rb = qtype.row_bytes(cols).expect("dot: row length");
+    let n = out.len() / R;
+    assert!(out.len() == n * R && w.len() == n * rb, "dot: weight rows / outputs");
     if qtype == QType::Q4_1 {
         assert!(xsum.iter().all(|s| s.len() == cols / 32), "dot: block sums");
     }
@@ -37,21 +41,22 @@ pub(super) fn dot<const R: usize>(
     {
         let x = xs.map(|x| x.as_ptr());
         let s = xsum.map(|s| s.as_ptr());
+        let (w, o) = (w.as_ptr(), out.as_mut_ptr());
         // SAFETY: the CPU features of `path` were detected at run time (`is_available`); `w`
-        // holds exactly the row's blocks and every `xs[r]` `cols` values, `xsum[r]` `cols/32`
-        // values for Q4_1 (asserted above); the kernels read only inside those ranges, with
-        // unaligned loads.
+        // holds exactly `n` rows of `rb` bytes, `out` n·R values, every `xs[r]` `cols` values,
+        // `xsum[r]` `cols/32` values for Q4_1 (asserted above); the kernels read and write only
+        // inside those ranges, with unaligned accesses.
         unsafe {
             match path {
-                KernelPath::Avx512 => x86::avx512::dot::<R>(qtype, w.as_ptr(), cols, x, s),
-                KernelPath::Avx2Fma => x86::avx2::dot::<R>(qtype, w.as_ptr(), cols, x, s),
+                KernelPath::Avx512 => x86::avx512::dot_rows::<R>(qtype, w, rb, n, cols, x, s, o),
+                KernelPath::Avx2Fma => x86::avx2::dot_rows::<R>(qtype, w, rb, n, cols, x, s, o),
                 KernelPath::Scalar => unreachable!("dot: scalar path is not SIMD"),
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = xsum;
+        let _ = (xsum, rb);
         unreachable!("dot: no SIMD path on this architecture")
     }
 }
@@ -81,25 +86,40 @@ mod x86 {
         use super::{elem, QType, BF16, F16, F32};
         use std::arch::x86_64::*;
 
-        /// See [`super::super::dot`].
+        /// See [`super::super::dot_rows`].
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-        pub(in super::super) unsafe fn dot<const R: usize>(
+        pub(in super::super) unsafe fn dot_rows<const R: usize>(
             qtype: QType,
             w: *const u8,
+            rb: usize,
+            n: usize,
             cols: usize,
             x: [*const f32; R],
             xsum: [*const f32; R],
-        ) -> [f32; R] {
-            // SAFETY: forwarded from the caller's contract.
-            unsafe {
-                match qtype {
-                    QType::Q8_0 => q8_0::<R>(w, cols / 32, x),
-                    QType::Q4_0 => q4_0::<R>(w, cols / 32, x),
-                    QType::Q4_1 => q4_1::<R>(w, cols / 32, x, xsum),
-                    QType::F32 => float::<R, F32>(w, cols, x),
-                    QType::F16 => float::<R, F16>(w, cols, x),
-                    QType::BF16 => float::<R, BF16>(w, cols, x),
-                }
+            out: *mut f32,
+        ) {
+            let nb = cols / 32;
+            macro_rules! each_row {
+                ($f:expr) => {
+                    for i in 0..n {
+                        // SAFETY: forwarded from the caller's contract (row i < n).
+                        unsafe {
+                            let o: [f32; R] = $f(w.add(i * rb));
+                            for r in 0..R {
+                                *out.add(i * R + r) = o[r];
+                            }
+                        }
+                    }
+                };
+            }
+            match qtype {
+                QType::Q8_0 => each_row!(|p| q8_0::<R>(p, nb, x)),
+                QType::Q4_0 => each_row!(|p| q4_0::<R>(p, nb, x)),
+                QType::Q4_1 => each_row!(|p| q4_1::<R>(p, nb, x, xsum)),
+                QType::F32 => each_row!(|p| float::<R, F32>(p, cols, x)),
+                QType::F16 => each_row!(|p| float::<R, F16>(p, cols, x)),
+                QType::BF16 => each_row!(|p| float::<R, BF16>(p, cols, x)),
             }
         }
 
@@ -149,36 +169,58 @@ mod x86 {
 
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         unsafe fn q8_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm512_setzero_ps(); R]; 2];
-            for b in 0..nb {
+            let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (34 bytes) is inside the row.
                 unsafe {
-                    let p = w.add(34 * b);
+                    let p = w.add(34 * $b);
                     let d = scale(p);
                     let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i)));
                     let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18) as *const __m128i)));
-                    fma_block(&mut acc[b & 1], d, lo, hi, &x, b);
+                    fma_block(&mut $acc, d, lo, hi, &x, $b);
                 }
+                };
             }
-            finish(acc[0], acc[1], [0.0; R])
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
+            }
+            finish(acc0, acc1, [0.0; R])
         }
 
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         unsafe fn q4_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm512_setzero_ps(); R]; 2];
+            let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
             let (mask, eight) = (_mm512_set1_epi32(15), _mm512_set1_epi32(8));
-            for b in 0..nb {
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (18 bytes) is inside the row.
                 unsafe {
-                    let p = w.add(18 * b);
+                    let p = w.add(18 * $b);
                     let d = scale(p);
                     let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(2) as *const __m128i));
                     let lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, mask), eight));
                     let hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32::<4>(q), eight));
-                    fma_block(&mut acc[b & 1], d, lo, hi, &x, b);
+                    fma_block(&mut $acc, d, lo, hi, &x, $b);
                 }
+                };
             }
-            finish(acc[0], acc[1], [0.0; R])
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
+            }
+            finish(acc0, acc1, [0.0; R])
         }
 
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -188,30 +230,41 @@ mod x86 {
             x: [*const f32; R],
             xsum: [*const f32; R],
         ) -> [f32; R] {
-            let mut acc = [[_mm512_setzero_ps(); R]; 2];
-            let mut accm = [[0.0f32; R]; 2];
+            let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
+            let (mut accm0, mut accm1) = ([0.0f32; R], [0.0f32; R]);
             let mask = _mm512_set1_epi32(15);
-            for b in 0..nb {
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (20 bytes) is inside the row, xsum[r] has nb values.
                 unsafe {
-                    let p = w.add(20 * b);
+                    let p = w.add(20 * $b);
                     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
                     let d = _mm512_broadcastss_ps(dm);
                     let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
                     let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(4) as *const __m128i));
                     let lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, mask));
                     let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(q));
-                    fma_block(&mut acc[b & 1], d, lo, hi, &x, b);
+                    fma_block(&mut $acc, d, lo, hi, &x, $b);
                     for r in 0..R {
-                        accm[b & 1][r] += m * *xsum[r].add(b);
+                        $accm[r] += m * *xsum[r].add($b);
                     }
                 }
+                };
+            }
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
             }
             let mut extra = [0.0f32; R];
             for r in 0..R {
-                extra[r] = accm[0][r] + accm[1][r];
+                extra[r] = accm0[r] + accm1[r];
             }
-            finish(acc[0], acc[1], extra)
+            finish(acc0, acc1, extra)
         }
 
         /// 16 float-row values starting at element `i`, as f32.
@@ -232,15 +285,25 @@ mod x86 {
 
         #[target_feature(enable = "avx512f,avx2,fma,f16c")]
         unsafe fn float<const R: usize, const K: u8>(w: *const u8, n: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm512_setzero_ps(); R]; 2];
+            let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
             let mut i = 0;
-            while i + 16 <= n {
-                let k = (i / 16) & 1;
+            while i + 2 * 16 <= n {
+                // SAFETY (caller): elements i..i+2·16 are inside the row and every x[r].
+                unsafe {
+                    let (v0, v1) = (load16::<K>(w, i), load16::<K>(w, i + 16));
+                    for r in 0..R {
+                        acc0[r] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(x[r].add(i)), acc0[r]);
+                        acc1[r] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x[r].add(i + 16)), acc1[r]);
+                    }
+                }
+                i += 2 * 16;
+            }
+            if i + 16 <= n {
                 // SAFETY (caller): elements i..i+16 are inside the row and every x[r].
                 unsafe {
                     let v = load16::<K>(w, i);
                     for r in 0..R {
-                        acc[k][r] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x[r].add(i)), acc[k][r]);
+                        acc0[r] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x[r].add(i)), acc0[r]);
                     }
                 }
                 i += 16;
@@ -253,7 +316,7 @@ mod x86 {
                     tail[r] += v * unsafe { *x[r].add(j) };
                 }
             }
-            finish(acc[0], acc[1], tail)
+            finish(acc0, acc1, tail)
         }
     }
 
@@ -261,25 +324,40 @@ mod x86 {
         use super::{elem, QType, BF16, F16, F32};
         use std::arch::x86_64::*;
 
-        /// See [`super::super::dot`].
+        /// See [`super::super::dot_rows`].
+        #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(in super::super) unsafe fn dot<const R: usize>(
+        pub(in super::super) unsafe fn dot_rows<const R: usize>(
             qtype: QType,
             w: *const u8,
+            rb: usize,
+            n: usize,
             cols: usize,
             x: [*const f32; R],
             xsum: [*const f32; R],
-        ) -> [f32; R] {
-            // SAFETY: forwarded from the caller's contract.
-            unsafe {
-                match qtype {
-                    QType::Q8_0 => q8_0::<R>(w, cols / 32, x),
-                    QType::Q4_0 => q4_0::<R>(w, cols / 32, x),
-                    QType::Q4_1 => q4_1::<R>(w, cols / 32, x, xsum),
-                    QType::F32 => float::<R, F32>(w, cols, x),
-                    QType::F16 => float::<R, F16>(w, cols, x),
-                    QType::BF16 => float::<R, BF16>(w, cols, x),
-                }
+            out: *mut f32,
+        ) {
+            let nb = cols / 32;
+            macro_rules! each_row {
+                ($f:expr) => {
+                    for i in 0..n {
+                        // SAFETY: forwarded from the caller's contract (row i < n).
+                        unsafe {
+                            let o: [f32; R] = $f(w.add(i * rb));
+                            for r in 0..R {
+                                *out.add(i * R + r) = o[r];
+                            }
+                        }
+                    }
+                };
+            }
+            match qtype {
+                QType::Q8_0 => each_row!(|p| q8_0::<R>(p, nb, x)),
+                QType::Q4_0 => each_row!(|p| q4_0::<R>(p, nb, x)),
+                QType::Q4_1 => each_row!(|p| q4_1::<R>(p, nb, x, xsum)),
+                QType::F32 => each_row!(|p| float::<R, F32>(p, cols, x)),
+                QType::F16 => each_row!(|p| float::<R, F16>(p, cols, x)),
+                QType::BF16 => each_row!(|p| float::<R, BF16>(p, cols, x)),
             }
         }
 
@@ -343,16 +421,27 @@ mod x86 {
 
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn q8_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
-            for b in 0..nb {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (34 bytes) is inside the row.
                 unsafe {
-                    let p = w.add(34 * b);
+                    let p = w.add(34 * $b);
                     let v = [i8x8(p.add(2)), i8x8(p.add(10)), i8x8(p.add(18)), i8x8(p.add(26))];
-                    fma_block(&mut acc[b & 1], scale(p), v, &x, b);
+                    fma_block(&mut $acc, scale(p), v, &x, $b);
                 }
+                };
             }
-            finish(acc[0], acc[1], [0.0; R])
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
+            }
+            finish(acc0, acc1, [0.0; R])
         }
 
         /// The 32 nibbles of 16 bytes at p as f32, minus `off`: low nibbles then high nibbles.
@@ -375,15 +464,26 @@ mod x86 {
 
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn q4_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
-            for b in 0..nb {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (18 bytes) is inside the row.
                 unsafe {
-                    let p = w.add(18 * b);
-                    fma_block(&mut acc[b & 1], scale(p), nibbles(p.add(2), 8), &x, b);
+                    let p = w.add(18 * $b);
+                    fma_block(&mut $acc, scale(p), nibbles(p.add(2), 8), &x, $b);
                 }
+                };
             }
-            finish(acc[0], acc[1], [0.0; R])
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
+            }
+            finish(acc0, acc1, [0.0; R])
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -393,25 +493,36 @@ mod x86 {
             x: [*const f32; R],
             xsum: [*const f32; R],
         ) -> [f32; R] {
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
-            let mut accm = [[0.0f32; R]; 2];
-            for b in 0..nb {
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+            let (mut accm0, mut accm1) = ([0.0f32; R], [0.0f32; R]);
+            macro_rules! block {
+                ($b:expr, $acc:ident, $accm:ident) => {
                 // SAFETY (caller): block b (20 bytes) is inside the row, xsum[r] has nb values.
                 unsafe {
-                    let p = w.add(20 * b);
+                    let p = w.add(20 * $b);
                     let dm = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const i32).read_unaligned()));
                     let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                    fma_block(&mut acc[b & 1], _mm256_broadcastss_ps(dm), nibbles(p.add(4), 0), &x, b);
+                    fma_block(&mut $acc, _mm256_broadcastss_ps(dm), nibbles(p.add(4), 0), &x, $b);
                     for r in 0..R {
-                        accm[b & 1][r] += m * *xsum[r].add(b);
+                        $accm[r] += m * *xsum[r].add($b);
                     }
                 }
+                };
+            }
+            let mut b = 0;
+            while b + 2 <= nb {
+                block!(b, acc0, accm0);
+                block!(b + 1, acc1, accm1);
+                b += 2;
+            }
+            if b < nb {
+                block!(b, acc0, accm0);
             }
             let mut extra = [0.0f32; R];
             for r in 0..R {
-                extra[r] = accm[0][r] + accm[1][r];
+                extra[r] = accm0[r] + accm1[r];
             }
-            finish(acc[0], acc[1], extra)
+            finish(acc0, acc1, extra)
         }
 
         /// 8 float-row values starting at element `i`, as f32.
@@ -432,15 +543,25 @@ mod x86 {
 
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn float<const R: usize, const K: u8>(w: *const u8, n: usize, x: [*const f32; R]) -> [f32; R] {
-            let mut acc = [[_mm256_setzero_ps(); R]; 2];
+            let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
             let mut i = 0;
-            while i + 8 <= n {
-                let k = (i / 8) & 1;
+            while i + 2 * 8 <= n {
+                // SAFETY (caller): elements i..i+2·8 are inside the row and every x[r].
+                unsafe {
+                    let (v0, v1) = (load8::<K>(w, i), load8::<K>(w, i + 8));
+                    for r in 0..R {
+                        acc0[r] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(x[r].add(i)), acc0[r]);
+                        acc1[r] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(x[r].add(i + 8)), acc1[r]);
+                    }
+                }
+                i += 2 * 8;
+            }
+            if i + 8 <= n {
                 // SAFETY (caller): elements i..i+8 are inside the row and every x[r].
                 unsafe {
                     let v = load8::<K>(w, i);
                     for r in 0..R {
-                        acc[k][r] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x[r].add(i)), acc[k][r]);
+                        acc0[r] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x[r].add(i)), acc0[r]);
                     }
                 }
                 i += 8;
@@ -453,7 +574,7 @@ mod x86 {
                     tail[r] += v * unsafe { *x[r].add(j) };
                 }
             }
-            finish(acc[0], acc[1], tail)
+            finish(acc0, acc1, tail)
         }
     }
 }
