@@ -194,7 +194,10 @@ fn main() {
     let buf = vec![1.0f32; 128 << 20]; // 512 MB
     let bw = [read_bandwidth(&buf, 1), read_bandwidth(&buf, 2)];
     drop(buf);
-    println!("read bandwidth (sum of 512 MB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s", bw[0], bw[1]);
+    println!(
+        "read bandwidth (sum of 512 MB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s",
+        bw[0], bw[1]
+    );
     println!();
     println!("| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s | tokens/s |");
     println!("|---|---|---|---|---|---|---|");
