@@ -117,7 +117,11 @@ impl ImageFolder {
                     ),
                 ));
             }
-            classes.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            classes.push(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
             samples.extend(files.into_iter().map(|f| (f, label)));
         }
         Ok(ImageFolder {
@@ -203,7 +207,10 @@ impl ImageFolder {
     /// The random stream of sample `index` in `epoch`.
     fn sample_rng(&self, epoch: usize, index: usize) -> crate::init::Rng {
         // splitmix64 of the seed and the epoch selects the key, the sample index the stream
-        let mut z = self.seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.seed
+            ^ (epoch as u64)
+                .wrapping_add(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let mut rng = crate::init::rng(z ^ (z >> 31));

@@ -32,7 +32,8 @@ impl Sequential {
         ck.meta.insert("architecture".into(), self.architecture());
         ck.meta.insert("epoch".into(), epochs_done.to_string());
         ck.meta.insert("fit_seed".into(), self.fit_seed.to_string());
-        ck.meta.insert("frozen".into(), self.frozen_params().join("\n"));
+        ck.meta
+            .insert("frozen".into(), self.frozen_params().join("\n"));
         if let Some(c) = &self.compiled {
             ck.optimizer = c.optimizer.state();
             ck.meta

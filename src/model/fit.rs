@@ -326,35 +326,35 @@ impl Sequential {
         let (held_in, held_out);
         let (train, val): (&dyn BatchSource, Option<&dyn BatchSource>) =
             match (opts.validation_data, opts.validation_split) {
-            (Some(v), _) => (train, Some(v)),
-            (None, f) if f > 0.0 => {
-                let n_val = ((train.len() as f32) * f).round() as usize;
-                let n_train = train.len() - n_val;
-                if n_val == 0 || n_train == 0 {
-                    return Err(Error::config(
-                        "fit",
-                        "validation_split",
-                        f,
-                        format!(
-                            "a fraction leaving both parts non-empty for {} samples",
-                            train.len()
-                        ),
-                    ));
+                (Some(v), _) => (train, Some(v)),
+                (None, f) if f > 0.0 => {
+                    let n_val = ((train.len() as f32) * f).round() as usize;
+                    let n_train = train.len() - n_val;
+                    if n_val == 0 || n_train == 0 {
+                        return Err(Error::config(
+                            "fit",
+                            "validation_split",
+                            f,
+                            format!(
+                                "a fraction leaving both parts non-empty for {} samples",
+                                train.len()
+                            ),
+                        ));
+                    }
+                    held_in = crate::data::source::Range {
+                        inner: train,
+                        offset: 0,
+                        len: n_train,
+                    };
+                    held_out = crate::data::source::Range {
+                        inner: train,
+                        offset: n_train,
+                        len: n_val,
+                    };
+                    (&held_in, Some(&held_out))
                 }
-                held_in = crate::data::source::Range {
-                    inner: train,
-                    offset: 0,
-                    len: n_train,
-                };
-                held_out = crate::data::source::Range {
-                    inner: train,
-                    offset: n_train,
-                    len: n_val,
-                };
-                (&held_in, Some(&held_out))
-            }
-            _ => (train, None),
-        };
+                _ => (train, None),
+            };
         let loss = self.loss();
         let metrics = self.metrics();
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;

@@ -71,7 +71,12 @@ impl Sequential {
         self.set_requires_grad_prefix(prefix, true, "unfreeze")
     }
 
-    fn set_trainable_layers(&mut self, range: impl RangeBounds<usize>, on: bool, op: &str) -> Result<usize> {
+    fn set_trainable_layers(
+        &mut self,
+        range: impl RangeBounds<usize>,
+        on: bool,
+        op: &str,
+    ) -> Result<usize> {
         self.check_built()?;
         let n = self.layers.len();
         let start = match range.start_bound() {

@@ -69,10 +69,20 @@ impl RandomResizedCrop {
         }
         let ok = |(lo, hi): (f64, f64)| lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi;
         if !ok(self.scale) {
-            return Err(Error::config(op, "scale", format!("{:?}", self.scale), "0 < lo <= hi, finite"));
+            return Err(Error::config(
+                op,
+                "scale",
+                format!("{:?}", self.scale),
+                "0 < lo <= hi, finite",
+            ));
         }
         if !ok(self.ratio) {
-            return Err(Error::config(op, "ratio", format!("{:?}", self.ratio), "0 < lo <= hi, finite"));
+            return Err(Error::config(
+                op,
+                "ratio",
+                format!("{:?}", self.ratio),
+                "0 < lo <= hi, finite",
+            ));
         }
         Ok(())
     }
@@ -99,9 +109,15 @@ impl RandomResizedCrop {
         }
         let in_ratio = w as f64 / h as f64;
         let (cw, ch) = if in_ratio < self.ratio.0 {
-            (w, ((w as f64 / self.ratio.0).round_ties_even() as usize).clamp(1, h))
+            (
+                w,
+                ((w as f64 / self.ratio.0).round_ties_even() as usize).clamp(1, h),
+            )
         } else if in_ratio > self.ratio.1 {
-            (((h as f64 * self.ratio.1).round_ties_even() as usize).clamp(1, w), h)
+            (
+                ((h as f64 * self.ratio.1).round_ties_even() as usize).clamp(1, w),
+                h,
+            )
         } else {
             (w, h)
         };
@@ -170,9 +186,16 @@ impl TrainTransform {
     pub fn validate(&self) -> Result<()> {
         self.crop.validate()?;
         if !(0.0..=1.0).contains(&self.flip_prob) {
-            return Err(Error::config("TrainTransform", "flip_prob", self.flip_prob, "a value in [0, 1]"));
+            return Err(Error::config(
+                "TrainTransform",
+                "flip_prob",
+                self.flip_prob,
+                "a value in [0, 1]",
+            ));
         }
-        if self.std.iter().chain(&self.mean).any(|v| !v.is_finite()) || self.std.iter().any(|&s| s <= 0.0) {
+        if self.std.iter().chain(&self.mean).any(|v| !v.is_finite())
+            || self.std.iter().any(|&s| s <= 0.0)
+        {
             return Err(Error::config(
                 "TrainTransform",
                 "mean/std",

@@ -3,8 +3,12 @@
 //! Decoding uses the pure-Rust `image` crate (zune-jpeg for JPEG, png for PNG). Every image is
 //! converted to 8-bit RGB as Pillow's `Image.open(f).convert('RGB')` does: grey levels are
 //! replicated into R = G = B, alpha is dropped (not blended), palettes are expanded, 16-bit
-//! samples keep their high byte (Pillow reads 16-bit RGB PNGs that way). ICC profiles and EXIF
-//! orientation are not applied (neither does Pillow's `open`).
+//! colour samples keep their high byte (Pillow reads 16-bit RGB(A) PNGs that way). ICC profiles
+//! and EXIF orientation are not applied (neither does Pillow's `open`).
+//!
+//! One deliberate difference: Pillow opens a 16-bit GREY PNG as mode `I;16` and
+//! `convert('RGB')` then clips every value above 255 to 255 (most such images turn white);
+//! here 16-bit grey keeps its high byte like 16-bit colour does, so the picture survives.
 
 use crate::error::{Error, Result};
 use std::io::Cursor;
@@ -38,8 +42,7 @@ impl RgbImage {
     /// # Errors
     /// [`Error::Shape`] when `data.len() != h · w · 3` or a side is 0.
     pub fn new(w: usize, h: usize, data: Vec<u8>) -> Result<Self> {
-        if w == 0 || h == 0 || w.checked_mul(h).and_then(|n| n.checked_mul(3)) != Some(data.len())
-        {
+        if w == 0 || h == 0 || w.checked_mul(h).and_then(|n| n.checked_mul(3)) != Some(data.len()) {
             return Err(Error::shape(
                 "RgbImage::new",
                 format!("{h}·{w}·3 bytes (HWC) for a non-empty {w}×{h} image"),
@@ -110,7 +113,11 @@ pub fn decode_rgb(bytes: &[u8], name: &str) -> Result<RgbImage> {
     let data: Vec<u8> = match img {
         D::ImageRgb8(b) => b.into_raw(),
         D::ImageLuma8(b) => b.into_raw().iter().flat_map(|&l| [l, l, l]).collect(),
-        D::ImageLumaA8(b) => b.into_raw().chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
+        D::ImageLumaA8(b) => b
+            .into_raw()
+            .chunks_exact(2)
+            .flat_map(|p| [p[0]; 3])
+            .collect(),
         D::ImageRgba8(b) => b
             .into_raw()
             .chunks_exact(4)
@@ -149,7 +156,10 @@ fn check_jpeg_complete(bytes: &[u8]) -> std::result::Result<(), String> {
             return Err(truncated(pos));
         }
         if bytes[pos] != 0xFF {
-            return Err(format!("corrupt JPEG: expected a marker at byte {pos}, found 0x{:02X}", bytes[pos]));
+            return Err(format!(
+                "corrupt JPEG: expected a marker at byte {pos}, found 0x{:02X}",
+                bytes[pos]
+            ));
         }
         let marker = bytes[pos + 1];
         if marker == 0xFF {

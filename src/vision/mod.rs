@@ -1,6 +1,16 @@
-//! Vision: decoding photos ([`image_io`]), Pillow-exact resizing ([`resize`]), torchvision's
+//! Vision: decoding photos ([`image_io`]), Pillow-exact resizing ([`mod@resize`]), torchvision's
 //! transforms and presets ([`transforms`]), training augmentation ([`augment`]), the ImageNet
 //! class names ([`imagenet`]) and two embedded sample photos.
+//!
+//! ```
+//! use handgrad::vision::{self, imagenet, Preprocess};
+//! let (name, jpeg) = vision::sample_photos()[1];
+//! let img = vision::decode_rgb(jpeg, name)?;               // 640×427 RGB, as PIL decodes it
+//! let x = Preprocess::imagenet_eval(224).apply(&img)?;   // resize 256 bicubic, crop 224, ±1
+//! assert_eq!(x.shape(), &[1, 3, 224, 224]);
+//! assert_eq!(imagenet::class_name(985), Some("daisy"));
+//! # Ok::<(), handgrad::Error>(())
+//! ```
 
 pub mod augment;
 pub mod image_io;

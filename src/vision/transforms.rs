@@ -155,7 +155,13 @@ impl Preprocess {
     /// to `floor(crop / 0.875)` (256 for 224) with [`Filter::Bicubic`], centre crop `crop`, then
     /// `mean = std = 0.5` (values in `[−1, 1]`).
     pub fn imagenet_eval(crop: usize) -> Self {
-        Preprocess::new(resize_for_crop(crop), crop, Filter::Bicubic, [0.5; 3], [0.5; 3])
+        Preprocess::new(
+            resize_for_crop(crop),
+            crop,
+            Filter::Bicubic,
+            [0.5; 3],
+            [0.5; 3],
+        )
     }
 
     /// torchvision's classic ImageNet eval transform at `crop` pixels: `Resize(floor(crop /
@@ -184,7 +190,9 @@ impl Preprocess {
                 "sizes of at least 1",
             ));
         }
-        if self.std.iter().chain(&self.mean).any(|v| !v.is_finite()) || self.std.iter().any(|&s| s <= 0.0) {
+        if self.std.iter().chain(&self.mean).any(|v| !v.is_finite())
+            || self.std.iter().any(|&s| s <= 0.0)
+        {
             return Err(Error::config(
                 "Preprocess",
                 "mean/std",
@@ -218,7 +226,11 @@ impl Preprocess {
     /// # Errors
     /// As [`Preprocess::validate`].
     pub fn apply(&self, img: &RgbImage) -> Result<Tensor> {
-        Ok(to_tensor_normalized(&self.apply_image(img)?, self.mean, self.std))
+        Ok(to_tensor_normalized(
+            &self.apply_image(img)?,
+            self.mean,
+            self.std,
+        ))
     }
 
     /// Writes one image's `(3, crop, crop)` input into `out`.
@@ -239,7 +251,12 @@ impl Preprocess {
     pub fn load_batch<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Result<Tensor> {
         self.validate()?;
         if paths.is_empty() {
-            return Err(Error::config("Preprocess::load_batch", "paths", "[]", "at least one file"));
+            return Err(Error::config(
+                "Preprocess::load_batch",
+                "paths",
+                "[]",
+                "at least one file",
+            ));
         }
         let per = 3 * self.crop * self.crop;
         let mut data = vec![0f32; paths.len() * per];
@@ -250,7 +267,9 @@ impl Preprocess {
             .collect();
         // the first failure in `paths` order, whatever the thread count
         results.into_iter().collect::<Result<Vec<()>>>()?;
-        Ok(Tensor::from_shape_vec(IxDyn(&[paths.len(), 3, self.crop, self.crop]), data)
-            .expect("N·3·crop·crop values"))
+        Ok(
+            Tensor::from_shape_vec(IxDyn(&[paths.len(), 3, self.crop, self.crop]), data)
+                .expect("N·3·crop·crop values"),
+        )
     }
 }

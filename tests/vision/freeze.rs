@@ -22,7 +22,10 @@ fn bits(t: &Tensor) -> Vec<u32> {
 }
 
 fn snapshot(m: &Sequential) -> Vec<(String, Vec<u32>)> {
-    m.params().into_iter().map(|(n, p)| (n, bits(&p.value))).collect()
+    m.params()
+        .into_iter()
+        .map(|(n, p)| (n, bits(&p.value)))
+        .collect()
 }
 
 fn train_data() -> Dataset {
@@ -32,17 +35,37 @@ fn train_data() -> Dataset {
 #[test]
 fn frozen_parameters_stay_bit_identical_under_every_optimizer() {
     let data = train_data();
-    let opts: Vec<(&str, Box<dyn Fn(&mut Sequential)>)> = vec![
-        ("Adam+L2", Box::new(|m| {
-            m.compile(Adam::new(1e-2).weight_decay(1e-2), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
-        })),
-        ("AdamW", Box::new(|m| {
-            m.compile(AdamW::new(1e-2), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
-        })),
-        ("SGD momentum", Box::new(|m| {
-            m.compile(Sgd::new(0.05).momentum(0.9).weight_decay(1e-3), Loss::SparseCategoricalCrossentropy, &[])
+    type Compile = Box<dyn Fn(&mut Sequential)>;
+    let opts: Vec<(&str, Compile)> = vec![
+        (
+            "Adam+L2",
+            Box::new(|m| {
+                m.compile(
+                    Adam::new(1e-2).weight_decay(1e-2),
+                    Loss::SparseCategoricalCrossentropy,
+                    &[],
+                )
                 .unwrap();
-        })),
+            }),
+        ),
+        (
+            "AdamW",
+            Box::new(|m| {
+                m.compile(AdamW::new(1e-2), Loss::SparseCategoricalCrossentropy, &[])
+                    .unwrap();
+            }),
+        ),
+        (
+            "SGD momentum",
+            Box::new(|m| {
+                m.compile(
+                    Sgd::new(0.05).momentum(0.9).weight_decay(1e-3),
+                    Loss::SparseCategoricalCrossentropy,
+                    &[],
+                )
+                .unwrap();
+            }),
+        ),
     ];
     for (name, compile) in opts {
         let mut m = model(1);
@@ -51,16 +74,33 @@ fn frozen_parameters_stay_bit_identical_under_every_optimizer() {
         assert_eq!(m.freeze("2.bias").unwrap(), 1, "{name}");
         let before = snapshot(&m);
         let h = m
-            .fit(&data, FitOptions::new().epochs(2).batch_size(32).verbose(Verbose::Silent))
+            .fit(
+                &data,
+                FitOptions::new()
+                    .epochs(2)
+                    .batch_size(32)
+                    .verbose(Verbose::Silent),
+            )
             .unwrap();
         assert!(h.loss()[1] < h.loss()[0], "{name}: {:?}", h.loss());
         for ((n, b), (_, a)) in before.iter().zip(snapshot(&m)) {
             let frozen = n.starts_with("0.") || n == "2.bias";
-            assert_eq!(b == &a, frozen, "{name}: {n} frozen = {frozen} but changed = {}", b != &a);
+            assert_eq!(
+                b == &a,
+                frozen,
+                "{name}: {n} frozen = {frozen} but changed = {}",
+                b != &a
+            );
         }
         // no optimizer state was created for a frozen parameter
         let state = m.optimizer_mut().unwrap().state();
-        assert!(state.keys().all(|k| !k.starts_with("0.") && !k.starts_with("2.bias.")), "{name}: {:?}", state.keys());
+        assert!(
+            state
+                .keys()
+                .all(|k| !k.starts_with("0.") && !k.starts_with("2.bias.")),
+            "{name}: {:?}",
+            state.keys()
+        );
         assert!(state.keys().any(|k| k.starts_with("2.weight.")), "{name}");
     }
 }
@@ -69,13 +109,16 @@ fn frozen_parameters_stay_bit_identical_under_every_optimizer() {
 fn unfreezing_resumes_training() {
     let data = train_data();
     let mut m = model(2);
-    m.compile(Adam::new(1e-2), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    m.compile(Adam::new(1e-2), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     m.freeze("").unwrap();
     let before = snapshot(&m);
-    m.fit(&data, FitOptions::new().verbose(Verbose::Silent)).unwrap();
+    m.fit(&data, FitOptions::new().verbose(Verbose::Silent))
+        .unwrap();
     assert_eq!(before, snapshot(&m), "everything frozen: nothing moves");
     assert_eq!(m.unfreeze("4").unwrap(), 2);
-    m.fit(&data, FitOptions::new().verbose(Verbose::Silent)).unwrap();
+    m.fit(&data, FitOptions::new().verbose(Verbose::Silent))
+        .unwrap();
     let after = snapshot(&m);
     for ((n, b), (_, a)) in before.iter().zip(&after) {
         assert_eq!(b == a, !n.starts_with("4."), "{n}");
@@ -88,7 +131,11 @@ fn summary_and_counts_report_trainable_and_frozen() {
     let total = 64 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10;
     assert_eq!(m.param_count(), total);
     assert_eq!(m.trainable_param_count(), total);
-    assert!(m.summary().contains("Non-trainable params: 0\n"), "{}", m.summary());
+    assert!(
+        m.summary().contains("Non-trainable params: 0\n"),
+        "{}",
+        m.summary()
+    );
     assert_eq!(m.freeze_layers(..2).unwrap(), 2); // layer 0 (Dense) and 1 (ReLU)
     assert_eq!(m.non_trainable_param_count(), 64 * 16 + 16);
     assert_eq!(m.trainable_param_count(), total - 1040);
@@ -128,12 +175,14 @@ fn selection_errors_name_what_was_asked() {
 #[test]
 fn checkpoints_keep_the_frozen_flags() {
     let mut m = model(4);
-    m.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    m.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     m.freeze("2").unwrap();
     let path = std::env::temp_dir().join(format!("handgrad-freeze-{}.ckpt", std::process::id()));
     m.save_checkpoint(&path, 1).unwrap();
     let mut n = model(5);
-    n.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    n.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     n.freeze("0").unwrap();
     assert_eq!(n.load_checkpoint(&path).unwrap(), 1);
     assert_eq!(n.frozen_params(), vec!["2.weight", "2.bias"]);
@@ -151,7 +200,8 @@ fn clipping_and_direct_optimizer_steps_skip_frozen_parameters() {
     assert_eq!(norm, 5.0, "the frozen gradient is not part of the norm");
     let value = a.value.clone();
     let mut opt = AdamW::new(0.1);
-    opt.step(&mut [("a".into(), &mut a), ("b".into(), &mut b)]).unwrap();
+    opt.step(&mut [("a".into(), &mut a), ("b".into(), &mut b)])
+        .unwrap();
     assert_eq!(bits(&a.value), bits(&value));
     assert!(opt.state().keys().all(|k| k.starts_with("b.")));
 }
@@ -168,13 +218,21 @@ fn batch_norm_of_a_frozen_layer_still_follows_the_mode() {
         .add(Dense::new(2).softmax())
         .build(&mut handgrad::init::rng(0))
         .unwrap();
-    m.compile(Sgd::new(0.1), Loss::SparseCategoricalCrossentropy, &[]).unwrap();
+    m.compile(Sgd::new(0.1), Loss::SparseCategoricalCrossentropy, &[])
+        .unwrap();
     assert_eq!(m.freeze("1").unwrap(), 2);
     let x = random_tensor(&[8, 1, 6, 6], 3);
     let data = Dataset::new(x, vec![0, 1, 0, 1, 1, 0, 0, 1]).unwrap();
     let before = snapshot(&m);
     let mean_before = m.state_dict()["1.running_mean"].clone();
-    m.fit(&data, FitOptions::new().epochs(2).batch_size(4).verbose(Verbose::Silent)).unwrap();
+    m.fit(
+        &data,
+        FitOptions::new()
+            .epochs(2)
+            .batch_size(4)
+            .verbose(Verbose::Silent),
+    )
+    .unwrap();
     let after = snapshot(&m);
     for ((n, b), (_, a)) in before.iter().zip(&after) {
         assert_eq!(b == a, n.starts_with("1."), "{n}");

@@ -38,13 +38,21 @@ fn make_folder(name: &str, per_class: u32) -> PathBuf {
             };
             img.save_with_format(
                 &file,
-                if i % 4 == 1 || i % 4 == 2 { image::ImageFormat::Jpeg } else { image::ImageFormat::Png },
+                if i % 4 == 1 || i % 4 == 2 {
+                    image::ImageFormat::Jpeg
+                } else {
+                    image::ImageFormat::Png
+                },
             )
             .unwrap();
         }
         std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
     }
-    std::fs::write(root.join("README.md"), "a file at the top level is not a class").unwrap();
+    std::fs::write(
+        root.join("README.md"),
+        "a file at the top level is not a class",
+    )
+    .unwrap();
     root
 }
 
@@ -68,9 +76,23 @@ fn scans_classes_files_and_labels_like_torchvision() {
     // files of a class: sorted names first, then the nested folder
     let names: Vec<String> = f.samples()[..5]
         .iter()
-        .map(|(p, _)| p.strip_prefix(root.join("brick")).unwrap().display().to_string())
+        .map(|(p, _)| {
+            p.strip_prefix(root.join("brick"))
+                .unwrap()
+                .display()
+                .to_string()
+        })
         .collect();
-    assert_eq!(names, ["IMG2.JPEG", "img0.png", "img1.jpg", "img4.png", "nested/img3.png"]);
+    assert_eq!(
+        names,
+        [
+            "IMG2.JPEG",
+            "img0.png",
+            "img1.jpg",
+            "img4.png",
+            "nested/img3.png"
+        ]
+    );
     assert!(f.samples().iter().all(|(p, _)| !p.ends_with("notes.txt")));
     assert_eq!(BatchSource::sample_shape(&f), vec![3, 12, 12]);
 
@@ -88,16 +110,25 @@ fn folder_errors_name_the_folder() {
     std::fs::create_dir_all(root.join("empty")).unwrap();
     std::fs::write(root.join("empty").join("list.csv"), "a,b").unwrap();
     let err = ImageFolder::new(&root, pre()).unwrap_err().to_string();
-    assert!(err.contains(&root.join("empty").display().to_string()), "{err}");
+    assert!(
+        err.contains(&root.join("empty").display().to_string()),
+        "{err}"
+    );
     assert!(err.contains("jpg"), "{err}");
 
     let flat = temp_dir("if-no-classes");
     std::fs::write(flat.join("a.png"), "x").unwrap();
     let err = ImageFolder::new(&flat, pre()).unwrap_err().to_string();
-    assert!(err.contains(&flat.display().to_string()) && err.contains("class"), "{err}");
+    assert!(
+        err.contains(&flat.display().to_string()) && err.contains("class"),
+        "{err}"
+    );
 
     let err = ImageFolder::new(flat.join("absent"), pre()).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("absent"), "{err}");
+    assert!(
+        matches!(err, Error::Io { .. }) && err.to_string().contains("absent"),
+        "{err}"
+    );
 
     let root = make_folder("if-aug-size", 1);
     let err = ImageFolder::new(&root, pre())
@@ -111,9 +142,17 @@ fn folder_errors_name_the_folder() {
 #[test]
 fn a_corrupt_file_fails_its_batch_naming_it() {
     let root = make_folder("if-corrupt", 3);
-    std::fs::write(root.join("grass").join("broken.jpg"), b"\xFF\xD8\xFF\xE0 not really").unwrap();
+    std::fs::write(
+        root.join("grass").join("broken.jpg"),
+        b"\xFF\xD8\xFF\xE0 not really",
+    )
+    .unwrap();
     let f = ImageFolder::new(&root, pre()).unwrap(); // only paths are read here
-    let broken = f.samples().iter().position(|(p, _)| p.ends_with("broken.jpg")).unwrap();
+    let broken = f
+        .samples()
+        .iter()
+        .position(|(p, _)| p.ends_with("broken.jpg"))
+        .unwrap();
     let err = f.batch(&[0, broken, 1], None).unwrap_err().to_string();
     assert!(err.contains("broken.jpg"), "{err}");
     assert!(f.batch(&[0, 1], None).is_ok());
@@ -144,19 +183,32 @@ fn augmentation_is_seeded_per_sample_and_thread_count_independent() {
     assert_ne!(bits(&a), bits(&c), "another epoch draws other crops");
     // a sample's augmentation does not depend on the batch it is in
     let (one, _) = f.batch(&[idx[5]], Some(0)).unwrap();
-    assert_eq!(bits(&one), bits(&a.index_axis(ndarray::Axis(0), 5).to_owned()));
+    assert_eq!(
+        bits(&one),
+        bits(&a.index_axis(ndarray::Axis(0), 5).to_owned())
+    );
     // the seed matters; evaluation batches are not augmented
-    let g = ImageFolder::new(&root, pre()).unwrap().with_augmentation(aug).unwrap().with_seed(4);
+    let g = ImageFolder::new(&root, pre())
+        .unwrap()
+        .with_augmentation(aug)
+        .unwrap()
+        .with_seed(4);
     assert_ne!(bits(&g.batch(&idx, Some(0)).unwrap().0), bits(&a));
     let plain = ImageFolder::new(&root, pre()).unwrap();
-    assert_eq!(bits(&g.batch(&idx, None).unwrap().0), bits(&plain.batch(&idx, None).unwrap().0));
+    assert_eq!(
+        bits(&g.batch(&idx, None).unwrap().0),
+        bits(&plain.batch(&idx, None).unwrap().0)
+    );
 }
 
 #[test]
 fn random_resized_crop_follows_torchvision_bounds() {
     use handgrad::vision::RandomResizedCrop;
     let c = RandomResizedCrop::new(8);
-    assert_eq!((c.scale, c.ratio, c.filter), ((0.08, 1.0), (0.75, 4.0 / 3.0), Filter::Bilinear));
+    assert_eq!(
+        (c.scale, c.ratio, c.filter),
+        ((0.08, 1.0), (0.75, 4.0 / 3.0), Filter::Bilinear)
+    );
     let mut rng = handgrad::init::rng(1);
     for _ in 0..500 {
         let (top, left, h, w) = c.sample(64, 48, &mut rng);
@@ -170,7 +222,11 @@ fn random_resized_crop_follows_torchvision_bounds() {
     let (top, left, h, w) = c.sample(100, 1, &mut rng);
     assert_eq!((top, h), (0, 1));
     assert_eq!((w, left), (1, 49)); // round(1 · 4/3) = 1, centred
-    let err = RandomResizedCrop::new(8).with_scale(0.5, 0.1).validate().unwrap_err().to_string();
+    let err = RandomResizedCrop::new(8)
+        .with_scale(0.5, 0.1)
+        .validate()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("scale"), "{err}");
 }
 
@@ -180,8 +236,12 @@ fn tiny_model(seed: u64) -> Sequential {
         .add(Dense::new(3).softmax())
         .build(&mut handgrad::init::rng(seed))
         .unwrap();
-    m.compile(Adam::new(1e-2), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])
-        .unwrap();
+    m.compile(
+        Adam::new(1e-2),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )
+    .unwrap();
     m
 }
 
@@ -196,19 +256,35 @@ fn fit_streams_an_image_folder_and_learns() {
         .with_seed(11);
     let val = ImageFolder::new(&val_root, pre()).unwrap();
     let mut m = tiny_model(0);
-    let opts = FitOptions::new().epochs(6).batch_size(8).verbose(Verbose::Silent).seed(5);
+    let opts = FitOptions::new()
+        .epochs(6)
+        .batch_size(8)
+        .verbose(Verbose::Silent)
+        .seed(5);
     let h = m.fit(&train, opts.validation_data(&val)).unwrap();
     let loss = h.loss();
     assert_eq!(loss.len(), 6);
     assert!(loss[5] < 0.5 * loss[0], "loss did not drop: {loss:?}");
-    assert_eq!(h.val_accuracy().last(), Some(&1.0), "{:?}", h.val_accuracy());
+    assert_eq!(
+        h.val_accuracy().last(),
+        Some(&1.0),
+        "{:?}",
+        h.val_accuracy()
+    );
     let logs = m.evaluate(&val).unwrap();
     assert_eq!(logs["accuracy"], 1.0);
 
     // same seeds → the same weights, bit for bit; validation_split works on a folder too
     let mut a = tiny_model(0);
     let mut b = tiny_model(0);
-    let o = || FitOptions::new().epochs(2).batch_size(5).verbose(Verbose::Silent).seed(9).validation_split(0.25);
+    let o = || {
+        FitOptions::new()
+            .epochs(2)
+            .batch_size(5)
+            .verbose(Verbose::Silent)
+            .seed(9)
+            .validation_split(0.25)
+    };
     let ha = a.fit(&train, o()).unwrap();
     b.fit(&train, o()).unwrap();
     assert_eq!(ha.val_loss().len(), 2);
@@ -219,11 +295,15 @@ fn fit_streams_an_image_folder_and_learns() {
 
 #[test]
 fn a_dataset_is_a_batch_source() {
-    let d = Dataset::from_flat((0..12).map(|v| v as f32).collect(), &[3], vec![0, 1, 0, 1]).unwrap();
+    let d =
+        Dataset::from_flat((0..12).map(|v| v as f32).collect(), &[3], vec![0, 1, 0, 1]).unwrap();
     let (x, y) = BatchSource::batch(&d, &[3, 1], Some(0)).unwrap();
     assert_eq!(x.shape(), &[2, 3]);
     assert_eq!(y, vec![1, 1]);
-    assert_eq!(x.iter().copied().collect::<Vec<_>>(), vec![9.0, 10.0, 11.0, 3.0, 4.0, 5.0]);
+    assert_eq!(
+        x.iter().copied().collect::<Vec<_>>(),
+        vec![9.0, 10.0, 11.0, 3.0, 4.0, 5.0]
+    );
     let err = BatchSource::batch(&d, &[4], None).unwrap_err().to_string();
     assert!(err.contains("index 4"), "{err}");
     assert_eq!(BatchSource::sample_shape(&d), vec![3]);

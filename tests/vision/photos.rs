@@ -44,7 +44,11 @@ fn preprocessing_is_bit_exact_with_pil_and_torchvision() {
         let img = pil_rgb(photo);
         assert_eq!((img.w, img.h), (640, 427));
         let resized = vision::resize_short_side(&img, 256, Filter::Bicubic).unwrap();
-        assert_eq!((resized.w, resized.h), (383, 256), "{photo}: torchvision Resize(256)");
+        assert_eq!(
+            (resized.w, resized.h),
+            (383, 256),
+            "{photo}: torchvision Resize(256)"
+        );
         assert_eq!(transforms::center_offsets(383, 256, 224, 224), (80, 16));
         let x = Preprocess::imagenet_eval(224).apply(&img).unwrap();
         let want = fixture(photo).f32("input");
@@ -64,7 +68,11 @@ fn jpeg_decoder_is_within_the_measured_tolerance_of_pil() {
     for (photo, (file, bytes)) in ["china", "flower"].iter().zip(photos) {
         assert_eq!(file, format!("{photo}.jpg"));
         let (_, jpeg) = u8_tensor(photo, "jpeg");
-        assert_eq!(bytes, &jpeg[..], "{file}: embedded bytes = the fixture's JPEG");
+        assert_eq!(
+            bytes,
+            &jpeg[..],
+            "{file}: embedded bytes = the fixture's JPEG"
+        );
         let ours = decode_rgb(bytes, file).unwrap();
         let pil = pil_rgb(photo);
         assert_eq!((ours.w, ours.h), (pil.w, pil.h));
@@ -82,11 +90,18 @@ fn jpeg_decoder_is_within_the_measured_tolerance_of_pil() {
         // end to end (our decoder, then the exact resampler) vs the stored model input
         let x = Preprocess::imagenet_eval(224).apply(&ours).unwrap();
         let want = fixture(photo).f32("input");
-        let d: Vec<f32> = x.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).collect();
+        let d: Vec<f32> = x
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .collect();
         let dmax = d.iter().cloned().fold(0.0, f32::max);
         let dmean = d.iter().sum::<f32>() / d.len() as f32;
         eprintln!("{file}: input vs PIL pipeline: max |diff| {dmax}, mean |diff| {dmean:.5}");
-        assert!(dmax <= 0.04 && dmean <= 0.003, "{file}: input max {dmax}, mean {dmean}");
+        assert!(
+            dmax <= 0.04 && dmean <= 0.003,
+            "{file}: input max {dmax}, mean {dmean}"
+        );
     }
 }
 
@@ -106,7 +121,12 @@ fn load_batch_decodes_files_in_parallel_in_order() {
     for (i, p) in paths.iter().enumerate() {
         let one = pre.apply(&load_rgb(p).unwrap()).unwrap();
         let row = batch.index_axis(ndarray::Axis(0), i);
-        assert!(row.iter().zip(one.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "image {i}");
+        assert!(
+            row.iter()
+                .zip(one.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "image {i}"
+        );
     }
     // a missing file among them is named
     paths.push(dir.join("missing.jpg"));
@@ -120,7 +140,10 @@ fn png_round_trips_and_converts_like_pil() {
     let (w, h) = (5u32, 3u32);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 17 % 256) as u8).collect();
     let p = dir.join("rgb.png");
-    image::RgbImage::from_raw(w, h, rgb.clone()).unwrap().save(&p).unwrap();
+    image::RgbImage::from_raw(w, h, rgb.clone())
+        .unwrap()
+        .save(&p)
+        .unwrap();
     let img = load_rgb(&p).unwrap();
     assert_eq!((img.w, img.h), (5, 3));
     assert_eq!(img.data, rgb);
@@ -128,7 +151,10 @@ fn png_round_trips_and_converts_like_pil() {
     // grey → R = G = B
     let grey: Vec<u8> = (0..w * h).map(|i| (i * 13) as u8).collect();
     let p = dir.join("grey.png");
-    image::GrayImage::from_raw(w, h, grey.clone()).unwrap().save(&p).unwrap();
+    image::GrayImage::from_raw(w, h, grey.clone())
+        .unwrap()
+        .save(&p)
+        .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = grey.iter().flat_map(|&g| [g, g, g]).collect();
     assert_eq!(img.data, want);
@@ -136,7 +162,10 @@ fn png_round_trips_and_converts_like_pil() {
     // RGBA → alpha dropped, not blended
     let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 % 256) as u8).collect();
     let p = dir.join("rgba.png");
-    image::RgbaImage::from_raw(w, h, rgba.clone()).unwrap().save(&p).unwrap();
+    image::RgbaImage::from_raw(w, h, rgba.clone())
+        .unwrap()
+        .save(&p)
+        .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = rgba.chunks(4).flat_map(|q| [q[0], q[1], q[2]]).collect();
     assert_eq!(img.data, want);
@@ -150,6 +179,17 @@ fn png_round_trips_and_converts_like_pil() {
         .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = rgb16.iter().map(|&v| (v >> 8) as u8).collect();
+    assert_eq!(img.data, want);
+
+    // 16-bit grey → the high byte too (Pillow would clip to 255; see image_io's docs)
+    let grey16: Vec<u16> = (0..w * h).map(|i| (i * 4099 % 65536) as u16).collect();
+    let p = dir.join("grey16.png");
+    image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, grey16.clone())
+        .unwrap()
+        .save(&p)
+        .unwrap();
+    let img = load_rgb(&p).unwrap();
+    let want: Vec<u8> = grey16.iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect();
     assert_eq!(img.data, want);
 }
 
@@ -178,7 +218,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -220,7 +264,7 @@ fn resize_and_crop_geometry() {
     assert_eq!(transforms::center_offsets(384, 256, 224, 224), (80, 16));
     assert_eq!(transforms::center_offsets(385, 257, 224, 224), (80, 16)); // 80.5 → 80, 16.5 → 16
     assert_eq!(transforms::center_offsets(386, 259, 224, 224), (81, 18)); // 81, 17.5 → 18
-    // a crop larger than the image is zero-padded around it
+                                                                          // a crop larger than the image is zero-padded around it
     let img = RgbImage::new(2, 1, vec![1, 2, 3, 4, 5, 6]).unwrap();
     let c = vision::center_crop(&img, 4, 3).unwrap();
     assert_eq!(c.pixel(1, 1), [1, 2, 3]);
@@ -229,7 +273,9 @@ fn resize_and_crop_geometry() {
     // same size: identity; sizes of zero: errors
     let photo = pil_rgb("flower");
     assert_eq!(resize(&photo, 640, 427, Filter::Bilinear).unwrap(), photo);
-    let err = resize(&photo, 0, 10, Filter::Bicubic).unwrap_err().to_string();
+    let err = resize(&photo, 0, 10, Filter::Bicubic)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("0×10"), "{err}");
     // a constant image stays constant through both filters, up- and down-scaling
     let flat = RgbImage::new(7, 5, vec![200; 7 * 5 * 3]).unwrap();
@@ -249,11 +295,20 @@ fn normalisation_presets() {
     let v: Vec<f32> = x.iter().copied().collect();
     assert_eq!(v, vec![-1.0, (128.0f32 / 255.0 - 0.5) / 0.5, 1.0]);
     let tv = Preprocess::torchvision_imagenet(224);
-    assert_eq!((tv.resize, tv.crop, tv.filter), (256, 224, Filter::Bilinear));
+    assert_eq!(
+        (tv.resize, tv.crop, tv.filter),
+        (256, 224, Filter::Bilinear)
+    );
     assert_eq!(tv.mean, [0.485, 0.456, 0.406]);
     let e = Preprocess::imagenet_eval(224);
-    assert_eq!((e.resize, e.crop, e.filter, e.mean, e.std), (256, 224, Filter::Bicubic, [0.5; 3], [0.5; 3]));
-    let bad = Preprocess { std: [0.5, 0.0, 0.5], ..e };
+    assert_eq!(
+        (e.resize, e.crop, e.filter, e.mean, e.std),
+        (256, 224, Filter::Bicubic, [0.5; 3], [0.5; 3])
+    );
+    let bad = Preprocess {
+        std: [0.5, 0.0, 0.5],
+        ..e
+    };
     let err = bad.apply(&img).unwrap_err().to_string();
     assert!(err.contains("std"), "{err}");
 }
@@ -268,10 +323,58 @@ fn imagenet_class_names() {
     assert_eq!(imagenet::wordnet_name(108), Some("sea anemone, anemone"));
     assert_eq!(imagenet::wordnet_name(0), Some("tench, Tinca tinca"));
     // the names the fixtures list for their top-5
-    for (id, name) in [(442, "bell tower"), (663, "monastery"), (975, "lakeshore"), (309, "bee")] {
+    for (id, name) in [
+        (442, "bell tower"),
+        (663, "monastery"),
+        (975, "lakeshore"),
+        (309, "bee"),
+    ] {
         assert_eq!(imagenet::class_name(id), Some(name));
     }
     let top = imagenet::top_k(&[0.1, 0.5, f32::NAN, 0.5, 0.3], 3);
     assert_eq!(top, vec![(1, 0.5), (3, 0.5), (4, 0.3)]);
     assert_eq!(imagenet::top_k(&[1.0, 2.0], 5).len(), 2);
+}
+
+/// The generator's LCG: the input pixels of `tests/fixtures/vision/pil_resize_cases.json`.
+fn lcg_pixels(seed: u64, n: usize) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = (s * 1_103_515_245 + 12_345) % (1 << 31);
+            ((s >> 16) & 255) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn resize_matches_pillow_on_up_down_and_one_axis_cases() {
+    let path = format!(
+        "{}/tests/fixtures/vision/pil_resize_cases.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases = json["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 16);
+    for c in cases {
+        let n = |k: &str| c[k].as_u64().unwrap() as usize;
+        let (w, h, nw, nh) = (n("w"), n("h"), n("new_w"), n("new_h"));
+        let filter = match c["filter"].as_str().unwrap() {
+            "bilinear" => Filter::Bilinear,
+            _ => Filter::Bicubic,
+        };
+        let img = RgbImage::new(w, h, lcg_pixels(n("seed") as u64, w * h * 3)).unwrap();
+        let hex = c["out_hex"].as_str().unwrap();
+        let want: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let got = resize(&img, nw, nh, filter).unwrap();
+        let bad = got.data.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(got.data.len(), want.len());
+        assert!(
+            bad.is_none(),
+            "{w}×{h} → {nw}×{nh} {filter:?}: first differing byte {bad:?}"
+        );
+    }
 }
