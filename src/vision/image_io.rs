@@ -26,14 +26,17 @@ pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 /// # Shapes
 /// `data: (h, w, 3)` flattened (HWC, row-major): pixel `(y, x)` channel `c` is
 /// `data[(y * w + x) * 3 + c]`.
+///
+/// The fields are private so that every image is consistent (`data.len() == w · h · 3`,
+/// `w, h ≥ 1`): build one with [`RgbImage::new`], read it with the accessors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RgbImage {
     /// Width in pixels.
-    pub w: usize,
+    pub(crate) w: usize,
     /// Height in pixels.
-    pub h: usize,
+    pub(crate) h: usize,
     /// `h · w · 3` bytes, HWC.
-    pub data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
 }
 
 impl RgbImage {
@@ -50,6 +53,26 @@ impl RgbImage {
             ));
         }
         Ok(RgbImage { w, h, data })
+    }
+
+    /// Width in pixels.
+    pub fn w(&self) -> usize {
+        self.w
+    }
+
+    /// Height in pixels.
+    pub fn h(&self) -> usize {
+        self.h
+    }
+
+    /// The `h · w · 3` bytes, HWC.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The bytes, HWC, by value.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
     }
 
     /// The pixel at row `y`, column `x`.

@@ -42,10 +42,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
 fn preprocessing_is_bit_exact_with_pil_and_torchvision() {
     for photo in ["china", "flower"] {
         let img = pil_rgb(photo);
-        assert_eq!((img.w, img.h), (640, 427));
+        assert_eq!((img.w(), img.h()), (640, 427));
         let resized = vision::resize_short_side(&img, 256, Filter::Bicubic).unwrap();
         assert_eq!(
-            (resized.w, resized.h),
+            (resized.w(), resized.h()),
             (383, 256),
             "{photo}: torchvision Resize(256)"
         );
@@ -75,11 +75,11 @@ fn jpeg_decoder_is_within_the_measured_tolerance_of_pil() {
         );
         let ours = decode_rgb(bytes, file).unwrap();
         let pil = pil_rgb(photo);
-        assert_eq!((ours.w, ours.h), (pil.w, pil.h));
+        assert_eq!((ours.w(), ours.h()), (pil.w(), pil.h()));
         let diffs: Vec<u8> = ours
-            .data
+            .data()
             .iter()
-            .zip(&pil.data)
+            .zip(pil.data())
             .map(|(a, b)| a.abs_diff(*b))
             .collect();
         let max = *diffs.iter().max().unwrap();
@@ -145,8 +145,8 @@ fn png_round_trips_and_converts_like_pil() {
         .save(&p)
         .unwrap();
     let img = load_rgb(&p).unwrap();
-    assert_eq!((img.w, img.h), (5, 3));
-    assert_eq!(img.data, rgb);
+    assert_eq!((img.w(), img.h()), (5, 3));
+    assert_eq!(img.data(), rgb);
 
     // grey → R = G = B
     let grey: Vec<u8> = (0..w * h).map(|i| (i * 13) as u8).collect();
@@ -157,7 +157,7 @@ fn png_round_trips_and_converts_like_pil() {
         .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = grey.iter().flat_map(|&g| [g, g, g]).collect();
-    assert_eq!(img.data, want);
+    assert_eq!(img.data(), want);
 
     // RGBA → alpha dropped, not blended
     let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 % 256) as u8).collect();
@@ -168,7 +168,7 @@ fn png_round_trips_and_converts_like_pil() {
         .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = rgba.chunks(4).flat_map(|q| [q[0], q[1], q[2]]).collect();
-    assert_eq!(img.data, want);
+    assert_eq!(img.data(), want);
 
     // 16-bit RGB → the high byte
     let rgb16: Vec<u16> = (0..w * h * 3).map(|i| (i * 2039 % 65536) as u16).collect();
@@ -179,7 +179,7 @@ fn png_round_trips_and_converts_like_pil() {
         .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = rgb16.iter().map(|&v| (v >> 8) as u8).collect();
-    assert_eq!(img.data, want);
+    assert_eq!(img.data(), want);
 
     // 16-bit grey → the high byte too (Pillow would clip to 255; see image_io's docs)
     let grey16: Vec<u16> = (0..w * h).map(|i| (i * 4099 % 65536) as u16).collect();
@@ -190,7 +190,7 @@ fn png_round_trips_and_converts_like_pil() {
         .unwrap();
     let img = load_rgb(&p).unwrap();
     let want: Vec<u8> = grey16.iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect();
-    assert_eq!(img.data, want);
+    assert_eq!(img.data(), want);
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn resize_and_crop_geometry() {
     for f in [Filter::Bilinear, Filter::Bicubic] {
         for (w, h) in [(3, 2), (20, 13), (7, 1)] {
             let r = resize(&flat, w, h, f).unwrap();
-            assert!(r.data.iter().all(|&v| v == 200), "{f:?} {w}×{h}");
+            assert!(r.data().iter().all(|&v| v == 200), "{f:?} {w}×{h}");
         }
     }
 }
@@ -370,8 +370,8 @@ fn resize_matches_pillow_on_up_down_and_one_axis_cases() {
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         let got = resize(&img, nw, nh, filter).unwrap();
-        let bad = got.data.iter().zip(&want).position(|(a, b)| a != b);
-        assert_eq!(got.data.len(), want.len());
+        let bad = got.data().iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(got.data().len(), want.len());
         assert!(
             bad.is_none(),
             "{w}×{h} → {nw}×{nh} {filter:?}: first differing byte {bad:?}"
