@@ -457,7 +457,8 @@ impl Sequential {
     }
 
     /// Loss and metrics over a whole data set in evaluation mode (Keras `model.evaluate`), in
-    /// batches of 256. Uses the compiled loss and metrics (sparse categorical cross-entropy and
+    /// batches of 256. `data` is any [`BatchSource`] (a [`Dataset`], an
+    /// [`crate::data::ImageFolder`]; never augmented). Uses the compiled loss and metrics (sparse categorical cross-entropy and
     /// accuracy before `compile`).
     ///
     /// # Errors
