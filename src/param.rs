@@ -7,19 +7,45 @@ use crate::tensor::Tensor;
 /// Gradients accumulate (`+=`) during backward passes; call [`Param::zero_grad`] (or the
 /// model's `zero_grad`) before each step. Parameters are addressed by hierarchical names such as
 /// `"0.weight"` or `"h.0.attn.c_attn.bias"`, following PyTorch state-dict names.
+///
+/// A parameter can be frozen ([`Param::set_requires_grad`]`(false)`, PyTorch's
+/// `requires_grad_(False)`): backward passes may still accumulate into `grad`, but every
+/// optimizer skips it entirely — no update, no weight decay, no momentum or moment update, no
+/// step count — so its value stays bit-identical (transfer learning).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
     /// The current value.
     pub value: Tensor,
     /// The gradient of the loss with respect to `value`, same shape.
     pub grad: Tensor,
+    /// `false` when frozen (default `true`).
+    requires_grad: bool,
 }
 
 impl Param {
     /// Wraps `value` with a zero gradient of the same shape.
     pub fn new(value: Tensor) -> Self {
         let grad = Tensor::zeros(value.raw_dim());
-        Param { value, grad }
+        Param {
+            value,
+            grad,
+            requires_grad: true,
+        }
+    }
+
+    /// Whether optimizers update this parameter (`true` unless frozen).
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+
+    /// Freezes (`false`) or unfreezes (`true`) the parameter (PyTorch `requires_grad_`).
+    pub fn set_requires_grad(&mut self, requires_grad: bool) {
+        self.requires_grad = requires_grad;
+    }
+
+    /// Whether the parameter is frozen (`!requires_grad()`).
+    pub fn is_frozen(&self) -> bool {
+        !self.requires_grad
     }
 
     /// Sets the gradient to zero.

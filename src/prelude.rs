@@ -1,6 +1,7 @@
 //! The names a user needs: `use handgrad::prelude::*;`.
 
 pub use crate::data::{Augment, Dataset, Split};
+pub use crate::data::{BatchSource, ImageFolder};
 pub use crate::error::{Error, Result};
 pub use crate::init::{rng, Rng};
 pub use crate::layers::{

@@ -7,7 +7,9 @@ mod digits;
 mod fashion_mnist;
 mod idx;
 mod image;
+mod image_folder;
 mod lm;
+pub(crate) mod source;
 mod text;
 
 pub use augment::{Augment, DEFAULT_FLIP_PROB};
@@ -22,5 +24,7 @@ pub use idx::{
     Split,
 };
 pub use image::{channel_stats, denormalize, from_nhwc_u8, normalize, to_nhwc_u8};
+pub use image_folder::ImageFolder;
 pub use lm::LmDataset;
+pub use source::BatchSource;
 pub use text::moby_dick;

@@ -116,6 +116,20 @@ pub trait Layer: Send + Sync {
         Vec::new()
     }
 
+    /// Freezes (`false`) or unfreezes (`true`) every parameter of the layer (Keras
+    /// `layer.trainable = …`; PyTorch `module.requires_grad_(…)`). Optimizers skip frozen
+    /// parameters; the train/eval mode is not changed (see [`crate::Sequential::freeze`]).
+    fn set_trainable(&mut self, trainable: bool) {
+        for (_, p) in self.params_mut() {
+            p.set_requires_grad(trainable);
+        }
+    }
+
+    /// Whether every parameter of the layer is trainable (`true` for a layer without any).
+    fn is_trainable(&self) -> bool {
+        self.params().iter().all(|(_, p)| p.requires_grad())
+    }
+
     /// Non-trainable state saved with the weights (PyTorch "buffers"), with local names, e.g.
     /// BatchNorm's `running_mean`, `running_var`, `num_batches_tracked`.
     fn buffers(&self) -> Vec<(String, &Tensor)> {

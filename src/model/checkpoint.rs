@@ -32,6 +32,8 @@ impl Sequential {
         ck.meta.insert("architecture".into(), self.architecture());
         ck.meta.insert("epoch".into(), epochs_done.to_string());
         ck.meta.insert("fit_seed".into(), self.fit_seed.to_string());
+        ck.meta
+            .insert("frozen".into(), self.frozen_params().join("\n"));
         if let Some(c) = &self.compiled {
             ck.optimizer = c.optimizer.state();
             ck.meta
@@ -69,7 +71,26 @@ impl Sequential {
                 ),
             ));
         }
+        // the frozen flags (absent in older checkpoints: the flags are left as they are)
+        let frozen: Option<Vec<&str>> = ck
+            .meta
+            .get("frozen")
+            .map(|f| f.split('\n').filter(|n| !n.is_empty()).collect());
+        if let Some(names) = &frozen {
+            let known: Vec<String> = self.params().into_iter().map(|(n, _)| n).collect();
+            if let Some(bad) = names.iter().find(|n| !known.iter().any(|k| k == *n)) {
+                return Err(Error::format(
+                    &source,
+                    format!("the checkpoint lists the frozen parameter {bad:?}, which this model does not have"),
+                ));
+            }
+        }
         self.load_state_dict(&ck.weights)?;
+        if let Some(names) = &frozen {
+            for (n, p) in self.params_mut() {
+                p.set_requires_grad(!names.contains(&n.as_str()));
+            }
+        }
         if let Some(name) = ck.meta.get("optimizer") {
             let c = self.compiled.as_mut().ok_or_else(|| {
                 Error::State(format!(

@@ -4,7 +4,7 @@
 use super::callbacks::{Callback, Control};
 use super::sequential::{named_params_mut, Compiled};
 use super::{Loss, Metric, Sequential, Targets};
-use crate::data::{Augment, Dataset};
+use crate::data::{Augment, BatchSource, Dataset};
 use crate::error::{Error, Result};
 use crate::layers::Mode;
 use crate::optim::Optimizer;
@@ -42,7 +42,7 @@ pub struct FitOptions<'a> {
     batch_size: usize,
     shuffle: bool,
     seed: Option<u64>,
-    validation_data: Option<&'a Dataset>,
+    validation_data: Option<&'a dyn BatchSource>,
     validation_split: f32,
     verbose: Verbose,
     callbacks: Vec<Box<dyn Callback + 'a>>,
@@ -99,8 +99,9 @@ impl<'a> FitOptions<'a> {
         self.seed = Some(seed);
         self
     }
-    /// Data evaluated at the end of every epoch (`val_loss`, `val_<metric>`).
-    pub fn validation_data(mut self, data: &'a Dataset) -> Self {
+    /// Data evaluated at the end of every epoch (`val_loss`, `val_<metric>`): a [`Dataset`],
+    /// an [`crate::data::ImageFolder`] or any other [`BatchSource`] (never augmented).
+    pub fn validation_data<S: BatchSource>(mut self, data: &'a S) -> Self {
         self.validation_data = Some(data);
         self
     }
@@ -291,12 +292,21 @@ impl Sequential {
     /// (seeded), forward, loss, backward, optimizer step; then validation, the progress line and
     /// the callbacks. Returns the [`History`].
     ///
+    /// `train` is any [`BatchSource`]: an in-memory [`Dataset`], or an
+    /// [`crate::data::ImageFolder`] whose batches are decoded (and augmented, with epoch `e`'s
+    /// stream) as they are needed. Parameters frozen with [`Sequential::freeze`] are not
+    /// updated.
+    ///
     /// # Errors
     /// [`Error::State`] before `compile`, or when the loss becomes NaN/infinite (naming the epoch
     /// and batch; the weights of the failing step are not updated); [`Error::Config`] for bad
     /// options; [`Error::Label`] / [`Error::Shape`] for data that does not fit the model; errors
     /// returned by callbacks.
-    pub fn fit(&mut self, train: &Dataset, mut opts: FitOptions<'_>) -> Result<History> {
+    pub fn fit<S: BatchSource>(&mut self, train: &S, opts: FitOptions<'_>) -> Result<History> {
+        self.fit_source(train, opts)
+    }
+
+    fn fit_source(&mut self, train: &dyn BatchSource, mut opts: FitOptions<'_>) -> Result<History> {
         opts.validate()?;
         self.check_built()?;
         if self.compiled.is_none() {
@@ -305,38 +315,46 @@ impl Sequential {
             ));
         }
         if train.is_empty() {
+            let mut shape = vec![0];
+            shape.extend(train.sample_shape());
             return Err(Error::shape(
                 "Sequential::fit",
                 "a non-empty training set",
-                train.inputs().shape(),
+                &shape,
             ));
         }
-        let held_out;
-        let (train, val) = match (opts.validation_data, opts.validation_split) {
-            (Some(v), _) => (train.clone(), Some(v)),
-            (None, f) if f > 0.0 => {
-                let n_val = ((train.len() as f32) * f).round() as usize;
-                let n_train = train.len() - n_val;
-                if n_val == 0 || n_train == 0 {
-                    return Err(Error::config(
-                        "fit",
-                        "validation_split",
-                        f,
-                        format!(
-                            "a fraction leaving both parts non-empty for {} samples",
-                            train.len()
-                        ),
-                    ));
+        let (held_in, held_out);
+        let (train, val): (&dyn BatchSource, Option<&dyn BatchSource>) =
+            match (opts.validation_data, opts.validation_split) {
+                (Some(v), _) => (train, Some(v)),
+                (None, f) if f > 0.0 => {
+                    let n_val = ((train.len() as f32) * f).round() as usize;
+                    let n_train = train.len() - n_val;
+                    if n_val == 0 || n_train == 0 {
+                        return Err(Error::config(
+                            "fit",
+                            "validation_split",
+                            f,
+                            format!(
+                                "a fraction leaving both parts non-empty for {} samples",
+                                train.len()
+                            ),
+                        ));
+                    }
+                    held_in = crate::data::source::Range {
+                        inner: train,
+                        offset: 0,
+                        len: n_train,
+                    };
+                    held_out = crate::data::source::Range {
+                        inner: train,
+                        offset: n_train,
+                        len: n_val,
+                    };
+                    (&held_in, Some(&held_out))
                 }
-                let (a, b): (Vec<usize>, Vec<usize>) =
-                    ((0..n_train).collect(), (n_train..train.len()).collect());
-                let (xa, ya) = train.select(&a);
-                let (xb, yb) = train.select(&b);
-                held_out = Dataset::new(xb, yb)?;
-                (Dataset::new(xa, ya)?, Some(&held_out))
-            }
-            _ => (train.clone(), None),
-        };
+                _ => (train, None),
+            };
         let loss = self.loss();
         let metrics = self.metrics();
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;
@@ -372,7 +390,7 @@ impl Sequential {
             }
             let mut tally = Tally::new(metrics.len());
             for (b, idx) in order.chunks(opts.batch_size).enumerate() {
-                let (mut x, y) = train.select(idx);
+                let (mut x, y) = train.batch(idx, Some(epoch))?;
                 if let Some(a) = &opts.augment {
                     x = a.apply(&x, &mut rng)?;
                 }
@@ -439,22 +457,30 @@ impl Sequential {
     }
 
     /// Loss and metrics over a whole data set in evaluation mode (Keras `model.evaluate`), in
-    /// batches of 256. Uses the compiled loss and metrics (sparse categorical cross-entropy and
+    /// batches of 256. `data` is any [`BatchSource`] (a [`Dataset`], an
+    /// [`crate::data::ImageFolder`]; never augmented). Uses the compiled loss and metrics (sparse categorical cross-entropy and
     /// accuracy before `compile`).
     ///
     /// # Errors
     /// [`Error::Shape`] for an empty data set or inputs that do not fit; [`Error::Label`] for
     /// labels out of range.
-    pub fn evaluate(&mut self, data: &Dataset) -> Result<Logs> {
+    pub fn evaluate<S: BatchSource>(&mut self, data: &S) -> Result<Logs> {
         self.evaluate_with(data, 256, "")
     }
 
-    fn evaluate_with(&mut self, data: &Dataset, batch_size: usize, prefix: &str) -> Result<Logs> {
+    fn evaluate_with(
+        &mut self,
+        data: &dyn BatchSource,
+        batch_size: usize,
+        prefix: &str,
+    ) -> Result<Logs> {
         if data.is_empty() {
+            let mut shape = vec![0];
+            shape.extend(data.sample_shape());
             return Err(Error::shape(
                 "Sequential::evaluate",
                 "a non-empty data set",
-                data.inputs().shape(),
+                &shape,
             ));
         }
         let loss = self.loss();
@@ -462,7 +488,9 @@ impl Sequential {
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;
         let end = self.logits_end(loss);
         let mut tally = Tally::new(metrics.len());
-        for (x, y) in data.batches(batch_size, None)? {
+        let order: Vec<usize> = (0..data.len()).collect();
+        for idx in order.chunks(batch_size) {
+            let (x, y) = data.batch(idx, None)?;
             let logits = self.forward_range(&x, Mode::Eval, end)?;
             let (value, _) = loss.forward_backward(&logits, Targets::Labels(&y))?;
             tally.add(value, &logits, &y, &metrics, from_logits)?;

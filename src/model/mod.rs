@@ -4,6 +4,7 @@
 mod callbacks;
 mod checkpoint;
 mod fit;
+mod freeze;
 mod loss;
 mod metrics;
 mod sequential;

@@ -301,13 +301,14 @@ impl Sequential {
         }
     }
 
-    /// The total number of trainable scalars.
+    /// The total number of parameter scalars, frozen or not (see
+    /// [`Sequential::trainable_param_count`]).
     pub fn param_count(&self) -> usize {
         self.params().iter().map(|(_, p)| p.numel()).sum()
     }
 
     /// A Keras-like table: layer index and type, output shape (`None` = batch), parameter count,
-    /// and the total.
+    /// and the totals: all, trainable and non-trainable (frozen) parameters.
     pub fn summary(&self) -> String {
         let mut rows = vec![(
             "Layer (type)".to_string(),
@@ -335,9 +336,10 @@ impl Sequential {
             }
         }
         s += &format!(
-            "{rule}\nTotal params: {}\nTrainable params: {}\n",
+            "{rule}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n",
             group(self.param_count()),
-            group(self.param_count())
+            group(self.trainable_param_count()),
+            group(self.non_trainable_param_count())
         );
         s
     }

@@ -83,7 +83,11 @@ impl AdamCore {
         let one_minus_b2 = (1.0 - beta2) as f32;
         let eps = self.eps;
         for (name, p) in params.iter_mut() {
-            let Param { value, grad } = &mut **p;
+            if p.is_frozen() {
+                // requires_grad = False: PyTorch's optimizers skip a parameter without a grad
+                continue;
+            }
+            let Param { value, grad, .. } = &mut **p;
             // nanoGPT's parameter groups: no decay below `decay_min_rank` (biases, LayerNorm)
             let wd = if value.ndim() >= min_rank { wd } else { 0.0 };
             let decoupled = self.decoupled;

@@ -40,8 +40,10 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
         ));
     }
     // total_norm = vector_norm(stack([vector_norm(g) for g in grads])), as Σ g² in f64
+    // frozen parameters have no gradient in PyTorch: they are left out
     let sum_sq: f64 = params
         .iter()
+        .filter(|(_, p)| !p.is_frozen())
         .map(|(_, p)| p.grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
         .sum();
     let total = sum_sq.sqrt();
@@ -49,7 +51,7 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
         // error_if_nonfinite=True
         let bad = params
             .iter()
-            .find(|(_, p)| p.grad.iter().any(|g| !g.is_finite()));
+            .find(|(_, p)| !p.is_frozen() && p.grad.iter().any(|g| !g.is_finite()));
         return Err(match bad {
             Some((name, _)) => Error::Param {
                 name: name.clone(),
@@ -65,7 +67,7 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
     let coef = max_norm as f64 / (total + 1e-6);
     if coef < 1.0 {
         let coef = coef as f32;
-        for (_, p) in params.iter_mut() {
+        for (_, p) in params.iter_mut().filter(|(_, p)| !p.is_frozen()) {
             // g.mul_(clip_coef_clamped)
             p.grad.mapv_inplace(|g| g * coef);
         }
@@ -97,7 +99,7 @@ pub fn clip_grad_value(params: &mut [(String, &mut Param)], clip_value: f32) -> 
             "a finite value >= 0",
         ));
     }
-    for (_, p) in params.iter_mut() {
+    for (_, p) in params.iter_mut().filter(|(_, p)| !p.is_frozen()) {
         // grad.clamp_(min=-clip_value, max=clip_value)
         p.grad.mapv_inplace(|g| g.clamp(-clip_value, clip_value));
     }
@@ -112,7 +114,7 @@ pub fn clip_grad_value(params: &mut [(String, &mut Param)], clip_value: f32) -> 
 pub fn check_grads_finite(params: &[(String, &mut Param)], when: &str) -> Result<()> {
     match params
         .iter()
-        .find(|(_, p)| p.grad.iter().any(|g| !g.is_finite()))
+        .find(|(_, p)| !p.is_frozen() && p.grad.iter().any(|g| !g.is_finite()))
     {
         Some((name, p)) => {
             let bad = p.grad.iter().filter(|g| !g.is_finite()).count();

@@ -216,7 +216,11 @@ impl Optimizer for RmsProp {
         };
         let (centered, with_momentum) = (self.centered, self.momentum > 0.0);
         for (name, p) in params.iter_mut() {
-            let Param { value, grad } = &mut **p;
+            if p.is_frozen() {
+                // requires_grad = False: PyTorch's optimizers skip a parameter without a grad
+                continue;
+            }
+            let Param { value, grad, .. } = &mut **p;
             if !self.state.contains_key(name.as_str()) {
                 let st = RmsState {
                     step: 0,

@@ -120,7 +120,11 @@ impl Optimizer for Sgd {
         let one_minus_damp = (1.0 - hp(self.dampening)) as f32;
         let nesterov = self.nesterov;
         for (name, p) in params.iter_mut() {
-            let Param { value, grad } = &mut **p;
+            if p.is_frozen() {
+                // requires_grad = False: PyTorch's optimizers skip a parameter without a grad
+                continue;
+            }
+            let Param { value, grad, .. } = &mut **p;
             let par = value.len() >= PAR_MIN_LEN;
             if mu == 0.0 {
                 let upd = move |p: &mut f32, &g: &f32| {

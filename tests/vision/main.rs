@@ -1,0 +1,9 @@
+//! Vision integration tests in one binary: photos and preprocessing, image folders, frozen
+//! parameters.
+
+#[path = "../core/common.rs"]
+#[allow(dead_code)]
+mod common;
+mod freeze;
+mod image_folder;
+mod photos;
