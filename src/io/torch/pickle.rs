@@ -11,38 +11,17 @@ use super::TorchDType;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+mod calls;
+mod literals;
+pub(super) use calls::Global;
+use calls::{allowed, forbidden};
+
 /// At most this many items on the stack (including those above marks).
 const MAX_STACK: usize = 1 << 20;
 /// At most this many open marks.
 const MAX_MARKS: usize = 1 << 16;
-/// At most this many tensor dimensions (PyTorch's own limit).
-const MAX_RANK: usize = 64;
 /// At most this many memo entries.
 const MAX_MEMO: usize = 1 << 22;
-
-/// A callable or class that a state dict may name.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Global {
-    /// `collections.OrderedDict`: REDUCE with `()` gives an empty dict.
-    OrderedDict,
-    /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks[, metadata])`.
-    RebuildTensor,
-    /// `torch._utils._rebuild_parameter(tensor, requires_grad, hooks)`: the tensor itself.
-    RebuildParameter,
-    /// `torch.<X>Storage`: only valid inside a persistent id.
-    Storage(TorchDType),
-}
-
-/// The allow-list. `None` for everything else.
-fn allowed(module: &str, name: &str) -> Option<Global> {
-    match (module, name) {
-        ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensor),
-        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch", s) => TorchDType::from_storage_name(s).map(Global::Storage),
-        _ => None,
-    }
-}
 
 /// A value on the stack or in a container.
 #[derive(Debug, Clone)]
@@ -144,53 +123,7 @@ pub(super) fn run(b: &[u8]) -> R<Pickle> {
     }
 }
 
-fn forbidden(module: &str, name: &str) -> String {
-    format!(
-        "forbidden global {module}.{name}: only collections.OrderedDict, \
-         torch._utils._rebuild_tensor_v2, torch._utils._rebuild_parameter and the torch \
-         storage classes are allowed (nothing was imported or called)"
-    )
-}
-
 impl<'a> Machine<'a> {
-    fn take(&mut self, n: usize) -> R<&'a [u8]> {
-        let rest = self.b.len() - self.pos;
-        if n > rest {
-            return Err(format!("needs {n} more bytes, the input has {rest}"));
-        }
-        let s = &self.b[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> R<usize> {
-        Ok(self.take(1)?[0] as usize)
-    }
-    fn u16(&mut self) -> R<usize> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]) as usize)
-    }
-    fn u32(&mut self) -> R<usize> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes(s.try_into().unwrap()) as usize)
-    }
-    fn u64(&mut self) -> R<usize> {
-        let s = self.take(8)?;
-        usize::try_from(u64::from_le_bytes(s.try_into().unwrap())).map_err(|e| e.to_string())
-    }
-    fn line(&mut self) -> R<&'a str> {
-        let rest = &self.b[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .ok_or("a text line without its newline")?;
-        self.pos += n + 1;
-        std::str::from_utf8(&rest[..n]).map_err(|_| "a text line that is not UTF-8".to_string())
-    }
-    fn text(&mut self, n: usize) -> R<V> {
-        let s = self.take(n)?;
-        let s = std::str::from_utf8(s).map_err(|_| "a string that is not valid UTF-8")?;
-        Ok(V::Str(s.into()))
-    }
     fn pop(&mut self) -> R<V> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
@@ -245,7 +178,7 @@ impl<'a> Machine<'a> {
     }
     /// Sets `items` (key, value, key, value, …) in the dict on top of the stack.
     fn set_items(&mut self, items: Vec<V>) -> R<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let id = match self.top()? {
@@ -294,61 +227,6 @@ impl<'a> Machine<'a> {
             b'2' => {
                 let v = self.top()?.clone();
                 self.stack.push(v);
-            }
-            b'N' => self.stack.push(V::None),
-            0x88 => self.stack.push(V::Bool(true)),
-            0x89 => self.stack.push(V::Bool(false)),
-            b'J' => {
-                let s = self.take(4)?;
-                self.stack
-                    .push(V::Int(i32::from_le_bytes(s.try_into().unwrap()) as i128));
-            }
-            b'K' => {
-                let v = self.u8()?;
-                self.stack.push(V::Int(v as i128));
-            }
-            b'M' => {
-                let v = self.u16()?;
-                self.stack.push(V::Int(v as i128));
-            }
-            0x8a | 0x8b => {
-                let n = if op == 0x8a { self.u8()? } else { self.u32()? };
-                if n > 16 {
-                    return Err(format!(
-                        "an integer of {n} bytes (at most 16 are supported)"
-                    ));
-                }
-                let s = self.take(n)?;
-                let mut buf = [if s.last().is_some_and(|&b| b & 0x80 != 0) {
-                    0xff
-                } else {
-                    0
-                }; 16];
-                buf[..n].copy_from_slice(s);
-                self.stack.push(V::Int(i128::from_le_bytes(buf)));
-            }
-            b'G' => {
-                let s = self.take(8)?;
-                self.stack
-                    .push(V::Float(f64::from_be_bytes(s.try_into().unwrap())));
-            }
-            b'X' | 0x8c | 0x8d | b'T' | b'U' => {
-                let n = match op {
-                    b'X' | b'T' => self.u32()?,
-                    0x8d => self.u64()?,
-                    _ => self.u8()?,
-                };
-                let v = self.text(n)?;
-                self.stack.push(v);
-            }
-            b'B' | b'C' | 0x8e => {
-                let n = match op {
-                    b'B' => self.u32()?,
-                    b'C' => self.u8()?,
-                    _ => self.u64()?,
-                };
-                let s = self.take(n)?;
-                self.stack.push(V::Bytes(s.into()));
             }
             b']' => {
                 let v = self.new_obj(Obj::List(Vec::new()));
@@ -475,171 +353,12 @@ impl<'a> Machine<'a> {
             0x82..=0x84 => return Err("EXT opcode (extension registry global): not allowed".into()),
             b'P' => return Err("PERSID opcode (text persistent id): not allowed".into()),
             0x8f..=0x91 => return Err("sets are not supported in state dicts".into()),
-            _ => return Err(format!("unsupported pickle opcode 0x{op:02x}")),
+            _ => match self.literal(op)? {
+                Some(v) => self.stack.push(v),
+                None => return Err(format!("unsupported pickle opcode 0x{op:02x}")),
+            },
         }
         Ok(false)
-    }
-
-    /// REDUCE: calls an allowed global with a tuple of arguments.
-    fn reduce(&mut self) -> R<()> {
-        let args = self.pop()?;
-        let f = self.pop()?;
-        let args: Vec<V> = match &args {
-            V::Obj(i) => match &self.arena[*i] {
-                // every allowed callable takes at most 7 arguments: never clone a long tuple
-                Obj::Tuple(t) if t.len() <= 7 => t.clone(),
-                Obj::Tuple(t) => {
-                    return Err(format!("REDUCE with {} arguments (at most 7)", t.len()))
-                }
-                o => {
-                    return Err(format!(
-                        "REDUCE with a {} as arguments, not a tuple",
-                        kind(o)
-                    ))
-                }
-            },
-            v => {
-                return Err(format!(
-                    "REDUCE with {} as arguments, not a tuple",
-                    vkind(v)
-                ))
-            }
-        };
-        let out = match f {
-            V::Global(Global::OrderedDict) if args.is_empty() => {
-                self.new_obj(Obj::Dict(Vec::new()))
-            }
-            V::Global(Global::OrderedDict) => {
-                return Err("collections.OrderedDict called with arguments (expected ())".into())
-            }
-            V::Global(Global::RebuildTensor) => self.rebuild_tensor(&args)?,
-            V::Global(Global::RebuildParameter) => {
-                match args.first() {
-                    Some(V::Obj(i))
-                        if (2..=3).contains(&args.len())
-                            && matches!(self.arena[*i], Obj::Tensor(..)) =>
-                    {
-                        V::Obj(*i)
-                    }
-                    _ => return Err(
-                        "torch._utils._rebuild_parameter expects (tensor, requires_grad, hooks)"
-                            .into(),
-                    ),
-                }
-            }
-            V::Global(Global::Storage(d)) => {
-                return Err(format!("calling torch.{} is not allowed", d.storage_name()))
-            }
-            v => return Err(format!("REDUCE calls {}, not an allowed global", vkind(&v))),
-        };
-        self.stack.push(out);
-        Ok(())
-    }
-
-    fn rebuild_tensor(&mut self, a: &[V]) -> R<V> {
-        const SIG: &str = "torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, \
-                           requires_grad, backward_hooks[, metadata])";
-        if !(6..=7).contains(&a.len()) {
-            return Err(format!("{SIG} called with {} arguments", a.len()));
-        }
-        let V::Storage(s) = a[0] else {
-            return Err(format!(
-                "{SIG}: the first argument is {}, not a storage",
-                vkind(&a[0])
-            ));
-        };
-        let offset = non_negative(&a[1], "storage_offset")?;
-        let shape = self.usize_tuple(&a[2], "size")?;
-        let stride = self.usize_tuple(&a[3], "stride")?;
-        if shape.len() != stride.len() {
-            return Err(format!(
-                "size {shape:?} and stride {stride:?} have different lengths"
-            ));
-        }
-        if !matches!(a[4], V::Bool(_)) {
-            return Err(format!(
-                "{SIG}: requires_grad is {}, not a bool",
-                vkind(&a[4])
-            ));
-        }
-        let view = View {
-            offset,
-            shape,
-            stride,
-        };
-        view.check(self.storages[s].numel)
-            .map_err(|e| format!("tensor on storage {:?}: {e}", self.storages[s].key))?;
-        Ok(self.new_obj(Obj::Tensor(s, view)))
-    }
-
-    fn usize_tuple(&self, v: &V, what: &str) -> R<Vec<usize>> {
-        match v {
-            V::Obj(i) => match &self.arena[*i] {
-                Obj::Tuple(t) if t.len() <= MAX_RANK => {
-                    t.iter().map(|x| non_negative(x, what)).collect()
-                }
-                Obj::Tuple(t) => Err(format!(
-                    "tensor {what} has {} dimensions (at most {MAX_RANK})",
-                    t.len()
-                )),
-                o => Err(format!("tensor {what} is a {}, not a tuple", kind(o))),
-            },
-            v => Err(format!("tensor {what} is {}, not a tuple", vkind(v))),
-        }
-    }
-
-    /// BINPERSID: `('storage', torch.XStorage, key, location, numel[, None])`.
-    fn persistent(&mut self, pid: &V) -> R<usize> {
-        const FORM: &str =
-            "a persistent id must be ('storage', torch.<X>Storage, key, location, numel)";
-        let V::Obj(i) = pid else {
-            return Err(format!("{FORM}, got {}", vkind(pid)));
-        };
-        let Obj::Tuple(t) = &self.arena[*i] else {
-            return Err(format!("{FORM}, got a {}", kind(&self.arena[*i])));
-        };
-        if t.len() != 5 && t.len() != 6 {
-            return Err(format!("{FORM}, got a tuple of {}", t.len()));
-        }
-        let ok_len = t.len() == 5 || matches!(t[5], V::None);
-        let (V::Str(tag), V::Global(Global::Storage(dtype)), V::Str(key), V::Str(_)) =
-            (&t[0], &t[1], &t[2], &t[3])
-        else {
-            return Err(FORM.into());
-        };
-        if !ok_len || &**tag != "storage" {
-            return Err(format!("{FORM} (legacy storage views are not supported)"));
-        }
-        let numel = non_negative(&t[4], "storage numel")?;
-        let (dtype, key) = (*dtype, key.to_string());
-        if let Some(&s) = self.keys.get(&key) {
-            let old = &self.storages[s];
-            if old.dtype != dtype || old.numel != numel {
-                return Err(format!(
-                    "storage {key:?} is declared as {} x {} and as {numel} x {}",
-                    old.numel,
-                    old.dtype.name(),
-                    dtype.name()
-                ));
-            }
-            return Ok(s);
-        }
-        self.storages.push(StorageRef {
-            key: key.clone(),
-            dtype,
-            numel,
-        });
-        self.keys.insert(key, self.storages.len() - 1);
-        Ok(self.storages.len() - 1)
-    }
-}
-
-fn non_negative(v: &V, what: &str) -> R<usize> {
-    match v {
-        V::Int(i) => {
-            usize::try_from(*i).map_err(|_| format!("tensor {what} {i} is negative or too large"))
-        }
-        v => Err(format!("tensor {what} is {}, not an int", vkind(v))),
     }
 }
 

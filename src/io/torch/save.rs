@@ -24,7 +24,7 @@ impl SaveAsTorch for TorchTensor {
 
 impl SaveAsTorch for Tensor {
     fn torch_parts(&self) -> (TorchDType, Vec<usize>, Cow<'_, [u8]>) {
-        let bytes = self.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = super::tensor::f32_bytes(self);
         (TorchDType::F32, self.shape().to_vec(), Cow::Owned(bytes))
     }
 }
@@ -92,7 +92,7 @@ pub fn to_torch_bytes<T: SaveAsTorch>(tensors: &BTreeMap<String, T>) -> Result<V
             int(&mut p, 0);
             let mut stride = vec![1usize; shape.len()];
             for d in (0..shape.len().saturating_sub(1)).rev() {
-                stride[d] = stride[d + 1] * shape[d + 1];
+                stride[d] = stride[d + 1] * shape[d + 1].max(1); // torch's contiguous strides
             }
             for dims in [shape, &stride] {
                 p.push(b'(');

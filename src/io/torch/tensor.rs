@@ -188,7 +188,7 @@ impl TorchTensor {
         TorchTensor {
             dtype: TorchDType::F32,
             shape: t.shape().to_vec(),
-            data: t.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            data: f32_bytes(t),
         }
     }
 }
@@ -197,6 +197,22 @@ impl From<&Tensor> for TorchTensor {
     fn from(t: &Tensor) -> TorchTensor {
         TorchTensor::from_f32(t)
     }
+}
+
+/// The little-endian bytes of `t`'s elements in row-major order.
+pub(super) fn f32_bytes(t: &Tensor) -> Vec<u8> {
+    let mut out = vec![0u8; t.len() * 4];
+    match t.as_slice() {
+        Some(s) => out
+            .chunks_exact_mut(4)
+            .zip(s)
+            .for_each(|(c, v)| c.copy_from_slice(&v.to_le_bytes())),
+        None => out
+            .chunks_exact_mut(4)
+            .zip(t.iter())
+            .for_each(|(c, v)| c.copy_from_slice(&v.to_le_bytes())),
+    }
+    out
 }
 
 /// Where a tensor's elements sit in its storage: element `offset + Σ i_d · stride_d`.

@@ -70,10 +70,11 @@ impl TorchValue {
                 }
             };
             match v {
+                TorchValue::Tensor(_) if out.contains_key(&name) => {
+                    return Err(format!("two tensors are named {name:?}"));
+                }
                 TorchValue::Tensor(t) => {
-                    if out.insert(name.clone(), t).is_some() {
-                        return Err(format!("two tensors are named {name:?}"));
-                    }
+                    out.insert(name, t);
                 }
                 TorchValue::List(items) | TorchValue::Tuple(items) => {
                     todo.extend(
