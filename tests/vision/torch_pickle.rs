@@ -223,6 +223,22 @@ fn every_hostile_case_is_rejected_with_its_reason() {
 }
 
 #[test]
+fn protocol_4_pickles_load() {
+    // FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL, SHORT_BINBYTES, LONG1; two views of one
+    // storage (a matrix and its transpose), a 0-d int64
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_extra/protocol4_legacy.pth");
+    let v = load(file).unwrap();
+    assert_eq!(v.get("blob"), Some(&TorchValue::Bytes(b"\x00\x01raw".to_vec())));
+    assert_eq!(v.get("big"), Some(&TorchValue::Int((1 << 40) + 3)));
+    assert_eq!(v.get("name"), Some(&TorchValue::Str("p4".into())));
+    let t = load_state_dict(file).unwrap();
+    assert_eq!(t["model.w"].as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(t["model.wT"], t["model.w"].t().to_owned());
+    assert_eq!(t["model.step"].shape(), &[] as &[usize]);
+    assert_eq!(t["model.step"].first(), Some(&-5.0));
+}
+
+#[test]
 fn every_truncation_is_an_error_and_never_a_panic() {
     for file in [
         "checkpoint_meta.pt",

@@ -39,6 +39,15 @@ use std::path::Path;
 /// Reads a `torch.save`d object (zip or legacy format) from a file. Large files (64 MiB and
 /// more) are memory-mapped while they are read.
 ///
+/// ```no_run
+/// use handgrad::io::torch::{load, TorchValue};
+/// let ckpt = load("checkpoint.pt")?;
+/// if let Some(TorchValue::Int(epoch)) = ckpt.get("epoch") {
+///     println!("saved after epoch {epoch}");
+/// }
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Format`] naming the file and the reason
 /// for anything else (a forbidden global or opcode, a truncated or corrupt file, a storage that
@@ -74,7 +83,8 @@ pub fn load_bytes(bytes: &[u8], source_name: &str) -> Result<TorchValue> {
         )));
     };
     let budget_bytes = bytes.len().saturating_mul(4).saturating_add(16 << 20);
-    let budget_nodes = bytes.len().saturating_mul(8).saturating_add(1 << 16);
+    // values are bounded by the pickle's own size (a memo bomb in a large file stays small)
+    let budget_nodes = pickle.end.saturating_mul(8).saturating_add(1 << 16);
     value::build(&pickle, &|i| data[i], budget_bytes, budget_nodes).map_err(err)
 }
 
@@ -141,6 +151,14 @@ fn zip_parts(bytes: &[u8]) -> std::result::Result<(pickle::Pickle, Vec<&[u8]>), 
 /// indices with `.` (`state_dict.fc.weight`, `optimizer.state.0.momentum_buffer`), in the
 /// stored dtype. Non-tensor values are skipped.
 ///
+/// ```no_run
+/// let tensors = handgrad::io::torch::load_tensors("pytorch_model.bin")?;
+/// for (name, t) in &tensors {
+///     println!("{name}: {:?} {:?}", t.dtype, t.shape);
+/// }
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+///
 /// # Errors
 /// As [`load`]; also [`Error::Format`] when two tensors get the same name.
 pub fn load_tensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, TorchTensor>> {
@@ -152,6 +170,13 @@ pub fn load_tensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, TorchTens
 
 /// A state dict as `f32` tensors (what model loaders call): [`load_tensors`] with every tensor
 /// converted by [`TorchTensor::to_f32`].
+///
+/// ```no_run
+/// let sd = handgrad::io::torch::load_state_dict("resnet.pth")?;
+/// let w = &sd["conv1.weight"]; // (O, I, kh, kw) f32
+/// # let _ = w;
+/// # Ok::<(), handgrad::Error>(())
+/// ```
 ///
 /// # Errors
 /// As [`load_tensors`].

@@ -183,7 +183,7 @@ impl TorchTensor {
             .map_err(|e| Error::format("TorchTensor", format!("shape {:?}: {e}", self.shape)))
     }
 
-    /// An F32 tensor holding a copy of `t` (what [`super::save_state_dict`] writes).
+    /// An F32 tensor holding a copy of `t` (what [`super::save_tensors`] writes for a [`Tensor`]).
     pub fn from_f32(t: &Tensor) -> TorchTensor {
         TorchTensor {
             dtype: TorchDType::F32,
