@@ -396,6 +396,29 @@ fn other_inputs_give_clear_errors() {
 }
 
 #[test]
+fn lying_counts_compression_and_byte_order_are_errors() {
+    // legacy: the first storage's element count says 13, its tensor's persistent id says 12
+    let mut b = std::fs::read(path("checkpoint_legacy.pth")).unwrap();
+    let at = b.windows(10).position(|w| w == b"e.\x0c\x00\x00\x00\x00\x00\x00\x00").unwrap() + 2;
+    b[at] = 13;
+    let msg = load_bytes(&b, "c.pth").unwrap_err().to_string();
+    assert!(msg.contains("holds 13 elements, its tensors declare 12"), "{msg}");
+    // zip: a record marked as deflated
+    let mut z = std::fs::read(path("dtypes.pt")).unwrap();
+    let central = records(&z).into_iter().find(|r| r.0 == "dtypes/data/0").unwrap().1;
+    z[central + 10] = 8;
+    let msg = load_bytes(&z, "d.pt").unwrap_err().to_string();
+    assert!(msg.contains("record \"dtypes/data/0\" is compressed (method 8)"), "{msg}");
+    // zip: a big-endian byteorder record
+    let mut z = std::fs::read(path("dtypes.pt")).unwrap();
+    let start = records(&z).into_iter().find(|r| r.0 == "dtypes/byteorder").unwrap().3;
+    z[start..start + 6].copy_from_slice(b"big\0\0\0");
+    fix_crcs(&mut z);
+    let msg = load_bytes(&z, "d.pt").unwrap_err().to_string();
+    assert!(msg.contains("only little-endian files are supported"), "{msg}");
+}
+
+#[test]
 fn to_f32_converts_every_dtype() {
     let t = load_tensors(path("dtypes.pt")).unwrap();
     let i64s = t["i64"].to_f32().unwrap();
