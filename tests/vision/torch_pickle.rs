@@ -226,13 +226,22 @@ fn every_hostile_case_is_rejected_with_its_reason() {
 fn protocol_4_pickles_load() {
     // FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL, SHORT_BINBYTES, LONG1; two views of one
     // storage (a matrix and its transpose), a 0-d int64
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_extra/protocol4_legacy.pth");
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/torch_extra/protocol4_legacy.pth"
+    );
     let v = load(file).unwrap();
-    assert_eq!(v.get("blob"), Some(&TorchValue::Bytes(b"\x00\x01raw".to_vec())));
+    assert_eq!(
+        v.get("blob"),
+        Some(&TorchValue::Bytes(b"\x00\x01raw".to_vec()))
+    );
     assert_eq!(v.get("big"), Some(&TorchValue::Int((1 << 40) + 3)));
     assert_eq!(v.get("name"), Some(&TorchValue::Str("p4".into())));
     let t = load_state_dict(file).unwrap();
-    assert_eq!(t["model.w"].as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        t["model.w"].as_slice().unwrap(),
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
     assert_eq!(t["model.wT"], t["model.w"].t().to_owned());
     assert_eq!(t["model.step"].shape(), &[] as &[usize]);
     assert_eq!(t["model.step"].first(), Some(&-5.0));
@@ -399,23 +408,79 @@ fn other_inputs_give_clear_errors() {
 fn lying_counts_compression_and_byte_order_are_errors() {
     // legacy: the first storage's element count says 13, its tensor's persistent id says 12
     let mut b = std::fs::read(path("checkpoint_legacy.pth")).unwrap();
-    let at = b.windows(10).position(|w| w == b"e.\x0c\x00\x00\x00\x00\x00\x00\x00").unwrap() + 2;
+    let at = b
+        .windows(10)
+        .position(|w| w == b"e.\x0c\x00\x00\x00\x00\x00\x00\x00")
+        .unwrap()
+        + 2;
     b[at] = 13;
     let msg = load_bytes(&b, "c.pth").unwrap_err().to_string();
-    assert!(msg.contains("holds 13 elements, its tensors declare 12"), "{msg}");
+    assert!(
+        msg.contains("holds 13 elements, its tensors declare 12"),
+        "{msg}"
+    );
     // zip: a record marked as deflated
     let mut z = std::fs::read(path("dtypes.pt")).unwrap();
-    let central = records(&z).into_iter().find(|r| r.0 == "dtypes/data/0").unwrap().1;
+    let central = records(&z)
+        .into_iter()
+        .find(|r| r.0 == "dtypes/data/0")
+        .unwrap()
+        .1;
     z[central + 10] = 8;
     let msg = load_bytes(&z, "d.pt").unwrap_err().to_string();
-    assert!(msg.contains("record \"dtypes/data/0\" is compressed (method 8)"), "{msg}");
+    assert!(
+        msg.contains("record \"dtypes/data/0\" is compressed (method 8)"),
+        "{msg}"
+    );
     // zip: a big-endian byteorder record
     let mut z = std::fs::read(path("dtypes.pt")).unwrap();
-    let start = records(&z).into_iter().find(|r| r.0 == "dtypes/byteorder").unwrap().3;
+    let start = records(&z)
+        .into_iter()
+        .find(|r| r.0 == "dtypes/byteorder")
+        .unwrap()
+        .3;
     z[start..start + 6].copy_from_slice(b"big\0\0\0");
     fix_crcs(&mut z);
     let msg = load_bytes(&z, "d.pt").unwrap_err().to_string();
-    assert!(msg.contains("only little-endian files are supported"), "{msg}");
+    assert!(
+        msg.contains("only little-endian files are supported"),
+        "{msg}"
+    );
+}
+
+/// A legacy file around `main` (a protocol-2 pickle) with one F32 storage "0" of `values`.
+fn legacy_file(main: &[u8], values: &[f32]) -> Vec<u8> {
+    let mut f = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
+    f.extend_from_slice(main);
+    f.extend_from_slice(b"\x80\x02](X\x01\x00\x00\x000e.");
+    f.extend_from_slice(&(values.len() as u64).to_le_bytes());
+    f.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    f
+}
+
+#[test]
+fn a_stride_zero_view_cannot_expand_into_a_huge_allocation() {
+    // size (2^20, 2^20), stride (0, 0) over one element: a valid view of 4 TiB
+    let tensor = |size: &[u8]| {
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00".to_vec();
+        p.extend_from_slice(size);
+        p.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtR.");
+        p
+    };
+    let huge = tensor(b"(J\x00\x00\x10\x00J\x00\x00\x10\x00t(K\x00K\x00t");
+    let msg = load_bytes(&legacy_file(&huge, &[2.5]), "x.pth")
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("the tensors would take more than"), "{msg}");
+    // the same expand at (3, 4) is fine
+    let small = tensor(b"(K\x03K\x04t(K\x00K\x00t");
+    let TorchValue::Tensor(t) = load_bytes(&legacy_file(&small, &[2.5]), "x.pth").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        t.to_f32().unwrap(),
+        Tensor::from_elem(ndarray::IxDyn(&[3, 4]), 2.5)
+    );
 }
 
 #[test]
