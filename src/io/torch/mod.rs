@@ -14,6 +14,10 @@
 //! blow a small file up into a huge tree (a budget of values and of tensor bytes, 4 × the file
 //! size + 16 MiB, applies).
 //!
+//! Not supported (each an error that says so): compressed zip records, big-endian files,
+//! legacy storage views (pre-0.4 files), sets, sparse or quantized tensors, TorchScript
+//! archives, and writing archives over 4 GiB (zip64 is read, not written).
+//!
 //! ```no_run
 //! let weights = handgrad::io::torch::load_state_dict("efficientnet-lite0.pth")?;
 //! println!("{} tensors; stem {:?}", weights.len(), weights["_conv_stem.weight"].shape());
