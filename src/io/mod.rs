@@ -5,6 +5,7 @@ mod bytes;
 mod checkpoint;
 mod gguf;
 mod json;
+pub mod torch;
 mod safetensors;
 
 pub use bytes::SharedBytes;
