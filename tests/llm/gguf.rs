@@ -352,3 +352,36 @@ fn writer_rejects_bad_input() {
         .to_string()
         .contains("power of two"));
 }
+
+#[test]
+fn q_and_k_rows_are_permuted_as_llama_cpp_writes_them() {
+    // Within each head, GGUF row 2j = HF row j and GGUF row 2j+1 = HF row j + hd/2.
+    let st = handgrad::io::read_safetensors(fixture_path("llama_tiny/model.safetensors")).unwrap();
+    let f = open("f32");
+    let hd = f.u64("llama.rope.dimension_count").unwrap() as usize;
+    for (g, h, heads) in [
+        (
+            "blk.0.attn_q.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            4,
+        ),
+        (
+            "blk.1.attn_k.weight",
+            "model.layers.1.self_attn.k_proj.weight",
+            2,
+        ),
+    ] {
+        let gm = f.matrix(g).unwrap().dequantize();
+        let hm = &st.tensors[h];
+        assert_eq!(gm.nrows(), heads * hd);
+        for head in 0..heads {
+            for j in 0..hd / 2 {
+                for (gr, hr) in [(2 * j, j), (2 * j + 1, j + hd / 2)] {
+                    let (gr, hr) = (head * hd + gr, head * hd + hr);
+                    let hrow: Vec<f32> = (0..gm.ncols()).map(|c| hm[[hr, c]]).collect();
+                    assert_eq!(gm.row(gr).to_vec(), hrow, "{g} row {gr} = {h} row {hr}");
+                }
+            }
+        }
+    }
+}
