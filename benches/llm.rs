@@ -130,7 +130,10 @@ fn main() {
     let buf = vec![1.0f32; 128 << 20]; // 512 MB
     let bw = [read_bandwidth(&buf, 1), read_bandwidth(&buf, 2)];
     drop(buf);
-    println!("read bandwidth (sum of 512 MB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s", bw[0], bw[1]);
+    println!(
+        "read bandwidth (sum of 512 MB): 1 thread {:.1} GB/s, 2 threads {:.1} GB/s",
+        bw[0], bw[1]
+    );
     println!();
     println!("| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s |");
     println!("|---|---|---|---|---|---|");
@@ -148,8 +151,11 @@ fn main() {
                 threads.to_string(),
                 format!("{:.3} / {:.3}", med * 1e3, min * 1e3),
                 gbs.map_or("-".into(), |g| format!("{g:.1}")),
-                gbs.map_or("-".into(), |g| format!("{:.0} %", 100.0 * g / bw[threads - 1])),
-                case.flops.map_or("-".into(), |f| format!("{:.1}", f / med / 1e9)),
+                gbs.map_or("-".into(), |g| {
+                    format!("{:.0} %", 100.0 * g / bw[threads - 1])
+                }),
+                case.flops
+                    .map_or("-".into(), |f| format!("{:.1}", f / med / 1e9)),
             ]);
         }
     }

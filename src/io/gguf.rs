@@ -200,13 +200,26 @@ impl GgufFile {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| self.err(format!("no tensor {name:?} in the file")))?;
-        let qtype = QType::from_ggml(info.ggml_type)
-            .map_err(|_| self.err(format!("tensor {name:?}: {}", unsupported_message(info.ggml_type))))?;
-        let too_big = || self.err(format!("tensor {name:?}: dims {:?} exceed this machine's address space", info.dims));
+        let qtype = QType::from_ggml(info.ggml_type).map_err(|_| {
+            self.err(format!(
+                "tensor {name:?}: {}",
+                unsupported_message(info.ggml_type)
+            ))
+        })?;
+        let too_big = || {
+            self.err(format!(
+                "tensor {name:?}: dims {:?} exceed this machine's address space",
+                info.dims
+            ))
+        };
         let cols = usize::try_from(info.dims[0]).map_err(|_| too_big())?;
-        let rows = usize::try_from(info.dims[1..].iter().product::<u64>()).map_err(|_| too_big())?;
+        let rows =
+            usize::try_from(info.dims[1..].iter().product::<u64>()).map_err(|_| too_big())?;
         // Sizes and offsets were checked against the file when it was parsed.
-        let len = qtype.row_bytes(cols).and_then(|r| r.checked_mul(rows)).ok_or_else(too_big)?;
+        let len = qtype
+            .row_bytes(cols)
+            .and_then(|r| r.checked_mul(rows))
+            .ok_or_else(too_big)?;
         let start = self.data_start + info.offset as usize;
         let bytes = self.bytes.slice(start..start + len)?;
         Ok((info, qtype, rows, cols, bytes))
@@ -245,7 +258,10 @@ impl GgufFile {
         let values = if rows == 0 || cols == 0 {
             Vec::new()
         } else {
-            QMatrix::new(rows, cols, qtype, bytes)?.dequantize().into_raw_vec_and_offset().0
+            QMatrix::new(rows, cols, qtype, bytes)?
+                .dequantize()
+                .into_raw_vec_and_offset()
+                .0
         };
         Tensor::from_shape_vec(IxDyn(&shape), values)
             .map_err(|e| self.err(format!("tensor {name:?}: shape {shape:?}: {e}")))

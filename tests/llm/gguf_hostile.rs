@@ -18,7 +18,13 @@ fn err(bytes: &[u8]) -> String {
 /// Uses every accessor of a parsed file (they must not panic either).
 fn exercise(f: &GgufFile) {
     for (k, _) in f.metadata() {
-        let _ = (f.u64(k), f.f32(k), f.string(k), f.string_array(k), f.i64_array(k));
+        let _ = (
+            f.u64(k),
+            f.f32(k),
+            f.string(k),
+            f.string_array(k),
+            f.i64_array(k),
+        );
     }
     for t in f.tensors() {
         let _ = f.matrix(&t.name).map(|m| m.dequantize());
@@ -64,7 +70,10 @@ fn every_truncation_is_an_error() {
         assert!(e.starts_with("hostile.gguf: "), "{e}");
     }
     let e = err(&bytes[..10]);
-    assert!(e.contains("truncated: tensor count at byte 8 needs 8 bytes, 2 left"), "{e}");
+    assert!(
+        e.contains("truncated: tensor count at byte 8 needs 8 bytes, 2 left"),
+        "{e}"
+    );
     // Every fixture, cut inside its data section.
     let f = std::fs::read(fixture_path("llama_tiny.q4_1.gguf")).unwrap();
     let e = err(&f[..f.len() - 1]);
@@ -87,7 +96,11 @@ fn random_mutations_never_panic() {
     for round in 0..3000 {
         let base = if round % 3 == 0 { &fixture } else { &bytes };
         // Mutations concentrate on the header, where the counts and lengths live.
-        let span = if round % 3 == 0 { 4096.min(base.len()) } else { base.len() };
+        let span = if round % 3 == 0 {
+            4096.min(base.len())
+        } else {
+            base.len()
+        };
         let mut b = base.clone();
         for _ in 0..1 + next() % 4 {
             let i = (next() as usize) % span;
@@ -102,7 +115,10 @@ fn random_mutations_never_panic() {
             parsed += 1;
         }
     }
-    assert!(parsed > 0 && parsed < 3000, "mutations parsed {parsed} times");
+    assert!(
+        parsed > 0 && parsed < 3000,
+        "mutations parsed {parsed} times"
+    );
 }
 
 #[test]
@@ -112,18 +128,31 @@ fn bad_magic_and_versions() {
     assert!(err(&b).contains("not a GGUF file: magic"), "{}", err(&b));
     for v in [0u32, 1, 4, 0x0300_0000] {
         let e = err(&header(v, 0, 0));
-        assert!(e.contains(&format!("GGUF version {v} is not supported (expected 2 or 3)")), "{e}");
+        assert!(
+            e.contains(&format!(
+                "GGUF version {v} is not supported (expected 2 or 3)"
+            )),
+            "{e}"
+        );
     }
     assert!(err(&header(0x0300_0000, 0, 0)).contains("big-endian"));
     // Version 2 files parse like version 3.
     let f = parse(&header(2, 0, 0)).unwrap();
-    assert_eq!((f.version(), f.tensors().len(), f.metadata().len()), (2, 0, 0));
+    assert_eq!(
+        (f.version(), f.tensors().len(), f.metadata().len()),
+        (2, 0, 0)
+    );
 }
 
 #[test]
 fn lying_counts_are_errors_before_allocation() {
     let e = err(&header(3, u64::MAX, 0));
-    assert!(e.contains("tensor count at byte 8 is 18446744073709551615, but the 8 bytes left hold at most 0"), "{e}");
+    assert!(
+        e.contains(
+            "tensor count at byte 8 is 18446744073709551615, but the 8 bytes left hold at most 0"
+        ),
+        "{e}"
+    );
     let e = err(&header(3, 0, 1 << 40));
     assert!(e.contains("metadata count"), "{e}");
     // A key of length 2^62.
@@ -131,7 +160,10 @@ fn lying_counts_are_errors_before_allocation() {
     b.extend_from_slice(&(1u64 << 62).to_le_bytes());
     b.extend_from_slice(&[0; 16]);
     let e = err(&b);
-    assert!(e.contains("length of metadata key 0") && e.contains("16 bytes left"), "{e}");
+    assert!(
+        e.contains("length of metadata key 0") && e.contains("16 bytes left"),
+        "{e}"
+    );
     // A string value of huge length.
     let mut b = header(3, 0, 1);
     push_str(&mut b, "k");
@@ -146,7 +178,10 @@ fn lying_counts_are_errors_before_allocation() {
     b.extend_from_slice(&(1u64 << 61).to_le_bytes());
     b.extend_from_slice(&[0; 64]);
     let e = err(&b);
-    assert!(e.contains("array length of \"arr\"") && e.contains("hold at most 16"), "{e}");
+    assert!(
+        e.contains("array length of \"arr\"") && e.contains("hold at most 16"),
+        "{e}"
+    );
     // Unknown value type, unknown array element type, bad bool, deep nesting.
     let mut b = header(3, 0, 1);
     push_str(&mut b, "k");
@@ -195,21 +230,33 @@ fn tensor_infos_are_checked() {
     let f = parse(&ok).unwrap();
     assert_eq!(f.tensor_f32("t").unwrap().shape(), &[8]);
     let e = err(&one_tensor(&[8], 0, 32, 32));
-    assert!(e.contains("tensor \"t\": bytes 32..64 (+32) of the data section, which has 32 bytes"), "{e}");
+    assert!(
+        e.contains("tensor \"t\": bytes 32..64 (+32) of the data section, which has 32 bytes"),
+        "{e}"
+    );
     let e = err(&one_tensor(&[8], 0, 16, 64));
-    assert!(e.contains("offset 16 is not a multiple of the alignment 32"), "{e}");
+    assert!(
+        e.contains("offset 16 is not a multiple of the alignment 32"),
+        "{e}"
+    );
     let e = err(&one_tensor(&[8], 0, u64::MAX - 31, 32));
     assert!(e.contains("of the data section"), "{e}");
     let e = err(&one_tensor(&[1 << 32, 1 << 32, 1 << 32], 0, 0, 32));
     assert!(e.contains("have a product that overflows"), "{e}");
     let e = err(&one_tensor(&[1 << 40, 1 << 20], 0, 0, 32));
-    assert!(e.contains("byte size overflows") || e.contains("of the data section"), "{e}");
+    assert!(
+        e.contains("byte size overflows") || e.contains("of the data section"),
+        "{e}"
+    );
     let e = err(&one_tensor(&[1, 1, 1, 1, 1], 0, 0, 32));
     assert!(e.contains("has 5 dimensions, expected 1..=4"), "{e}");
     let e = err(&one_tensor(&[], 0, 0, 32));
     assert!(e.contains("has 0 dimensions"), "{e}");
     let e = err(&one_tensor(&[33, 2], 8, 0, 1000));
-    assert!(e.contains("row length 33 is not a multiple of the Q8_0 block length 32"), "{e}");
+    assert!(
+        e.contains("row length 33 is not a multiple of the Q8_0 block length 32"),
+        "{e}"
+    );
     // An unsupported type: the file parses, the tensor is an Err naming the type.
     let q6k = parse(&one_tensor(&[256, 2], 14, 0, 420)).unwrap();
     let e = q6k.matrix("t").unwrap_err().to_string();
@@ -219,7 +266,11 @@ fn tensor_infos_are_checked() {
     assert!(e.contains("(+420)"), "{e}");
     // An unknown type id parses too (its size cannot be checked), but cannot be read.
     let odd = parse(&one_tensor(&[4], 200, 0, 0)).unwrap();
-    assert!(odd.tensor_f32("t").unwrap_err().to_string().contains("ggml type 200 (unknown)"));
+    assert!(odd
+        .tensor_f32("t")
+        .unwrap_err()
+        .to_string()
+        .contains("ggml type 200 (unknown)"));
     // A bad general.alignment.
     let mut b = header(3, 0, 1);
     push_str(&mut b, "general.alignment");

@@ -6,7 +6,14 @@ use super::gguf::{open, TYPES};
 use handgrad::ops::quant::{simd_path, KernelPath, QMatrix, QType};
 use ndarray::{Array2, ArrayView2};
 
-const ALL: [QType; 6] = [QType::F32, QType::F16, QType::BF16, QType::Q8_0, QType::Q4_0, QType::Q4_1];
+const ALL: [QType; 6] = [
+    QType::F32,
+    QType::F16,
+    QType::BF16,
+    QType::Q8_0,
+    QType::Q4_0,
+    QType::Q4_1,
+];
 
 #[test]
 fn dequantised_tensors_are_bit_exact() {
@@ -21,10 +28,17 @@ fn dequantised_tensors_are_bit_exact() {
             for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{kind} {name}[{i}]: {a} vs {b}");
             }
-            assert_eq!(f.tensor_f32(name).unwrap(), want, "{kind} {name} via tensor_f32");
+            assert_eq!(
+                f.tensor_f32(name).unwrap(),
+                want,
+                "{kind} {name} via tensor_f32"
+            );
             let mut row = vec![0.0; m.cols()];
             m.dequantize_row(5, &mut row);
-            assert_eq!(row.as_slice(), want.as_slice().unwrap()[5 * m.cols()..6 * m.cols()].as_ref());
+            assert_eq!(
+                row.as_slice(),
+                want.as_slice().unwrap()[5 * m.cols()..6 * m.cols()].as_ref()
+            );
         }
     }
 }
@@ -57,7 +71,9 @@ fn quantize_reproduces_the_files_bytes() {
 
 #[test]
 fn quantize_rejects_ragged_rows() {
-    let e = QMatrix::quantize(Array2::zeros((2, 33)).view(), QType::Q4_0).unwrap_err().to_string();
+    let e = QMatrix::quantize(Array2::zeros((2, 33)).view(), QType::Q4_0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("multiple of 32") && e.contains("[2, 33]"), "{e}");
     assert!(QMatrix::quantize(Array2::zeros((2, 33)).view(), QType::F16).is_ok());
 }
@@ -72,15 +88,24 @@ fn ggml_ids_and_sizes() {
     assert_eq!(QType::Q4_1.name(), "Q4_1");
     assert_eq!(QType::Q8_0.row_bytes(31), None);
     let e = QType::from_ggml(14).unwrap_err().to_string();
-    assert!(e.contains("ggml type 14 (Q6_K) is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"), "{e}");
+    assert!(
+        e.contains(
+            "ggml type 14 (Q6_K) is not supported; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1"
+        ),
+        "{e}"
+    );
     assert!(["avx512", "avx2+fma", "scalar"].contains(&simd_path()));
     assert_eq!(KernelPath::available().last(), Some(&KernelPath::Scalar));
 }
 
 /// A random weight matrix (with a spread of row scales) and its quantised form.
 fn weights(rows: usize, cols: usize, qtype: QType, seed: u64) -> QMatrix {
-    let w: Array2<f32> = random_tensor(&[rows, cols], seed).into_dimensionality().unwrap();
-    let w = Array2::from_shape_fn((rows, cols), |(r, c): (usize, usize)| w[[r, c]] * (0.05 + (r % 7) as f32 * 0.1));
+    let w: Array2<f32> = random_tensor(&[rows, cols], seed)
+        .into_dimensionality()
+        .unwrap();
+    let w = Array2::from_shape_fn((rows, cols), |(r, c): (usize, usize)| {
+        w[[r, c]] * (0.05 + (r % 7) as f32 * 0.1)
+    });
     QMatrix::quantize(w.view(), qtype).unwrap()
 }
 
@@ -95,13 +120,20 @@ fn check(y: &Array2<f32>, w: &Array2<f32>, x: ArrayView2<f32>, tol: f64, what: &
                 a += p.abs();
             }
             let err = (y[[i, r]] as f64 - s).abs();
-            assert!(err <= tol * a + 1e-30, "{what}: y[{i},{r}] = {} vs {s} (err {err:e}, Σ|wx| {a:e})", y[[i, r]]);
+            assert!(
+                err <= tol * a + 1e-30,
+                "{what}: y[{i},{r}] = {} vs {s} (err {err:e}, Σ|wx| {a:e})",
+                y[[i, r]]
+            );
         }
     }
 }
 
 fn run(w: &QMatrix, path: KernelPath, x: ArrayView2<f32>, threads: usize) -> Array2<f32> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let mut y = Array2::from_elem((x.nrows(), w.rows()), f32::NAN);
     pool.install(|| w.matmul_t_with(path, x, y.view_mut()));
     y
@@ -121,17 +153,25 @@ fn matmul_t_matches_dequantise_then_f32_on_every_path() {
                 if m == 300 && cols > 96 {
                     continue; // keeps the f64 reference quick
                 }
-                let x: Array2<f32> = random_tensor(&[m, cols], 1000 + m as u64).into_dimensionality().unwrap();
+                let x: Array2<f32> = random_tensor(&[m, cols], 1000 + m as u64)
+                    .into_dimensionality()
+                    .unwrap();
                 let scalar = run(&w, KernelPath::Scalar, x.view(), 1);
                 for path in KernelPath::available() {
                     let what = format!("{} {rows}x{cols} M={m} {}", qtype.name(), path.name());
                     let y1 = run(&w, path, x.view(), 1);
                     let y2 = run(&w, path, x.view(), 2);
-                    assert!(y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: 1 vs 2 threads differ");
+                    assert!(
+                        y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: 1 vs 2 threads differ"
+                    );
                     check(&y1, &wd, x.view(), 1e-6, &what);
                     // SIMD against scalar: both within float rounding of each other.
                     for (a, b) in y1.iter().zip(&scalar) {
-                        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}: {a} vs scalar {b}");
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{what}: {a} vs scalar {b}"
+                        );
                     }
                 }
                 // The default entry point runs the detected path.
@@ -166,4 +206,20 @@ fn matmul_t_panics_on_a_shape_mismatch() {
     let x = Array2::zeros((2, 31));
     let mut y = Array2::zeros((2, 4));
     w.matmul_t(x.view(), y.view_mut());
+}
+
+#[test]
+fn empty_shapes_are_fine() {
+    for qtype in ALL {
+        let w = QMatrix::quantize(Array2::zeros((3, 0)).view(), qtype).unwrap();
+        for m in [1, 64] {
+            let mut y = Array2::from_elem((m, 3), 1.0f32);
+            w.matmul_t(Array2::zeros((m, 0)).view(), y.view_mut());
+            assert!(y.iter().all(|&v| v == 0.0), "{}", qtype.name());
+        }
+        let w = QMatrix::quantize(Array2::zeros((0, 32)).view(), qtype).unwrap();
+        let mut y = Array2::zeros((2, 0));
+        w.matmul_t(Array2::zeros((2, 32)).view(), y.view_mut());
+        assert_eq!(w.dequantize().dim(), (0, 32));
+    }
 }

@@ -29,7 +29,12 @@ pub(crate) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(bytes: &'a [u8], source: &'a str) -> Self {
-        Cursor { bytes, pos: 0, source, values: 0 }
+        Cursor {
+            bytes,
+            pos: 0,
+            source,
+            values: 0,
+        }
     }
 
     pub(crate) fn pos(&self) -> usize {
@@ -184,7 +189,12 @@ impl<'a> Cursor<'a> {
         }
         let ggml_type = self.u32(&format!("type of tensor {name:?}"))?;
         let offset = self.u64(&format!("offset of tensor {name:?}"))?;
-        Ok(GgufTensorInfo { name, dims, ggml_type, offset })
+        Ok(GgufTensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        })
     }
 }
 
@@ -208,7 +218,7 @@ pub(crate) fn tensor_bytes(info: &GgufTensorInfo) -> std::result::Result<Option<
         return Ok(None);
     };
     let ne0 = info.dims[0];
-    if ne0 % bl as u64 != 0 {
+    if !ne0.is_multiple_of(bl as u64) {
         return Err(format!(
             "tensor {:?}: row length {ne0} is not a multiple of the {tname} block length {bl}",
             info.name
@@ -299,7 +309,7 @@ pub(crate) fn parse_header(bytes: &[u8], source: &str) -> Result<Header> {
     }
     let data_len = (bytes.len() as u64).saturating_sub(data_start);
     for t in &tensors {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(c.err(format!(
                 "tensor {:?}: offset {} is not a multiple of the alignment {alignment}",
                 t.name, t.offset

@@ -53,8 +53,13 @@ pub fn write_gguf(
 /// [`Error::Config`] for duplicate keys or tensor names, mixed-type or too deeply nested arrays,
 /// a `general.alignment` that is not a power of two, dims that are not 1..=4 long, or data whose
 /// length does not match its dims and type.
-pub fn gguf_bytes(metadata: &[(String, GgufValue)], tensors: &[GgufTensorRef<'_>]) -> Result<Vec<u8>> {
-    let bad = |name: &str, value: String, expected: &str| Error::config("write_gguf", name, value, expected);
+pub fn gguf_bytes(
+    metadata: &[(String, GgufValue)],
+    tensors: &[GgufTensorRef<'_>],
+) -> Result<Vec<u8>> {
+    let bad = |name: &str, value: String, expected: &str| {
+        Error::config("write_gguf", name, value, expected)
+    };
     let mut keys = HashSet::new();
     let mut alignment = DEFAULT_ALIGNMENT;
     for (k, v) in metadata {
@@ -73,10 +78,18 @@ pub fn gguf_bytes(metadata: &[(String, GgufValue)], tensors: &[GgufTensorRef<'_>
     let mut sizes = Vec::with_capacity(tensors.len());
     for t in tensors {
         if !names.insert(t.name) {
-            return Err(bad("tensor name", format!("{:?}", t.name), "each name once"));
+            return Err(bad(
+                "tensor name",
+                format!("{:?}", t.name),
+                "each name once",
+            ));
         }
         if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize {
-            return Err(bad(&format!("dims of {:?}", t.name), format!("{:?}", t.dims), "1 to 4 sizes"));
+            return Err(bad(
+                &format!("dims of {:?}", t.name),
+                format!("{:?}", t.dims),
+                "1 to 4 sizes",
+            ));
         }
         let n_rows = t.dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let want = usize::try_from(t.dims[0])
@@ -128,7 +141,12 @@ pub fn gguf_bytes(metadata: &[(String, GgufValue)], tensors: &[GgufTensorRef<'_>
 fn check_value(key: &str, v: &GgufValue, depth: usize) -> Result<()> {
     if let GgufValue::Array(items) = v {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(Error::config("write_gguf", key, "an array", format!("arrays nested at most {MAX_ARRAY_DEPTH} deep")));
+            return Err(Error::config(
+                "write_gguf",
+                key,
+                "an array",
+                format!("arrays nested at most {MAX_ARRAY_DEPTH} deep"),
+            ));
         }
         if let Some(first) = items.first() {
             let t = first.type_id();
@@ -136,7 +154,11 @@ fn check_value(key: &str, v: &GgufValue, depth: usize) -> Result<()> {
                 return Err(Error::config(
                     "write_gguf",
                     key,
-                    format!("an array mixing {} and {}", first.type_name(), e.type_name()),
+                    format!(
+                        "an array mixing {} and {}",
+                        first.type_name(),
+                        e.type_name()
+                    ),
                     "elements of one type",
                 ));
             }

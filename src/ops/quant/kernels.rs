@@ -114,12 +114,20 @@ fn dot_scalar<const R: usize>(
             let d = f16_at(blk);
             for r in 0..R {
                 let x = &xs[r][32 * b..32 * b + 32];
-                let s: f32 = blk[2..].iter().zip(x).map(|(&q, &x)| (q as i8) as f32 * x).sum();
+                let s: f32 = blk[2..]
+                    .iter()
+                    .zip(x)
+                    .map(|(&q, &x)| (q as i8) as f32 * x)
+                    .sum();
                 out[r] += d * s;
             }
         }),
         QType::Q4_0 | QType::Q4_1 => {
-            let (bytes, off, qs) = if qtype == QType::Q4_0 { (18, 8, 2) } else { (20, 0, 4) };
+            let (bytes, off, qs) = if qtype == QType::Q4_0 {
+                (18, 8, 2)
+            } else {
+                (20, 0, 4)
+            };
             block(bytes, &mut |b, blk| {
                 let d = f16_at(blk);
                 for r in 0..R {
@@ -165,12 +173,31 @@ fn dot_rows<const R: usize>(
 ///
 /// # Shapes
 /// `x: (M, cols)` → `y: (M, rows)`.
-pub(crate) fn matmul_t(path: KernelPath, w: &QMatrix, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
+pub(crate) fn matmul_t(
+    path: KernelPath,
+    w: &QMatrix,
+    x: ArrayView2<f32>,
+    mut y: ArrayViewMut2<f32>,
+) {
     let (rows, cols) = (w.rows(), w.cols());
     let m = x.nrows();
-    assert_eq!(x.ncols(), cols, "QMatrix::matmul_t: x is {:?}, W is ({rows}, {cols})", x.dim());
-    assert_eq!(y.dim(), (m, rows), "QMatrix::matmul_t: y is {:?}, expected ({m}, {rows})", y.dim());
+    assert_eq!(
+        x.ncols(),
+        cols,
+        "QMatrix::matmul_t: x is {:?}, W is ({rows}, {cols})",
+        x.dim()
+    );
+    assert_eq!(
+        y.dim(),
+        (m, rows),
+        "QMatrix::matmul_t: y is {:?}, expected ({m}, {rows})",
+        y.dim()
+    );
     if m == 0 || rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0); // empty sums
         return;
     }
     if m <= MATVEC_MAX_M {
@@ -189,7 +216,9 @@ fn block_sums(x: &ArrayView2<f32>) -> Vec<f32> {
         .into_iter()
         .flat_map(|r| {
             let r = r.to_slice().expect("standard layout");
-            r.chunks_exact(32).map(|c| c.iter().sum::<f32>()).collect::<Vec<_>>()
+            r.chunks_exact(32)
+                .map(|c| c.iter().sum::<f32>())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -200,10 +229,20 @@ fn matvec(path: KernelPath, w: &QMatrix, x: ArrayView2<f32>, mut y: ArrayViewMut
     let (cols, qtype) = (w.cols(), w.qtype());
     let x = x.as_standard_layout();
     let xv = x.view();
-    let xsum = if qtype == QType::Q4_1 { block_sums(&xv) } else { Vec::new() };
+    let xsum = if qtype == QType::Q4_1 {
+        block_sums(&xv)
+    } else {
+        Vec::new()
+    };
     let nb = cols / 32;
     let xrow = |i: usize| &x.as_slice().expect("standard layout")[i * cols..(i + 1) * cols];
-    let srow = |i: usize| if xsum.is_empty() { &[][..] } else { &xsum[i * nb..(i + 1) * nb] };
+    let srow = |i: usize| {
+        if xsum.is_empty() {
+            &[][..]
+        } else {
+            &xsum[i * nb..(i + 1) * nb]
+        }
+    };
     let rb = qtype.row_bytes(cols).expect("checked by QMatrix::new");
     let data: &[u8] = w.data();
     let m = x.nrows();

@@ -72,7 +72,11 @@ impl QMatrix {
         let rb = qtype.row_bytes(cols).ok_or_else(|| {
             Error::shape(
                 &op,
-                format!("cols a multiple of {} (the {} block length)", qtype.block_len(), qtype.name()),
+                format!(
+                    "cols a multiple of {} (the {} block length)",
+                    qtype.block_len(),
+                    qtype.name()
+                ),
                 &[rows, cols],
             )
         })?;
@@ -80,11 +84,19 @@ impl QMatrix {
         if want != Some(data.len()) {
             return Err(Error::shape(
                 &op,
-                format!("{} bytes of data ({rows} rows of {rb} bytes)", want.map_or("too many".into(), |w| w.to_string())),
+                format!(
+                    "{} bytes of data ({rows} rows of {rb} bytes)",
+                    want.map_or("too many".into(), |w| w.to_string())
+                ),
                 &[data.len()],
             ));
         }
-        Ok(QMatrix { rows, cols, qtype, data })
+        Ok(QMatrix {
+            rows,
+            cols,
+            qtype,
+            data,
+        })
     }
 
     /// Encodes `w` with ggml's reference quantisers (`quantize_row_*_ref`, which gguf-py and
@@ -140,7 +152,7 @@ impl QMatrix {
     ///
     /// # Panics
     /// When `r >= rows`.
-    pub fn row_bytes(&self, r: usize) -> &[u8] {
+    pub fn row_data(&self, r: usize) -> &[u8] {
         assert!(r < self.rows, "QMatrix: row {r} of {}", self.rows);
         let rb = self.data.len() / self.rows;
         &self.data[r * rb..(r + 1) * rb]
@@ -155,8 +167,14 @@ impl QMatrix {
     /// # Panics
     /// When `r >= rows` or `out.len() != cols` (ops tier: checked above).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        assert_eq!(out.len(), self.cols, "QMatrix::dequantize_row: out has {} values, expected {}", out.len(), self.cols);
-        dequant::dequantize_row_into(self.qtype, self.row_bytes(r), out);
+        assert_eq!(
+            out.len(),
+            self.cols,
+            "QMatrix::dequantize_row: out has {} values, expected {}",
+            out.len(),
+            self.cols
+        );
+        dequant::dequantize_row_into(self.qtype, self.row_data(r), out);
     }
 
     /// The whole matrix as `f32` (allocates `rows · cols` values; the products never do this).
@@ -190,7 +208,11 @@ impl QMatrix {
     /// # Panics
     /// On a shape mismatch, or when `path` is not available on this CPU.
     pub fn matmul_t_with(&self, path: KernelPath, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
-        assert!(path.is_available(), "QMatrix::matmul_t_with: {} is not available on this CPU", path.name());
+        assert!(
+            path.is_available(),
+            "QMatrix::matmul_t_with: {} is not available on this CPU",
+            path.name()
+        );
         kernels::matmul_t(path, self, x, y);
     }
 }

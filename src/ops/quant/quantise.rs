@@ -18,7 +18,11 @@ fn round_half_away(x: f32) -> f32 {
 /// # Panics
 /// When the sizes do not agree (checked by the callers).
 pub(crate) fn quantize_row_into(qtype: QType, src: &[f32], out: &mut [u8]) {
-    assert_eq!(Some(out.len()), qtype.row_bytes(src.len()), "quantize_row sizes");
+    assert_eq!(
+        Some(out.len()),
+        qtype.row_bytes(src.len()),
+        "quantize_row sizes"
+    );
     match qtype {
         QType::F32 => {
             for (o, &x) in out.chunks_exact_mut(4).zip(src) {

@@ -117,7 +117,7 @@ impl QType {
     /// Bytes of a row of `cols` values, or `None` when `cols` is not a multiple of
     /// [`block_len`](Self::block_len) (or the size overflows).
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        if cols % self.block_len() != 0 {
+        if !cols.is_multiple_of(self.block_len()) {
             return None;
         }
         (cols / self.block_len()).checked_mul(self.block_bytes())
@@ -188,7 +188,13 @@ pub fn f32_to_f16(x: f32) -> u16 {
     let mant = bits & 0x7f_ffff;
     if exp == 0xff {
         // inf or NaN (keep NaN quiet and non-zero).
-        return sign | 0x7c00 | if mant != 0 { 0x200 | (mant >> 13) as u16 } else { 0 };
+        return sign
+            | 0x7c00
+            | if mant != 0 {
+                0x200 | (mant >> 13) as u16
+            } else {
+                0
+            };
     }
     let e = exp - 127 + 15;
     if e >= 0x1f {
