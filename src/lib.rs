@@ -27,7 +27,8 @@
 //!   [`transformer::Gpt`], its KV cache, [`transformer::LmTrainer`], Hugging Face import/export,
 //! - [`generate`]: Hugging Face–style generation (greedy, sampling, beam search),
 //! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets and loaders;
-//!   [`tokenizer`]: text ↔ token ids (character-level and GPT-2's byte-level BPE);
+//!   [`tokenizer`]: text ↔ token ids (character-level; byte-level BPE of GPT-2 and Llama-family
+//!   models from GGUF or Hugging Face files; streaming decode; chat templates);
 //!   [`io`]: safetensors and checkpoints; [`describe`]: a classifier and a GPT together;
 //!   [`viz`]: SVG pictures.
 //!

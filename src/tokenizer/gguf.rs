@@ -38,7 +38,9 @@ impl BpeTokenizer {
     /// read are `tokens`, `token_type` (CONTROL and UNKNOWN tokens are special, USER_DEFINED
     /// ones matched whole; see [`BpeTokenizer::from_parts`]), `merges` (`"a b"` strings), `pre`
     /// ([`Pretokenizer::from_gguf_name`]), `bos_token_id`, `eos_token_id`, `padding_token_id`,
-    /// `unknown_token_id`, `add_bos_token`, `add_eos_token` (all under `tokenizer.ggml.`).
+    /// `unknown_token_id`, `add_bos_token`, `add_eos_token` (all under `tokenizer.ggml.`;
+    /// absent ids are `None`, absent flags false, except that a Llama 3 vocab adds BOS and skips
+    /// merges for pieces that are whole tokens, as in llama.cpp).
     ///
     /// `transformers` ignores `pre` and always uses GPT-2's pattern: for its ids, follow with
     /// `.with_pretokenizer(Pretokenizer::Gpt2)`.
@@ -75,7 +77,12 @@ impl BpeTokenizer {
             eos_token_id: optional_id(file, "tokenizer.ggml.eos_token_id")?,
             pad_token_id: optional_id(file, "tokenizer.ggml.padding_token_id")?,
             unk_token_id: optional_id(file, "tokenizer.ggml.unknown_token_id")?,
-            add_bos_token: optional_bool(file, "tokenizer.ggml.add_bos_token", false)?,
+            // llama.cpp's default for Llama 3's vocab is to add BOS; the key overrides it.
+            add_bos_token: optional_bool(
+                file,
+                "tokenizer.ggml.add_bos_token",
+                pre == Pretokenizer::Llama3,
+            )?,
             add_eos_token: optional_bool(file, "tokenizer.ggml.add_eos_token", false)?,
             ignore_merges: pre == Pretokenizer::Llama3,
         };
@@ -105,7 +112,9 @@ impl ChatTemplate {
     /// [`ChatTemplate::new`] if it does not parse.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
         let source = file.string("tokenizer.chat_template")?;
-        let tokens = file.string_array("tokenizer.ggml.tokens").unwrap_or_default();
+        let tokens = file
+            .string_array("tokenizer.ggml.tokens")
+            .unwrap_or_default();
         let name = |key: &str| -> &str {
             optional_id(file, key)
                 .ok()
@@ -113,7 +122,10 @@ impl ChatTemplate {
                 .and_then(|id| tokens.get(id).copied())
                 .unwrap_or("")
         };
-        let (bos, eos) = (name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"));
+        let (bos, eos) = (
+            name("tokenizer.ggml.bos_token_id"),
+            name("tokenizer.ggml.eos_token_id"),
+        );
         Ok(Self::new(source)?.with_special_tokens(bos, eos))
     }
 }

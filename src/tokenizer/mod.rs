@@ -20,6 +20,7 @@ mod gpt2;
 mod hf_dir;
 mod hf_json;
 mod load;
+mod options;
 mod parts;
 mod pretokenize;
 mod pretokenize_llama3;

@@ -208,7 +208,7 @@ impl Parts {
 }
 
 impl BpeTokenizer {
-    /// The same tokenizer with another pre-tokenizer (e.g. [`Pretokenizer::Gpt2`] to get
+    /// The same tokenizer with another pre-tokenizer (e.g. [`super::Pretokenizer::Gpt2`] to get
     /// `transformers`' ids for a GGUF that says `smollm`).
     pub fn with_pretokenizer(&self, pretokenizer: super::Pretokenizer) -> Self {
         let inner = &self.inner;

@@ -100,19 +100,27 @@ pub enum Pretokenizer {
 }
 
 /// The `tokenizer.ggml.pre` names [`Pretokenizer::from_gguf_name`] knows.
-pub const SUPPORTED_GGUF_PRE: &[&str] = &["gpt2", "smollm", "llama-bpe", "llama3"];
+pub const SUPPORTED_GGUF_PRE: &[&str] = &[
+    "gpt2",
+    "gpt-2",
+    "phi-2",
+    "smollm",
+    "llama-bpe",
+    "llama3",
+    "llama-v3",
+];
 
 impl Pretokenizer {
-    /// The variant of a GGUF `tokenizer.ggml.pre` name: `gpt2`, `smollm`, `llama-bpe` (also
-    /// `llama3`).
+    /// The variant of a GGUF `tokenizer.ggml.pre` name: `gpt2` / `gpt-2` / `phi-2` (GPT-2's
+    /// pattern), `smollm`, `llama-bpe` / `llama3` / `llama-v3` (Llama 3's), as llama.cpp maps them.
     ///
     /// # Errors
     /// [`crate::Error::Config`] naming the unknown name and listing the supported ones.
     pub fn from_gguf_name(name: &str) -> crate::Result<Self> {
         match name {
-            "gpt2" => Ok(Self::Gpt2),
+            "gpt2" | "gpt-2" | "phi-2" => Ok(Self::Gpt2),
             "smollm" => Ok(Self::SmolLm),
-            "llama-bpe" | "llama3" => Ok(Self::Llama3),
+            "llama-bpe" | "llama3" | "llama-v3" => Ok(Self::Llama3),
             _ => Err(crate::Error::config(
                 "Pretokenizer",
                 "tokenizer.ggml.pre",

@@ -8,7 +8,7 @@ use crate::error::Result;
 /// emoji often spans two or three tokens), so those bytes are held back until the char is
 /// complete. Invalid byte sequences become U+FFFD as soon as they are certain, and
 /// [`StreamDecoder::finish`] turns an incomplete tail into U+FFFD. The pieces concatenate to
-/// exactly what [`BpeTokenizer::decode`] (or [`BpeTokenizer::decode_skip_special`] with
+/// exactly what [`Tokenizer::decode`](super::Tokenizer::decode) (or [`BpeTokenizer::decode_skip_special`] with
 /// `skip_special`) gives for all the ids at once.
 ///
 /// # Example

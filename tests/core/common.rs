@@ -1,6 +1,5 @@
 //! Shared test helpers: golden fixtures, `assert_close`, and finite-difference gradient checks.
 
-
 use handgrad::Tensor;
 use ndarray::{ArrayD, Dimension, IxDyn};
 use safetensors::{Dtype, SafeTensors};

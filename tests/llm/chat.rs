@@ -93,9 +93,8 @@ fn rendered_prompt_tokenises_with_control_tokens_whole() {
             .iter()
             .map(|x| x.as_u64().unwrap() as usize)
             .collect();
-        let specials = |ids: &[usize]| -> Vec<usize> {
-            ids.iter().copied().filter(|&id| id < 17).collect()
-        };
+        let specials =
+            |ids: &[usize]| -> Vec<usize> { ids.iter().copied().filter(|&id| id < 17).collect() };
         assert_eq!(specials(&ids), specials(&expected));
         assert_eq!(tok.decode(&ids).unwrap(), prompt);
     }
@@ -106,7 +105,9 @@ fn whitespace_control_filters_and_methods_match_transformers() {
     // A Llama-2-like template exercising trim_blocks / lstrip_blocks, `| upper`, `| trim`,
     // Python's `.strip()` and the bos/eos variables; expected output from jinja2.
     let source = "{{ bos_token }}\n{% for message in messages %}\n    {% if message['role'] == 'system' %}\n<<SYS>>{{ message['content'].strip() }}<</SYS>>\n    {% else %}\n[{{ message['role'] | upper }}] {{ message['content'] | trim }}{{ eos_token }}\n    {% endif %}\n{% endfor %}\n{% if add_generation_prompt %}[ASSISTANT]{% endif %}\n";
-    let t = ChatTemplate::new(source).unwrap().with_special_tokens("<s>", "</s>");
+    let t = ChatTemplate::new(source)
+        .unwrap()
+        .with_special_tokens("<s>", "</s>");
     let m = [
         Message::system("  Be kind. "),
         Message::user(" Hi\n"),
@@ -127,7 +128,11 @@ fn whitespace_control_filters_and_methods_match_transformers() {
 #[test]
 fn broken_templates_are_errors_with_the_engines_message() {
     let e = err_text(ChatTemplate::new("{% for m in messages %}{{ m.content }}"));
-    assert!(e.starts_with("chat template: cannot parse: syntax error") && e.contains("unexpected end of input"), "{e}");
+    assert!(
+        e.starts_with("chat template: cannot parse: syntax error")
+            && e.contains("unexpected end of input"),
+        "{e}"
+    );
     // An unknown filter is found when rendering (the engine resolves filters at run time).
     let t = ChatTemplate::new("{{ messages | no_such_filter }}").unwrap();
     let e = err_text(t.render(&[], true));
@@ -143,13 +148,23 @@ fn broken_templates_are_errors_with_the_engines_message() {
             && e.contains("Conversations must start with a user message"),
         "{e}"
     );
-    let e = err_text(ChatTemplate::new("{{ not_given }}").unwrap().render(&[], true));
+    let e = err_text(
+        ChatTemplate::new("{{ not_given }}")
+            .unwrap()
+            .render(&[], true),
+    );
     assert!(e.contains("undefined"), "{e}");
     // A defined-test on a missing variable is fine (as in Llama 3's template).
-    let t = ChatTemplate::new("{% if date_string is not defined %}none{% endif %}{% if tools %}x{% endif %}").unwrap();
+    let t = ChatTemplate::new(
+        "{% if date_string is not defined %}none{% endif %}{% if tools %}x{% endif %}",
+    )
+    .unwrap();
     assert_eq!(t.render(&[], false).unwrap(), "none");
     // A runaway loop stops at the fuel limit instead of hanging.
-    let t = ChatTemplate::new("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}").unwrap();
+    let t = ChatTemplate::new(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    )
+    .unwrap();
     let e = err_text(t.render(&[], false));
     assert!(e.contains("fuel"), "{e}");
     // tokenizer_config.json sources.
@@ -161,5 +176,8 @@ fn broken_templates_are_errors_with_the_engines_message() {
     .unwrap();
     assert_eq!(t.render(&[], false).unwrap(), "</s>");
     let e = err_text(ChatTemplate::from_dir("/no/such/folder"));
-    assert!(e.contains("/no/such/folder") && e.contains("chat_template.jinja"), "{e}");
+    assert!(
+        e.contains("/no/such/folder") && e.contains("chat_template.jinja"),
+        "{e}"
+    );
 }

@@ -352,3 +352,53 @@ fn writer_rejects_bad_input() {
         .to_string()
         .contains("power of two"));
 }
+
+#[test]
+fn q_and_k_rows_are_permuted_as_llama_cpp_writes_them() {
+    // Within each head, GGUF row 2j = HF row j and GGUF row 2j+1 = HF row j + hd/2.
+    let st = handgrad::io::read_safetensors(fixture_path("llama_tiny/model.safetensors")).unwrap();
+    let f = open("f32");
+    let hd = f.u64("llama.rope.dimension_count").unwrap() as usize;
+    for (g, h, heads) in [
+        (
+            "blk.0.attn_q.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            4,
+        ),
+        (
+            "blk.1.attn_k.weight",
+            "model.layers.1.self_attn.k_proj.weight",
+            2,
+        ),
+    ] {
+        let gm = f.matrix(g).unwrap().dequantize();
+        let hm = &st.tensors[h];
+        assert_eq!(gm.nrows(), heads * hd);
+        for head in 0..heads {
+            for j in 0..hd / 2 {
+                for (gr, hr) in [(2 * j, j), (2 * j + 1, j + hd / 2)] {
+                    let (gr, hr) = (head * hd + gr, head * hd + hr);
+                    let hrow: Vec<f32> = (0..gm.ncols()).map(|c| hm[[hr, c]]).collect();
+                    assert_eq!(gm.row(gr).to_vec(), hrow, "{g} row {gr} = {h} row {hr}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shared_bytes_slices_are_checked() {
+    let b = SharedBytes::from_vec((0u8..10).collect());
+    let s = b.slice(2..6).unwrap();
+    assert_eq!((&*s, s.len(), s.is_mapped()), (&[2u8, 3, 4, 5][..], 4, false));
+    assert_eq!(&*s.slice(1..3).unwrap(), &[3, 4]);
+    let e = s.slice(2..5).unwrap_err().to_string();
+    assert!(e.contains("2..5") && e.contains("inside 0..4"), "{e}");
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = b.slice(5..3);
+    assert!(reversed.is_err());
+    let e = SharedBytes::map_file("/nonexistent/x.gguf").unwrap_err();
+    assert!(matches!(e, handgrad::Error::Io { .. }) && e.to_string().contains("/nonexistent/x.gguf"));
+    let m = SharedBytes::map_file(fixture_path("llama_tiny.q4_0.gguf")).unwrap();
+    assert!(m.is_mapped() && m.len() == 30688 && &m[..4] == b"GGUF");
+}

@@ -207,3 +207,19 @@ fn matmul_t_panics_on_a_shape_mismatch() {
     let mut y = Array2::zeros((2, 4));
     w.matmul_t(x.view(), y.view_mut());
 }
+
+#[test]
+fn empty_shapes_are_fine() {
+    for qtype in ALL {
+        let w = QMatrix::quantize(Array2::zeros((3, 0)).view(), qtype).unwrap();
+        for m in [1, 64] {
+            let mut y = Array2::from_elem((m, 3), 1.0f32);
+            w.matmul_t(Array2::zeros((m, 0)).view(), y.view_mut());
+            assert!(y.iter().all(|&v| v == 0.0), "{}", qtype.name());
+        }
+        let w = QMatrix::quantize(Array2::zeros((0, 32)).view(), qtype).unwrap();
+        let mut y = Array2::zeros((2, 0));
+        w.matmul_t(Array2::zeros((2, 32)).view(), y.view_mut());
+        assert_eq!(w.dequantize().dim(), (0, 32));
+    }
+}

@@ -41,8 +41,16 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// Every case of llama_tiny_tokenizer_cases.json: ids, token spellings, decoded text.
 pub(crate) fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
     let cases = json("llama_tiny_tokenizer_cases.json");
-    assert_eq!(tok.vocab_size(), cases["vocab_size"].as_u64().unwrap() as usize, "{how}");
-    assert_eq!(tok.num_merges(), cases["n_merges"].as_u64().unwrap() as usize, "{how}");
+    assert_eq!(
+        tok.vocab_size(),
+        cases["vocab_size"].as_u64().unwrap() as usize,
+        "{how}"
+    );
+    assert_eq!(
+        tok.num_merges(),
+        cases["n_merges"].as_u64().unwrap() as usize,
+        "{how}"
+    );
     let list = cases["cases"].as_array().unwrap();
     assert!(list.len() >= 10);
     for case in list {
@@ -57,19 +65,28 @@ pub(crate) fn check_tiny_cases(tok: &BpeTokenizer, how: &str) {
             .map(|t| t.as_str().unwrap())
             .collect();
         assert_eq!(tokens, expected, "{how}: tokens of {text:?}");
-        assert_eq!(tok.decode(&ids).unwrap(), case["decoded"].as_str().unwrap(), "{how}");
+        assert_eq!(
+            tok.decode(&ids).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{how}"
+        );
     }
     // SmolLM2's special ids and the 17 control tokens.
     assert_eq!(tok.bos_token_id(), Some(1), "{how}");
     assert_eq!(tok.eos_token_id(), Some(2), "{how}");
-    assert_eq!(tok.special_token_ids(), (0..17).collect::<Vec<_>>(), "{how}");
+    assert_eq!(
+        tok.special_token_ids(),
+        (0..17).collect::<Vec<_>>(),
+        "{how}"
+    );
     assert!(tok.is_special(16) && !tok.is_special(17), "{how}");
     assert!(!tok.options().add_bos_token, "{how}");
 }
 
 #[test]
 fn tiny_from_tokenizer_json() {
-    let tok = BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
+    let tok =
+        BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
     assert_eq!(tok.pretokenizer(), Pretokenizer::Gpt2);
     // tokenizer.json alone names no BOS / EOS: the folder's tokenizer_config.json does.
     assert_eq!(tok.eos_token_id(), None);
@@ -125,7 +142,10 @@ fn control_tokens_match_whole_and_can_be_text() {
         ..Default::default()
     };
     let ids = tok.encode_with("<|im_end|>", as_text).unwrap();
-    assert!(ids.len() > 1 && ids.iter().all(|&id| !tok.is_special(id)), "{ids:?}");
+    assert!(
+        ids.len() > 1 && ids.iter().all(|&id| !tok.is_special(id)),
+        "{ids:?}"
+    );
     assert_eq!(tok.decode(&ids).unwrap(), "<|im_end|>");
 }
 
@@ -214,7 +234,9 @@ fn from_parts_builds_the_tiny_tokenizer() {
     let tokens: Vec<String> = (0..tok.vocab_size())
         .map(|id| tok.id_to_token(id).unwrap().to_string())
         .collect();
-    let types: Vec<i32> = (0..tokens.len()).map(|id| if id < 17 { 3 } else { 1 }).collect();
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|id| if id < 17 { 3 } else { 1 })
+        .collect();
     let merges: Vec<String> = tok.merges().map(|(a, b)| format!("{a} {b}")).collect();
     let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
     let options = BpeOptions {
@@ -224,29 +246,64 @@ fn from_parts_builds_the_tiny_tokenizer() {
         unk_token_id: Some(0),
         ..Default::default()
     };
-    let parts = BpeTokenizer::from_parts(tokens.clone(), types.clone(), &merges, options.clone())
-        .unwrap();
+    let parts =
+        BpeTokenizer::from_parts(tokens.clone(), types.clone(), &merges, options.clone()).unwrap();
     check_tiny_cases(&parts, "from_parts");
 
     // Errors name what is wrong.
-    let e = err_text(BpeTokenizer::from_parts(tokens.clone(), vec![1; 5], &merges, options.clone()));
-    assert!(e.contains("token_types has 5 entries for 333 tokens"), "{e}");
+    let e = err_text(BpeTokenizer::from_parts(
+        tokens.clone(),
+        vec![1; 5],
+        &merges,
+        options.clone(),
+    ));
+    assert!(
+        e.contains("token_types has 5 entries for 333 tokens"),
+        "{e}"
+    );
     let mut bad_types = types.clone();
     bad_types[40] = 9;
-    let e = err_text(BpeTokenizer::from_parts(tokens.clone(), bad_types, &merges, options.clone()));
-    assert!(e.contains("token_types[40] = 9") && e.contains("1..=6"), "{e}");
-    let e = err_text(BpeTokenizer::from_parts(tokens.clone(), types.clone(), &["Ġt"], options.clone()));
-    assert!(e.contains("merges[0]") && e.contains("\"left right\""), "{e}");
-    let e = err_text(BpeTokenizer::from_parts(tokens.clone(), types.clone(), &["Ġ zz"], options.clone()));
+    let e = err_text(BpeTokenizer::from_parts(
+        tokens.clone(),
+        bad_types,
+        &merges,
+        options.clone(),
+    ));
+    assert!(
+        e.contains("token_types[40] = 9") && e.contains("1..=6"),
+        "{e}"
+    );
+    let e = err_text(BpeTokenizer::from_parts(
+        tokens.clone(),
+        types.clone(),
+        &["Ġt"],
+        options.clone(),
+    ));
+    assert!(
+        e.contains("merges[0]") && e.contains("\"left right\""),
+        "{e}"
+    );
+    let e = err_text(BpeTokenizer::from_parts(
+        tokens.clone(),
+        types.clone(),
+        &["Ġ zz"],
+        options.clone(),
+    ));
     assert!(e.contains("\"zz\", which is not in the vocab"), "{e}");
     let far = BpeOptions {
         eos_token_id: Some(5000),
         ..options
     };
     let e = err_text(BpeTokenizer::from_parts(tokens, types, &merges, far));
-    assert!(e.contains("eos_token_id = 5000 is not an id of the 333 tokens"), "{e}");
+    assert!(
+        e.contains("eos_token_id = 5000 is not an id of the 333 tokens"),
+        "{e}"
+    );
     let e = err_text(Pretokenizer::from_gguf_name("qwen2"));
-    assert!(e.contains("\"qwen2\"") && e.contains("gpt2") && e.contains("smollm"), "{e}");
+    assert!(
+        e.contains("\"qwen2\"") && e.contains("gpt2") && e.contains("smollm"),
+        "{e}"
+    );
 }
 
 /// The tiny tokenizer.json with `f` applied to its JSON.
@@ -267,12 +324,19 @@ fn tokenizer_json_variants_and_errors() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| Value::from(format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap())))
+            .map(|m| {
+                Value::from(format!(
+                    "{} {}",
+                    m[0].as_str().unwrap(),
+                    m[1].as_str().unwrap()
+                ))
+            })
             .collect();
         v["model"]["merges"] = Value::from(merges);
     });
     let a = BpeTokenizer::from_tokenizer_json_str(&strings).unwrap();
-    let b = BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
+    let b =
+        BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
     let text = "The quick brown fox, 今天 <|im_start|> 42";
     assert_eq!(a.encode(text).unwrap(), b.encode(text).unwrap());
 
@@ -299,24 +363,71 @@ fn tokenizer_json_variants_and_errors() {
 
     // Errors name the part that is not supported.
     let cases: Vec<(Edit, &str)> = vec![
-        (Box::new(|v| v["model"]["type"] = "WordPiece".into()), "model.type is \"WordPiece\""),
-        (Box::new(|v| v["model"]["byte_fallback"] = true.into()), "byte_fallback"),
-        (Box::new(|v| v["model"]["vocab"]["Ġt"] = 1_000_000_000_000u64.into()), "\"Ġt\" has the id 1000000000000"),
-        (Box::new(|v| v["model"]["vocab"]["Ġt"] = 5.into()), "gives id 5 to both"),
-        (Box::new(|v| { v["model"]["vocab"].as_object_mut().unwrap().remove("Ġt"); }), "no token has the id"),
-        (Box::new(|v| v["model"]["merges"][3] = serde_json::json!(["Ġ", "zz"])), "model.merges[3]"),
-        (Box::new(|v| v["model"]["merges"][0] = 7.into()), "expected \"a b\" or"),
-        (Box::new(|v| v["added_tokens"][2]["lstrip"] = true.into()), "\"<|im_end|>\" has lstrip: true"),
-        (Box::new(|v| v["added_tokens"][2]["content"] = "<x>".into()), "\"<x>\" has id 2, which model.vocab gives to \"<|im_end|>\""),
-        (Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFC"})), "normalizer {\"type\":\"NFC\"}"),
-        (Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})), "pre_tokenizer {\"type\":\"Whitespace\"} is not supported"),
-        (Box::new(|v| v["pre_tokenizer"]["add_prefix_space"] = true.into()), "is not supported"),
-        (Box::new(|v| v["decoder"] = serde_json::json!({"type": "WordPiece"})), "decoder {\"type\":\"WordPiece\"}"),
-        (Box::new(|v| v["post_processor"] = serde_json::json!({"type": "BertProcessing"})), "post_processor \"BertProcessing\""),
+        (
+            Box::new(|v| v["model"]["type"] = "WordPiece".into()),
+            "model.type is \"WordPiece\"",
+        ),
+        (
+            Box::new(|v| v["model"]["byte_fallback"] = true.into()),
+            "byte_fallback",
+        ),
+        (
+            Box::new(|v| v["model"]["vocab"]["Ġt"] = 1_000_000_000_000u64.into()),
+            "\"Ġt\" has the id 1000000000000",
+        ),
+        (
+            Box::new(|v| v["model"]["vocab"]["Ġt"] = 5.into()),
+            "gives id 5 to both",
+        ),
+        (
+            Box::new(|v| {
+                v["model"]["vocab"].as_object_mut().unwrap().remove("Ġt");
+            }),
+            "no token has the id",
+        ),
+        (
+            Box::new(|v| v["model"]["merges"][3] = serde_json::json!(["Ġ", "zz"])),
+            "model.merges[3]",
+        ),
+        (
+            Box::new(|v| v["model"]["merges"][0] = 7.into()),
+            "expected \"a b\" or",
+        ),
+        (
+            Box::new(|v| v["added_tokens"][2]["lstrip"] = true.into()),
+            "\"<|im_end|>\" has lstrip: true",
+        ),
+        (
+            Box::new(|v| v["added_tokens"][2]["content"] = "<x>".into()),
+            "\"<x>\" has id 2, which model.vocab gives to \"<|im_end|>\"",
+        ),
+        (
+            Box::new(|v| v["normalizer"] = serde_json::json!({"type": "NFC"})),
+            "normalizer {\"type\":\"NFC\"}",
+        ),
+        (
+            Box::new(|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"})),
+            "pre_tokenizer {\"type\":\"Whitespace\"} is not supported",
+        ),
+        (
+            Box::new(|v| v["pre_tokenizer"]["add_prefix_space"] = true.into()),
+            "is not supported",
+        ),
+        (
+            Box::new(|v| v["decoder"] = serde_json::json!({"type": "WordPiece"})),
+            "decoder {\"type\":\"WordPiece\"}",
+        ),
+        (
+            Box::new(|v| v["post_processor"] = serde_json::json!({"type": "BertProcessing"})),
+            "post_processor \"BertProcessing\"",
+        ),
     ];
     for (edit, needle) in cases {
         let e = err_text(BpeTokenizer::from_tokenizer_json_str(&edited(edit)));
-        assert!(e.starts_with("tokenizer.json") && e.contains(needle), "{needle}: {e}");
+        assert!(
+            e.starts_with("tokenizer.json") && e.contains(needle),
+            "{needle}: {e}"
+        );
     }
     let e = err_text(BpeTokenizer::from_tokenizer_json_str("{\"model\": "));
     assert!(e.contains("invalid JSON"), "{e}");
@@ -335,13 +446,20 @@ fn tokenizer_json_variants_and_errors() {
 
 #[test]
 fn tokenizer_config_errors() {
-    let tok = BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
+    let tok =
+        BpeTokenizer::from_tokenizer_json(fixtures().join("llama_tiny/tokenizer.json")).unwrap();
     let e = err_text(tok.with_tokenizer_config("{\"eos_token\": \"<nope>\"}"));
-    assert!(e.contains("eos_token is \"<nope>\", which is not a token of the vocab"), "{e}");
+    assert!(
+        e.contains("eos_token is \"<nope>\", which is not a token of the vocab"),
+        "{e}"
+    );
     let e = err_text(tok.with_tokenizer_config(
         "{\"added_tokens_decoder\": {\"5\": {\"content\": \"<x>\", \"special\": true}}}",
     ));
-    assert!(e.contains("gives id 5 to \"<x>\"") && e.contains("<file_sep>"), "{e}");
+    assert!(
+        e.contains("gives id 5 to \"<x>\"") && e.contains("<file_sep>"),
+        "{e}"
+    );
     let e = err_text(tok.with_tokenizer_config("[1]"));
     assert!(e.contains("expected a JSON object"), "{e}");
 }

@@ -173,7 +173,12 @@ fn dot_rows<const R: usize>(
 ///
 /// # Shapes
 /// `x: (M, cols)` → `y: (M, rows)`.
-pub(crate) fn matmul_t(path: KernelPath, w: &QMatrix, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
+pub(crate) fn matmul_t(
+    path: KernelPath,
+    w: &QMatrix,
+    x: ArrayView2<f32>,
+    mut y: ArrayViewMut2<f32>,
+) {
     let (rows, cols) = (w.rows(), w.cols());
     let m = x.nrows();
     assert_eq!(
@@ -189,6 +194,10 @@ pub(crate) fn matmul_t(path: KernelPath, w: &QMatrix, x: ArrayView2<f32>, y: Arr
         y.dim()
     );
     if m == 0 || rows == 0 {
+        return;
+    }
+    if cols == 0 {
+        y.fill(0.0); // empty sums
         return;
     }
     if m <= MATVEC_MAX_M {

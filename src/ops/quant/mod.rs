@@ -152,7 +152,7 @@ impl QMatrix {
     ///
     /// # Panics
     /// When `r >= rows`.
-    pub fn row_bytes(&self, r: usize) -> &[u8] {
+    pub fn row_data(&self, r: usize) -> &[u8] {
         assert!(r < self.rows, "QMatrix: row {r} of {}", self.rows);
         let rb = self.data.len() / self.rows;
         &self.data[r * rb..(r + 1) * rb]
@@ -174,7 +174,7 @@ impl QMatrix {
             out.len(),
             self.cols
         );
-        dequant::dequantize_row_into(self.qtype, self.row_bytes(r), out);
+        dequant::dequantize_row_into(self.qtype, self.row_data(r), out);
     }
 
     /// The whole matrix as `f32` (allocates `rows · cols` values; the products never do this).
