@@ -95,6 +95,7 @@ pub mod prelude;
 pub mod tensor;
 pub mod tokenizer;
 pub mod transformer;
+pub mod vision;
 pub mod viz;
 
 pub use error::{Error, Result};
