@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod json;
+pub mod torch;
 mod safetensors;
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};

@@ -121,7 +121,7 @@ fn to_f32(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
 }
 
 /// IEEE half precision → `f32` (exact; handles subnormals, infinities and NaN).
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let mant = (h & 0x3ff) as u32;

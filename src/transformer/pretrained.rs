@@ -123,7 +123,9 @@ impl Gpt {
 
     /// Loads a Hugging Face GPT-2 folder: `config.json` and `model.safetensors` (F32, F16 or
     /// BF16, keys with or without the `transformer.` prefix, as `save_pretrained` and the
-    /// published `gpt2` files write them).
+    /// published `gpt2` files write them). A folder with `pytorch_model.bin` and no
+    /// `model.safetensors` (older checkpoints) is read with [`crate::io::torch::load_state_dict`],
+    /// which never executes code from the file.
     ///
     /// ```no_run
     /// let gpt2 = handgrad::transformer::Gpt::from_pretrained("path/to/gpt2")?;
@@ -143,6 +145,12 @@ impl Gpt {
         })?;
         let config = GptConfig::from_hf_json(&text, &cfg_path.display().to_string())?;
         let st_path = dir.join("model.safetensors");
+        let bin_path = dir.join("pytorch_model.bin");
+        if !st_path.exists() && bin_path.exists() {
+            // an older Hugging Face folder: a torch.save state dict, read by the safe unpickler
+            let tensors = crate::io::torch::load_state_dict(&bin_path)?;
+            return Gpt::from_weights(config, tensors, &bin_path.display().to_string());
+        }
         let file = read_safetensors(&st_path)?;
         Gpt::from_weights(config, file.tensors, &st_path.display().to_string())
     }
