@@ -271,6 +271,12 @@ pub fn timm_to_package(key: &str, config: &EfficientNetConfig) -> Option<String>
 /// EfficientNet-Lite as a [`Sequential`] (which it dereferences to: `compile`, `fit`,
 /// `evaluate`, `predict`, `forward`, `backward`, `summary`), with the package's parameter names.
 ///
+/// The inherent [`EfficientNetLite::params`], [`EfficientNetLite::state_dict`] and
+/// [`EfficientNetLite::load_state_dict`] use the package names; what is reached through the
+/// `Sequential` (its optimizer steps, `save_weights`, checkpoints) uses layer-index names
+/// (`"3._bn0.weight"`), which is fine for resuming with the same class but not for exchange
+/// with PyTorch: export with `state_dict()` for that.
+///
 /// ```
 /// use handgrad::vision::{EfficientNetConfig, EfficientNetLite};
 /// let net = EfficientNetLite::new(EfficientNetConfig::lite0(), &mut handgrad::init::rng(0))?;
