@@ -7,6 +7,8 @@ pub use crate::init::{rng, Rng};
 pub use crate::layers::{
     Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh,
 };
+pub use crate::layers::{BatchNorm2d, Conv2d, GlobalAvgPool2d, MbConv, Padding, Relu6, Residual};
+pub use crate::vision::{EfficientNetConfig, EfficientNetLite};
 pub use crate::model::{
     Callback, Control, EarlyStopping, FitOptions, History, LambdaCallback, Loss, Metric,
     ReduceLROnPlateau, Sequential, Targets, Verbose,

@@ -1,4 +1,4 @@
-//! Activation layers: [`Relu`], [`Gelu`], [`Sigmoid`], [`Tanh`] and [`Softmax`] (last axis).
+//! Activation layers: [`Relu`], [`Relu6`], [`Gelu`], [`Sigmoid`], [`Tanh`] and [`Softmax`] (last axis).
 //!
 //! Each is a thin stateful wrapper over a kernel pair in [`crate::ops::activation`] or
 //! [`crate::ops::softmax`]: no parameters, any input rank, output shape = input shape. A
@@ -221,3 +221,89 @@ activation_layer!(
     Softmax, "Softmax", caches = output,
     forward = sm::softmax_forward, backward = sm::softmax_backward, is_softmax = true,
 );
+
+/// ReLU6, `y = min(max(x, 0), 6)`, elementwise (PyTorch `nn.ReLU6`; MobileNet and
+/// EfficientNet-Lite). The gradient passes strictly inside `(0, 6)`, as in torch.
+///
+/// Like [`Relu`], through [`Layer::forward_owned`] it works in place and a training forward
+/// keeps only a one-bit-per-element mask of `0 < x < 6`; [`Layer::forward`] keeps the input.
+///
+/// # Shapes
+/// `x: (B, …)` → `y: (B, …)`.
+#[derive(Debug, Clone, Default)]
+pub struct Relu6 {
+    cache: Cache,
+    /// `0 < x < 6` bits of the last owned training forward, with its shape.
+    mask: Option<(Vec<u64>, Vec<usize>)>,
+}
+
+impl Relu6 {
+    /// A new layer (no parameters, nothing to configure).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Layer for Relu6 {
+    fn describe(&self) -> String {
+        "ReLU6".to_string()
+    }
+
+    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+        Ok(input_shape.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let y = act::relu6_forward(x.view());
+        self.mask = None;
+        self.cache.store(mode, x);
+        Ok(y)
+    }
+
+    fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
+        if !x.is_standard_layout() {
+            return self.forward(&x, mode);
+        }
+        self.cache = Cache::default();
+        let data = x.as_slice_mut().expect("standard layout");
+        match mode {
+            Mode::Train => {
+                let mut bits = self.mask.take().map(|(b, _)| b).unwrap_or_default();
+                act::relu6_in_place_with_mask(data, &mut bits);
+                self.mask = Some((bits, x.shape().to_vec()));
+            }
+            Mode::Eval => {
+                self.mask = None;
+                act::relu6_in_place(data);
+            }
+        }
+        Ok(x)
+    }
+
+    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        if self.mask.is_some() {
+            return self.backward_owned(dout.clone());
+        }
+        let cached = self.cache.get("ReLU6", dout)?;
+        Ok(act::relu6_backward(cached.view(), dout.view()))
+    }
+
+    fn backward_owned(&mut self, mut dout: Tensor) -> Result<Tensor> {
+        let Some((bits, shape)) = &self.mask else {
+            return self.backward(&dout);
+        };
+        if dout.shape() != shape.as_slice() {
+            return Err(Error::shape(
+                "ReLU6 backward",
+                format!("dout shaped like the last output {shape:?}"),
+                dout.shape(),
+            ));
+        }
+        if !dout.is_standard_layout() {
+            dout = dout.as_standard_layout().into_owned();
+        }
+        // forward: y = min(max(x, 0), 6)  ⇒  dx = dy·[0 < x < 6]  (the recorded mask)
+        act::relu_backward_in_place_with_mask(dout.as_slice_mut().expect("standard layout"), bits);
+        Ok(dout)
+    }
+}

@@ -3,7 +3,9 @@
 use super::{no_cache, not_built, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::init::{pytorch_default, Rng};
-use crate::ops::conv2d::{conv2d_backward, conv2d_forward, Conv2dGeom, Conv2dWorkspace};
+use crate::ops::conv2d::{
+    conv2d_backward, conv2d_forward, tf_same_pads, Conv2dGeom, Conv2dWorkspace,
+};
 use crate::param::Param;
 use crate::tensor::{expect_nchw, Tensor};
 use ndarray::{Array4, ArrayView4, Ix1, Ix4};
@@ -21,14 +23,32 @@ pub enum Padding {
     Same,
     /// Explicit `(top and bottom, left and right)` padding.
     Explicit(usize, usize),
+    /// Explicit padding that may differ on each side (e.g. what `F.pad(x, (l, r, t, b))` before
+    /// an unpadded PyTorch convolution gives).
+    Asymmetric {
+        /// Zero rows above.
+        top: usize,
+        /// Zero rows below.
+        bottom: usize,
+        /// Zero columns on the left.
+        left: usize,
+        /// Zero columns on the right.
+        right: usize,
+    },
+    /// TensorFlow `"SAME"` (EfficientNet, MobileNet; timm's `Conv2dSame`): the output has
+    /// `⌈n/s⌉` rows/columns for an input of `n`, any stride, and the padding is computed from
+    /// the actual input size, `total = max((⌈n/s⌉ − 1)·s + d·(k − 1) + 1 − n, 0)`, `⌊total/2⌋`
+    /// before and the rest after (the odd extra row/column goes to the bottom/right).
+    TfSame,
 }
 
 /// A 2-D convolution (cross-correlation) over NCHW images, PyTorch `nn.Conv2d` semantics.
 ///
-/// The weight has layout `[O, C, kh, kw]` and the parameters are named `weight` and `bias`. The
+/// The weight has layout `[O, C/G, kh, kw]` (`G` = [`Conv2d::groups`], default 1) and the parameters are named `weight` and `bias`. The
 /// input channels `C` are inferred at [`Layer::build`] from the per-sample shape `(C, H, W)`.
 /// Initialisation is PyTorch's default, `U(-1/√(C·kh·kw), 1/√(C·kh·kw))` for weight and bias.
-/// Defaults: stride 1, [`Padding::Valid`], dilation 1, with bias.
+/// Defaults: stride 1, [`Padding::Valid`], dilation 1, groups 1, with bias. With
+/// [`Padding::TfSame`] the padding is computed from the input size given at build.
 ///
 /// The layer keeps its scratch buffers ([`Conv2dWorkspace`]) and the buffer of its cached input
 /// across calls, so a training loop does not reallocate them.
@@ -43,8 +63,8 @@ pub enum Padding {
 /// ```
 ///
 /// # Shapes
-/// `x: (N, C, H, W) → (N, O, OH, OW)` with `OH = ⌊(H + 2·ph − dh·(kh − 1) − 1)/sh⌋ + 1` (and
-/// likewise `OW`).
+/// `x: (N, C, H, W) → (N, O, OH, OW)` with `OH = ⌊(H + pt + pb − dh·(kh − 1) − 1)/sh⌋ + 1` (and
+/// likewise `OW`); `OH = ⌈H/sh⌉` with [`Padding::TfSame`].
 #[derive(Debug, Clone)]
 pub struct Conv2d {
     out_channels: usize,
@@ -52,6 +72,7 @@ pub struct Conv2d {
     stride: (usize, usize),
     padding: Padding,
     dilation: (usize, usize),
+    groups: usize,
     use_bias: bool,
     geom: Option<Conv2dGeom>,
     weight: Option<Param>,
@@ -71,6 +92,7 @@ impl Conv2d {
             stride: (1, 1),
             padding: Padding::Valid,
             dilation: (1, 1),
+            groups: 1,
             use_bias: true,
             geom: None,
             weight: None,
@@ -114,15 +136,24 @@ impl Conv2d {
         self
     }
 
+    /// Channel groups `G` (PyTorch `groups`, default 1): input channels `[g·C/G, (g+1)·C/G)` feed
+    /// only output channels `[g·O/G, (g+1)·O/G)`, the weight is `[O, C/G, kh, kw]`. `G = C = O`
+    /// is a depthwise convolution (a dedicated direct kernel). `G` must divide `C` and `O`
+    /// (checked at build).
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
     /// Whether the layer has a bias (default `true`).
     pub fn with_bias(mut self, use_bias: bool) -> Self {
         self.use_bias = use_bias;
         self
     }
 
-    /// A layer with existing weights `[O, C, kh, kw]` (e.g. from PyTorch) and an optional bias
-    /// `[O]`. Stride, padding and dilation can still be set with the builder methods; `build`
-    /// checks that the input has `C` channels.
+    /// A layer with existing weights `[O, C/G, kh, kw]` (e.g. from PyTorch) and an optional bias
+    /// `[O]`. Stride, padding, dilation and groups can still be set with the builder methods;
+    /// `build` checks that the input has `C` channels.
     ///
     /// # Errors
     /// [`Error::Shape`] for a weight that is not rank 4 (or has a zero-sized axis) or a bias
@@ -192,7 +223,14 @@ impl Conv2d {
         let pad = match self.padding {
             Padding::Valid => "0".to_string(),
             Padding::Same => "same".to_string(),
+            Padding::TfSame => "tf-same".to_string(),
             Padding::Explicit(ph, pw) => pair((ph, pw)),
+            Padding::Asymmetric {
+                top,
+                bottom,
+                left,
+                right,
+            } => format!("t{top} b{bottom} l{left} r{right}"),
         };
         let mut s = format!(
             "Conv2d({cin}→{}, {}x{}, stride {}, pad {pad}",
@@ -204,14 +242,17 @@ impl Conv2d {
         if self.dilation != (1, 1) {
             s += &format!(", dilation {}", pair(self.dilation));
         }
+        if self.groups != 1 {
+            s += &format!(", groups {}", self.groups);
+        }
         if !self.use_bias {
             s += ", no bias";
         }
         s + ")"
     }
 
-    /// `((top, bottom), (left, right))` zero padding.
-    fn pads(&self) -> ((usize, usize), (usize, usize)) {
+    /// `((top, bottom), (left, right))` zero padding for an `h × w` input.
+    fn pads(&self, h: usize, w: usize) -> ((usize, usize), (usize, usize)) {
         let same = |k: usize, d: usize| {
             let total = d * k.saturating_sub(1);
             (total / 2, total - total / 2)
@@ -219,6 +260,16 @@ impl Conv2d {
         match self.padding {
             Padding::Valid => ((0, 0), (0, 0)),
             Padding::Explicit(ph, pw) => ((ph, ph), (pw, pw)),
+            Padding::Asymmetric {
+                top,
+                bottom,
+                left,
+                right,
+            } => ((top, bottom), (left, right)),
+            Padding::TfSame => (
+                tf_same_pads(h, self.kernel.0, self.stride.0, self.dilation.0),
+                tf_same_pads(w, self.kernel.1, self.stride.1, self.dilation.1),
+            ),
             Padding::Same => (
                 same(self.kernel.0, self.dilation.0),
                 same(self.kernel.1, self.dilation.1),
@@ -315,6 +366,7 @@ impl Layer for Conv2d {
             ("kernel size", self.kernel.0.min(self.kernel.1)),
             ("stride", self.stride.0.min(self.stride.1)),
             ("dilation", self.dilation.0.min(self.dilation.1)),
+            ("groups", self.groups),
         ] {
             if v == 0 {
                 return Err(Error::config(name, what, 0, "at least 1"));
@@ -327,13 +379,24 @@ impl Layer for Conv2d {
                 input_shape,
             ));
         }
+        if !c.is_multiple_of(self.groups) || !self.out_channels.is_multiple_of(self.groups) {
+            return Err(Error::config(
+                name,
+                "groups",
+                self.groups,
+                format!(
+                    "a divisor of both the input channels ({c}) and out_channels ({})",
+                    self.out_channels
+                ),
+            ));
+        }
         if self.padding == Padding::Same && self.stride != (1, 1) {
             return Err(Error::config(
                 name,
                 "padding",
                 format!("\"same\" with stride {}x{}", self.stride.0, self.stride.1),
-                "stride 1 with \"same\" padding (as PyTorch); use Padding::Explicit for strided \
-                 convolutions",
+                "stride 1 with \"same\" padding (as PyTorch); use Padding::TfSame (TensorFlow \
+                 \"SAME\") or Padding::Explicit for strided convolutions",
             ));
         }
         if let Some(wt) = &self.weight {
@@ -354,23 +417,26 @@ impl Layer for Conv2d {
                     format!("the kernel of the given weight {:?}", wt.shape()),
                 ));
             }
-            if wt.shape()[1] != c {
+            if wt.shape()[1] * self.groups != c {
                 return Err(Error::shape(
                     name,
                     format!(
-                        "per-sample inputs (C, H, W) with {} channels (the weight's {:?})",
-                        wt.shape()[1],
-                        wt.shape()
+                        "per-sample inputs (C, H, W) with {} channels (the weight's {:?} with \
+                         {} group(s))",
+                        wt.shape()[1] * self.groups,
+                        wt.shape(),
+                        self.groups
                     ),
                     input_shape,
                 ));
             }
         }
-        let (rows, cols) = self.pads();
+        let (rows, cols) = self.pads(h, w);
         let g = Conv2dGeom::new(c, h, w, self.out_channels, self.kernel.0, self.kernel.1)
             .with_stride(self.stride.0, self.stride.1)
             .with_padding_asym(rows, cols)
-            .with_dilation(self.dilation.0, self.dilation.1);
+            .with_dilation(self.dilation.0, self.dilation.1)
+            .with_groups(self.groups);
         let Some((oh, ow)) = g.try_out_hw() else {
             return Err(Error::shape(
                 name,
@@ -394,7 +460,7 @@ impl Layer for Conv2d {
         };
         let fan_in = g.k_len();
         if self.weight.is_none() {
-            let shape = [g.o, c, g.kh, g.kw];
+            let shape = [g.o, c / self.groups, g.kh, g.kw];
             self.weight = Some(Param::new(pytorch_default(&shape, fan_in, rng)));
         }
         if !self.use_bias {

@@ -16,18 +16,24 @@ mod dense;
 mod dropout;
 mod embedding;
 mod flatten;
+mod global_pool;
 mod layer_norm;
+mod mbconv;
 mod pool;
+mod residual;
 
-pub use activation::{Gelu, Relu, Sigmoid, Softmax, Tanh};
+pub use activation::{Gelu, Relu, Relu6, Sigmoid, Softmax, Tanh};
 pub use batch_norm::BatchNorm2d;
 pub use conv2d::{Conv2d, Padding};
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use flatten::Flatten;
+pub use global_pool::{GlobalAveragePooling2D, GlobalAvgPool2d};
 pub use layer_norm::LayerNorm;
+pub use mbconv::MbConv;
 pub use pool::{AvgPool2d, MaxPool2d};
+pub use residual::{Chain, Residual};
 
 /// Whether a forward pass is for training (caches for backward, dropout active) or inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -198,6 +204,10 @@ pub trait Activate: Layer + Sized + 'static {
     /// Appends a [`Relu`].
     fn relu(self) -> WithActivation {
         WithActivation::new(Box::new(self), Box::new(Relu::new()))
+    }
+    /// Appends a [`Relu6`] (`min(max(x, 0), 6)`).
+    fn relu6(self) -> WithActivation {
+        WithActivation::new(Box::new(self), Box::new(Relu6::new()))
     }
     /// Appends a [`Gelu`] (tanh approximation).
     fn gelu(self) -> WithActivation {

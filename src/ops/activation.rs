@@ -1,4 +1,4 @@
-//! Elementwise activations: ReLU, GELU (tanh approximation, GPT-2 `gelu_new`), sigmoid, tanh.
+//! Elementwise activations: ReLU, ReLU6, GELU (tanh approximation, GPT-2 `gelu_new`), sigmoid, tanh.
 //!
 //! Each activation has a forward and a backward pass, side by side:
 //!
@@ -48,6 +48,28 @@ fn relu(x: f32) -> f32 {
 fn relu_grad(x: f32, dy: f32) -> f32 {
     // forward: y = max(x, 0)  ⇒  dx = dy·[x > 0]   (torch's choice: derivative 0 at x = 0)
     if x > 0.0 {
+        dy
+    } else {
+        0.0
+    }
+}
+
+#[inline]
+fn relu6(x: f32) -> f32 {
+    // min(max(x, 0), 6); NaN propagates (f32::clamp keeps NaN), as in torch.nn.functional.relu6
+    x.clamp(0.0, 6.0)
+}
+
+#[inline]
+fn relu6_passes(x: f32) -> bool {
+    // torch (hardtanh backward): the gradient passes strictly inside (0, 6)
+    x > 0.0 && x < 6.0
+}
+
+#[inline]
+fn relu6_grad(x: f32, dy: f32) -> f32 {
+    // forward: y = min(max(x, 0), 6)  ⇒  dx = dy·[0 < x < 6]
+    if relu6_passes(x) {
         dy
     } else {
         0.0
@@ -339,6 +361,67 @@ pub fn tanh_backward<D: Dimension>(y: ArrayView<f32, D>, dy: ArrayView<f32, D>) 
 /// `y: (n)`, `dy: (n)`, `dx: (n)`.
 pub fn tanh_backward_into(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     zip_map_into(y, dy, dx, tanh_grad);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReLU6 (MobileNet / EfficientNet-Lite), y = min(max(x, 0), 6)
+// ---------------------------------------------------------------------------------------------
+
+/// ReLU6: `y = min(max(x, 0), 6)` (NaN propagates, as in `torch.nn.functional.relu6`).
+///
+/// # Shapes
+/// `x`: any → `y`: same shape.
+pub fn relu6_forward<D: Dimension>(x: ArrayView<f32, D>) -> Array<f32, D> {
+    map(x, relu6)
+}
+
+/// ReLU6 backward: `dx = dy` where `0 < x < 6`, else 0 (strict, as torch's hardtanh backward).
+/// `x` is the forward input.
+///
+/// # Shapes
+/// `x`, `dy`: same shape → `dx`: same shape.
+pub fn relu6_backward<D: Dimension>(x: ArrayView<f32, D>, dy: ArrayView<f32, D>) -> Array<f32, D> {
+    zip_map("relu6", x, dy, relu6_grad)
+}
+
+/// In-place ReLU6 (inference).
+///
+/// # Shapes
+/// `x: (n)`.
+pub fn relu6_in_place(x: &mut [f32]) {
+    let run = |x: &mut [f32]| x.iter_mut().for_each(|v| *v = relu6(*v));
+    if x.len() > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(CHUNK).for_each(run);
+    } else {
+        run(x);
+    }
+}
+
+/// In-place ReLU6 that records the mask `0 < x < 6` (one bit per element, the layout of
+/// [`relu_in_place_with_mask`]); the backward is [`relu_backward_in_place_with_mask`].
+///
+/// # Shapes
+/// `x: (n)` → `bits: (⌈n/64⌉)`.
+pub fn relu6_in_place_with_mask(x: &mut [f32], bits: &mut Vec<u64>) {
+    bits.clear();
+    bits.resize(x.len().div_ceil(64), 0);
+    let run = |(x, b): (&mut [f32], &mut [u64])| {
+        for (x, w) in x.chunks_mut(64).zip(b.iter_mut()) {
+            let mut word = 0u64;
+            for (j, v) in x.iter_mut().enumerate() {
+                word |= (relu6_passes(*v) as u64) << j;
+                *v = relu6(*v);
+            }
+            *w = word;
+        }
+    };
+    if x.len() > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(CHUNK)
+            .zip(bits.par_chunks_mut(CHUNK / 64))
+            .for_each(run);
+    } else {
+        run((x, bits));
+    }
 }
 
 /// In-place ReLU, `x ← max(x, 0)` (NaN stays NaN, as in [`relu_forward`]).

@@ -33,14 +33,19 @@
 
 use super::matmul::{gemm_into, Threads};
 use ndarray::{
-    Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+    s, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
 };
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// The shapes and hyper-parameters of one convolution: PyTorch `nn.Conv2d` semantics with zero
-/// padding and `groups = 1`. Padding may differ before and after an axis (PyTorch / Keras
-/// `"same"` with an even kernel pads one more row/column at the bottom/right).
+/// padding and `groups` (default 1). Padding may differ before and after an axis (PyTorch / Keras
+/// `"same"` with an even kernel, and TensorFlow `"SAME"` with a stride, pad one more row/column
+/// at the bottom/right).
+///
+/// With `groups = G`, input channels `[g·C/G, (g+1)·C/G)` feed only output channels
+/// `[g·O/G, (g+1)·O/G)` and the weight is `[O, C/G, kh, kw]`; `G = C = O` is a depthwise
+/// convolution, which runs on a direct kernel ([`crate::ops::depthwise`]) instead of im2col.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dGeom {
     /// Input channels `C`.
@@ -71,12 +76,25 @@ pub struct Conv2dGeom {
     pub dh: usize,
     /// Horizontal dilation `dw`.
     pub dw: usize,
+    /// Channel groups `G` (1: a dense convolution); `G` divides `C` and `O`.
+    pub groups: usize,
 }
 
 /// PyTorch's convolution output length `⌊(size + 2p − d(k−1) − 1)/s⌋ + 1`, or `None` when the
 /// dilated kernel does not fit in the padded input (or `k`, `s` or `d` is 0).
 pub fn conv_out_len(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
     conv_out_len_padded(size + 2 * p, k, s, d)
+}
+
+/// TensorFlow `"SAME"` padding `(before, after)` of an axis of `n` elements for a kernel `k`,
+/// stride `s` and dilation `d`: `out = ⌈n/s⌉`, `total = max((out − 1)·s + d·(k − 1) + 1 − n, 0)`,
+/// `before = ⌊total/2⌋`, `after = total − before` (timm's `get_same_padding`).
+pub fn tf_same_pads(n: usize, k: usize, s: usize, d: usize) -> (usize, usize) {
+    let s = s.max(1);
+    let out = n.div_ceil(s);
+    let span = d * k.saturating_sub(1) + 1;
+    let total = ((out.saturating_sub(1)) * s + span).saturating_sub(n);
+    (total / 2, total - total / 2)
 }
 
 /// The output length for an axis of `padded = size + pad_before + pad_after` elements.
@@ -112,7 +130,44 @@ impl Conv2dGeom {
             pw_end: 0,
             dh: 1,
             dw: 1,
+            groups: 1,
         }
+    }
+
+    /// With `groups` channel groups (`groups` must divide `C` and `O`).
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// TensorFlow `"SAME"` padding for the current input size, stride and dilation: per axis
+    /// `out = ⌈n/s⌉`, `total = max((out − 1)·s + d·(k − 1) + 1 − n, 0)`, `before = ⌊total/2⌋`,
+    /// the rest after (the odd extra row/column goes to the bottom/right).
+    pub fn with_tf_same_padding(self) -> Self {
+        let (rows, cols) = (
+            tf_same_pads(self.h, self.kh, self.sh, self.dh),
+            tf_same_pads(self.w, self.kw, self.sw, self.dw),
+        );
+        self.with_padding_asym(rows, cols)
+    }
+
+    /// Whether this is a depthwise convolution (`G = C = O`), run by the direct kernel.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c && self.groups == self.o
+    }
+
+    /// Whether this is a 1×1, stride-1, unpadded dense convolution: a plain GEMM per image on
+    /// the input as it is (no unfolding).
+    pub fn is_pointwise(&self) -> bool {
+        self.groups == 1
+            && (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1)
+            && (self.ph, self.ph_end, self.pw, self.pw_end) == (0, 0, 0, 0)
+    }
+
+    /// Channels per group `(C/G, O/G)`.
+    pub fn group_channels(&self) -> (usize, usize) {
+        let g = self.groups.max(1);
+        (self.c / g, self.o / g)
     }
 
     /// With strides `(sh, sw)`.
@@ -158,9 +213,10 @@ impl Conv2dGeom {
             .unwrap_or_else(|| panic!("conv2d: the kernel does not fit the input: {self:?}"))
     }
 
-    /// Rows of the unfolded patch matrix: `C·kh·kw` (the reduction length of the forward GEMM).
+    /// Rows of the unfolded patch matrix of one group: `(C/G)·kh·kw` (the reduction length of the
+    /// forward GEMM, and PyTorch's fan-in).
     pub fn k_len(&self) -> usize {
-        self.c * self.kh * self.kw
+        self.group_channels().0 * self.kh * self.kw
     }
 
     /// Forward FLOPs for `n` images, 2 per multiply-add: `2·N·O·OH·OW·C·kh·kw`. A backward with
@@ -172,7 +228,7 @@ impl Conv2dGeom {
 
     /// For kernel column `v` (rows unfolding): the output columns `[j0, j1)` whose input column
     /// `j·sw + v·dw − pw` lies inside `[0, W)`, and the input column of `j0`.
-    fn valid_cols(&self, v: usize, ow: usize) -> (usize, usize, usize) {
+    pub(super) fn valid_cols(&self, v: usize, ow: usize) -> (usize, usize, usize) {
         let off = (v * self.dw) as isize - self.pw as isize;
         let s = self.sw as isize;
         // smallest j with j·s + off ≥ 0, and smallest j with j·s + off ≥ W
@@ -457,12 +513,27 @@ fn check_shapes(x: &ArrayView4<f32>, w: &ArrayView4<f32>, g: &Conv2dGeom) -> usi
         (n, g.c, g.h, g.w),
         "conv2d: input does not match the geometry {g:?}"
     );
+    assert!(
+        g.groups >= 1 && g.c.is_multiple_of(g.groups) && g.o.is_multiple_of(g.groups),
+        "conv2d: groups must divide the channels: {g:?}"
+    );
     assert_eq!(
         w.dim(),
-        (g.o, g.c, g.kh, g.kw),
+        (g.o, g.c / g.groups, g.kh, g.kw),
         "conv2d: weight does not match the geometry {g:?}"
     );
     n
+}
+
+/// The dense (`groups = 1`) geometry of one group of `g`.
+fn group_geom(g: &Conv2dGeom) -> Conv2dGeom {
+    let (cg, og) = g.group_channels();
+    Conv2dGeom {
+        c: cg,
+        o: og,
+        groups: 1,
+        ..*g
+    }
 }
 
 /// Convolution forward.
@@ -492,6 +563,12 @@ pub fn conv2d_forward(
     if let Some(b) = &bias {
         assert_eq!(b.len(), g.o, "conv2d: bias does not match the geometry");
     }
+    if g.is_depthwise() {
+        return super::depthwise::depthwise_forward(x, w, bias, g);
+    }
+    if g.groups > 1 {
+        return grouped_forward(x, w, bias, g, ws);
+    }
     let plan = Plan::new(g);
     let (oh, ow, k) = (plan.oh, plan.ow, plan.k);
     let p = oh * ow;
@@ -505,12 +582,17 @@ pub fn conv2d_forward(
     let bias = bias.map(|b| b.to_vec());
     let bias = bias.as_deref();
     let threads = threads_for(n);
-    // scratch: patches (K, L), wide product (O, L), padded image
-    let lens = [
-        k * plan.cols_max,
-        if plan.wide { g.o * plan.cols_max } else { 0 },
-        plan.padded_len(g),
-    ];
+    let pointwise = g.is_pointwise();
+    // scratch: patches (K, L), wide product (O, L), padded image (none for a 1×1 conv)
+    let lens = if pointwise {
+        [0; 3]
+    } else {
+        [
+            k * plan.cols_max,
+            if plan.wide { g.o * plan.cols_max } else { 0 },
+            plan.padded_len(g),
+        ]
+    };
     let scratch_len = lens.iter().sum();
     ws.prepare(scratch_len);
     let scratch = &ws.scratch[..];
@@ -523,6 +605,18 @@ pub fn conv2d_forward(
                 .par_chunks((g.c * g.h * g.w).max(1)),
         )
         .for_each(|(out_n, x_n)| {
+            if pointwise {
+                // 1×1: out_n = W · x_n + bias, the image itself is the patch matrix (C, H·W)
+                if let Some(b) = bias {
+                    for (row, &bv) in out_n.chunks_exact_mut(p).zip(b) {
+                        row.fill(bv);
+                    }
+                }
+                let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
+                let om = ArrayViewMut2::from_shape((g.o, p), out_n).expect("(O, P)");
+                gemm_into(wmat, xm, om, bias.is_some(), threads);
+                return;
+            }
             with_scratch(scratch, scratch_len, |buf| {
                 let [cols, wide_out, xp] = carve(buf, lens);
                 let src: &[f32] = if plan.padded {
@@ -606,9 +700,7 @@ pub fn conv2d_backward(
     want_dx: bool,
 ) -> Option<Array4<f32>> {
     let n = check_shapes(&x, &w, g);
-    let plan = Plan::new(g);
-    let (oh, ow, k) = (plan.oh, plan.ow, plan.k);
-    let p = oh * ow;
+    let (oh, ow) = g.out_hw();
     assert_eq!(
         dout.dim(),
         (n, g.o, oh, ow),
@@ -616,12 +708,21 @@ pub fn conv2d_backward(
     );
     assert_eq!(
         dw.dim(),
-        (g.o, g.c, g.kh, g.kw),
+        (g.o, g.c / g.groups, g.kh, g.kw),
         "conv2d backward: dw does not match the geometry {g:?}"
     );
     if let Some(db) = &dbias {
         assert_eq!(db.len(), g.o, "conv2d backward: dbias does not match");
     }
+    if g.is_depthwise() {
+        return super::depthwise::depthwise_backward(dout, x, w, g, dw, dbias, want_dx);
+    }
+    if g.groups > 1 {
+        return grouped_backward(dout, x, w, g, ws, dw, dbias, want_dx);
+    }
+    let plan = Plan::new(g);
+    let k = plan.k;
+    let p = oh * ow;
     let mut dx = Array4::<f32>::zeros((if want_dx { n } else { 0 }, g.c, g.h, g.w));
     if n == 0 || p == 0 || g.o == 0 || k == 0 {
         return want_dx.then_some(dx);
@@ -638,14 +739,19 @@ pub fn conv2d_backward(
     } else {
         (0..n).map(|_| &mut [][..]).collect()
     };
+    let pointwise = g.is_pointwise();
     // scratch: patches (K, L), wide dout (O, L), dcols (K, L), padded image, padded dx
-    let lens = [
-        k * plan.cols_max,
-        if plan.wide { g.o * plan.cols_max } else { 0 },
-        if want_dx { k * plan.cols_max } else { 0 },
-        plan.padded_len(g),
-        if want_dx { plan.padded_len(g) } else { 0 },
-    ];
+    let lens = if pointwise {
+        [0; 5]
+    } else {
+        [
+            k * plan.cols_max,
+            if plan.wide { g.o * plan.cols_max } else { 0 },
+            if want_dx { k * plan.cols_max } else { 0 },
+            plan.padded_len(g),
+            if want_dx { plan.padded_len(g) } else { 0 },
+        ]
+    };
     let scratch_len = lens.iter().sum();
     ws.prepare(scratch_len);
     let Conv2dWorkspace {
@@ -664,12 +770,24 @@ pub fn conv2d_backward(
         .zip(dw_parts[..n * k * g.o].par_chunks_mut(k * g.o))
         .zip(db_parts[..n * g.o].par_chunks_mut(g.o))
         .for_each(|((((dx_n, x_n), d_n), dwt_n), db_n)| {
+            // dbias_n[o] = Σ_{i,j} dout_n[o, i, j]
+            for (b, row) in db_n.iter_mut().zip(d_n.chunks_exact(p)) {
+                *b = lane_sum(row);
+            }
+            if pointwise {
+                // forward: out_n = W · x_n  ⇒  dWᵀ_n = x_n · dout_nᵀ,  dx_n = Wᵀ · dout_n
+                let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
+                let dm = ArrayView2::from_shape((g.o, p), d_n).expect("(O, P)");
+                let dwt = ArrayViewMut2::from_shape((k, g.o), dwt_n).expect("(C, O)");
+                gemm_into(xm, dm.t(), dwt, false, threads);
+                if want_dx {
+                    let dxm = ArrayViewMut2::from_shape((k, p), &mut dx_n[..]).expect("(C, P)");
+                    gemm_into(wmat.t(), dm, dxm, false, threads);
+                }
+                return;
+            }
             with_scratch(scratch, scratch_len, |buf| {
                 let [cols, wide_d, dcols, xp, dxp] = carve(buf, lens);
-                // dbias_n[o] = Σ_{i,j} dout_n[o, i, j]
-                for (b, row) in db_n.iter_mut().zip(d_n.chunks_exact(p)) {
-                    *b = lane_sum(row);
-                }
                 let src: &[f32] = if plan.padded {
                     pad_into(x_n, g, &plan, xp);
                     xp
@@ -746,4 +864,67 @@ pub fn conv2d_backward(
         }
     }
     want_dx.then_some(dx)
+}
+
+/// A grouped convolution (`1 < G`, not depthwise): each group is a dense convolution of its own
+/// input channels into its own output channels, run one after the other on the shared kernel.
+///
+/// # Shapes
+/// `x: (N, C, H, W)`, `w: (O, C/G, kh, kw)`, `bias: (O)` → `(N, O, OH, OW)`.
+fn grouped_forward(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<ArrayView1<f32>>,
+    g: &Conv2dGeom,
+    ws: &mut Conv2dWorkspace,
+) -> Array4<f32> {
+    let (oh, ow) = g.out_hw();
+    let (cg, og) = g.group_channels();
+    let sub = group_geom(g);
+    let mut out = Array4::<f32>::zeros((x.dim().0, g.o, oh, ow));
+    for gi in 0..g.groups {
+        // out[:, group gi] = conv(x[:, group gi], w[group gi]) + bias[group gi]
+        let (ci, oi) = (gi * cg..(gi + 1) * cg, gi * og..(gi + 1) * og);
+        let xg = x.slice(s![.., ci, .., ..]);
+        let wg = w.slice(s![oi.clone(), .., .., ..]);
+        let bg = bias.as_ref().map(|b| b.slice(s![oi.clone()]));
+        let yg = conv2d_forward(xg, wg, bg, &sub, ws);
+        out.slice_mut(s![.., oi, .., ..]).assign(&yg);
+    }
+    out
+}
+
+/// The backward of [`grouped_forward`]: each group's gradients from its own slices (the input
+/// gradient of a group lands in its own input channels only).
+#[allow(clippy::too_many_arguments)]
+fn grouped_backward(
+    dout: ArrayView4<f32>,
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    g: &Conv2dGeom,
+    ws: &mut Conv2dWorkspace,
+    mut dw: ArrayViewMut4<f32>,
+    mut dbias: Option<ArrayViewMut1<f32>>,
+    want_dx: bool,
+) -> Option<Array4<f32>> {
+    let (cg, og) = g.group_channels();
+    let sub = group_geom(g);
+    let mut dx = want_dx.then(|| Array4::<f32>::zeros(x.raw_dim()));
+    for gi in 0..g.groups {
+        let (ci, oi) = (gi * cg..(gi + 1) * cg, gi * og..(gi + 1) * og);
+        let dxg = conv2d_backward(
+            dout.slice(s![.., oi.clone(), .., ..]),
+            x.slice(s![.., ci.clone(), .., ..]),
+            w.slice(s![oi.clone(), .., .., ..]),
+            &sub,
+            ws,
+            dw.slice_mut(s![oi.clone(), .., .., ..]),
+            dbias.as_mut().map(|b| b.slice_mut(s![oi])),
+            want_dx,
+        );
+        if let (Some(dx), Some(dxg)) = (dx.as_mut(), dxg) {
+            dx.slice_mut(s![.., ci, .., ..]).assign(&dxg);
+        }
+    }
+    dx
 }

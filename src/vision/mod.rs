@@ -1,4 +1,5 @@
-//! Vision: decoding photos ([`image_io`]), Pillow-exact resizing ([`mod@resize`]), torchvision's
+//! Vision: the [`EfficientNetLite`] image classifier (EfficientNet-Lite0…4, ImageNet-pretrained
+//! weights from PyTorch or timm state dicts), decoding photos ([`image_io`]), Pillow-exact resizing ([`mod@resize`]), torchvision's
 //! transforms and presets ([`transforms`]), training augmentation ([`augment`]), the ImageNet
 //! class names ([`imagenet`]) and two embedded sample photos.
 //!
@@ -13,12 +14,14 @@
 //! ```
 
 pub mod augment;
+pub mod efficientnet;
 pub mod image_io;
 pub mod imagenet;
 pub mod resize;
 pub mod transforms;
 
 pub use augment::{RandomResizedCrop, TrainTransform};
+pub use efficientnet::{BlockConfig, EfficientNetConfig, EfficientNetLite};
 pub use image_io::{decode_rgb, load_rgb, RgbImage};
 pub use resize::{resize, resize_short_side, Filter};
 pub use transforms::{center_crop, to_tensor_normalized, Preprocess};

@@ -1,10 +1,15 @@
-//! Vision and model-import integration tests in one binary: photos and preprocessing, image
-//! folders, frozen parameters, the PyTorch checkpoint reader.
+//! Vision and model-import integration tests in one binary: grouped/depthwise convolution,
+//! TF-SAME padding, ReLU6, global average pooling, BatchNorm, MBConv blocks, EfficientNet-Lite,
+//! photos and preprocessing, image folders, frozen parameters, the PyTorch checkpoint reader.
 
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod efficientnet;
+mod efficientnet_pretrained;
 mod freeze;
 mod image_folder;
+mod mbconv;
 mod photos;
 mod torch_pickle;
+mod vision_ops;
