@@ -6,3 +6,4 @@
 #[allow(dead_code)]
 mod common;
 mod llama;
+mod llama_train;

@@ -7,13 +7,16 @@
 //! [`crate::ops::kv_attention`]), SwiGLU ([`crate::ops::swiglu`]) and the quantized products
 //! ([`crate::ops::quant`]).
 
+mod backward;
 mod cached;
 mod config;
 mod load;
 mod model;
+mod train;
 mod weight;
 
 pub use config::LlamaConfig;
 pub use load::unpermute_rows;
 pub use model::{Llama, LlamaLayer};
+pub use train::shift_labels;
 pub use weight::Weight;

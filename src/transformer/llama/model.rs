@@ -60,6 +60,8 @@ pub struct Llama {
     /// `lm_head.weight` `[V, C]`, or `None` when tied to `embed`.
     pub(crate) lm_head: Option<Weight>,
     pub(crate) rope: RopeTables,
+    /// What the last training forward keeps for the backward (see `train.rs`).
+    pub(crate) train: super::train::TrainCache,
 }
 
 /// The `(C)` view of a norm weight.
@@ -161,6 +163,7 @@ impl Llama {
             norm,
             lm_head,
             rope,
+            train: Default::default(),
         })
     }
 
@@ -246,11 +249,28 @@ impl Llama {
     /// `n: (N, C)`, `positions: (N)` → `(N, (NH + 2·NKV)·HS)`.
     pub(crate) fn qkv(&self, layer: &LlamaLayer, n: ArrayView2<f32>, positions: &[usize]) -> Array2<f32> {
         let cfg = &self.config;
+        let width = cfg.heads().qkv_width(cfg.head_dim);
+        let mut qkv = Array2::<f32>::zeros((n.nrows(), width));
+        self.qkv_into(layer, n, positions, qkv.view_mut());
+        qkv
+    }
+
+    /// [`Llama::qkv`] into a caller buffer (the training forward reuses its own).
+    ///
+    /// # Shapes
+    /// `n: (N, C)`, `positions: (N)`, `qkv: (N, (NH + 2·NKV)·HS)`.
+    pub(crate) fn qkv_into(
+        &self,
+        layer: &LlamaLayer,
+        n: ArrayView2<f32>,
+        positions: &[usize],
+        mut qkv: ArrayViewMut2<f32>,
+    ) {
+        let cfg = &self.config;
         let (q, kv) = (
             cfg.num_attention_heads * cfg.head_dim,
             cfg.num_key_value_heads * cfg.head_dim,
         );
-        let mut qkv = Array2::<f32>::zeros((n.nrows(), q + 2 * kv));
         layer.q_proj.matmul_t(n, qkv.slice_mut(s![.., ..q]));
         layer.k_proj.matmul_t(n, qkv.slice_mut(s![.., q..q + kv]));
         layer.v_proj.matmul_t(n, qkv.slice_mut(s![.., q + kv..]));
@@ -262,7 +282,6 @@ impl Llama {
             positions,
             false,
         );
-        qkv
     }
 
     /// `x += down(silu(gate(n)) ⊙ up(n))` with `n = RMSNorm(x)·w_post`.

@@ -1,0 +1,447 @@
+//! Training forward of [`Llama`]: the loss of a batch with everything the backward needs kept in
+//! reused buffers, and the trainable parameters by their Hugging Face names.
+//!
+//! The backward pass itself is in `backward.rs`; the math of each step is derived in
+//! `docs/derivations.md` (RMSNorm, RoPE, SwiGLU, grouped-query attention, the tied head).
+
+use super::{Llama, LlamaLayer, Weight};
+use crate::error::{Error, Result};
+use crate::ops::attention::attention_forward;
+use crate::ops::cross_entropy::{lm_cross_entropy_in_place, IGNORE_INDEX};
+use crate::ops::rms_norm::rms_norm_forward;
+use crate::ops::swiglu::swiglu_forward;
+use crate::param::Param;
+use ndarray::{Array1, Array2, Array3, Array4, ArrayView2};
+
+/// What one decoder layer's training forward keeps (buffers reused while the shape stays).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerCache {
+    /// The layer input (residual stream). Shapes: `(N, C)`, `N = B·T`.
+    pub x_in: Array2<f32>,
+    /// `1/rms` of `x_in` rows. Shapes: `(N)`.
+    pub rstd1: Array1<f32>,
+    /// `input_layernorm` output, input of q/k/v. Shapes: `(N, C)`.
+    pub n1: Array2<f32>,
+    /// Packed `q | k | v` after RoPE. Shapes: `(B, T, (NH + 2·NKV)·HS)`.
+    pub qkv: Array3<f32>,
+    /// Attention probabilities. Shapes: `(B, NH, T, T)`.
+    pub att: Array4<f32>,
+    /// Merged head outputs, input of `o_proj`. Shapes: `(B, T, NH·HS)`.
+    pub y: Array3<f32>,
+    /// Residual stream after attention. Shapes: `(N, C)`.
+    pub x_mid: Array2<f32>,
+    /// `1/rms` of `x_mid` rows. Shapes: `(N)`.
+    pub rstd2: Array1<f32>,
+    /// `post_attention_layernorm` output, input of gate/up. Shapes: `(N, C)`.
+    pub n2: Array2<f32>,
+    /// `gate_proj` output. Shapes: `(N, F)`.
+    pub g: Array2<f32>,
+    /// `up_proj` output. Shapes: `(N, F)`.
+    pub u: Array2<f32>,
+    /// `silu(g) ⊙ u`, input of `down_proj`. Shapes: `(N, F)`.
+    pub a: Array2<f32>,
+}
+
+/// The training state of a [`Llama`]: the per-layer caches, the final norm's input and output,
+/// `dlogits`, and the backward's scratch buffers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TrainCache {
+    /// Token ids, row-major. Shapes: `(B·T)`.
+    pub ids: Vec<usize>,
+    /// Position of each row (`n % T`). Shapes: `(B·T)`.
+    pub positions: Vec<usize>,
+    /// `(B, T)` of the last training forward.
+    pub bt: (usize, usize),
+    /// One cache per decoder layer.
+    pub layers: Vec<LayerCache>,
+    /// The residual stream after the last layer. Shapes: `(N, C)`.
+    pub x_last: Array2<f32>,
+    /// `1/rms` of `x_last`. Shapes: `(N)`.
+    pub rstd_f: Array1<f32>,
+    /// Final-norm output, input of the head. Shapes: `(N, C)`.
+    pub h: Array2<f32>,
+    /// Logits, then `dlogits` after the loss. Shapes: `(N, V)`.
+    pub dlogits: Array2<f32>,
+    /// Backward scratch: the residual gradient, a norm's input gradient and `dn`.
+    /// Shapes: `(N, C)` each.
+    pub dx: Array2<f32>,
+    /// See `dx`.
+    pub dxr: Array2<f32>,
+    /// See `dx`.
+    pub dn: Array2<f32>,
+    /// Backward scratch: `da`, `dg`, `du`. Shapes: `(N, F)` each.
+    pub da: Array2<f32>,
+    /// See `da`.
+    pub dg: Array2<f32>,
+    /// See `da`.
+    pub du: Array2<f32>,
+    /// Backward scratch: `dy`. Shapes: `(B, T, NH·HS)`.
+    pub dy: Array3<f32>,
+    /// Backward scratch: `dqkv`. Shapes: `(B, T, (NH + 2·NKV)·HS)`.
+    pub dqkv: Array3<f32>,
+    /// Whether a training forward is waiting for its backward.
+    pub ready: bool,
+}
+
+/// Resizes `a` to `dim` (contents unspecified) unless it already has that shape.
+pub(crate) fn fit2(a: &mut Array2<f32>, dim: (usize, usize)) {
+    if a.dim() != dim {
+        *a = Array2::zeros(dim);
+    }
+}
+
+/// As [`fit2`] for rank 1.
+pub(crate) fn fit1(a: &mut Array1<f32>, n: usize) {
+    if a.len() != n {
+        *a = Array1::zeros(n);
+    }
+}
+
+/// As [`fit2`] for rank 3.
+pub(crate) fn fit3(a: &mut Array3<f32>, dim: (usize, usize, usize)) {
+    if a.dim() != dim {
+        *a = Array3::zeros(dim);
+    }
+}
+
+/// The weights of one layer with their names under `model.layers.<i>.`, in state-dict order.
+fn layer_weights(l: &LlamaLayer) -> [(&'static str, &Weight); 7] {
+    [
+        ("self_attn.q_proj.weight", &l.q_proj),
+        ("self_attn.k_proj.weight", &l.k_proj),
+        ("self_attn.v_proj.weight", &l.v_proj),
+        ("self_attn.o_proj.weight", &l.o_proj),
+        ("mlp.gate_proj.weight", &l.gate_proj),
+        ("mlp.up_proj.weight", &l.up_proj),
+        ("mlp.down_proj.weight", &l.down_proj),
+    ]
+}
+
+impl Llama {
+    /// Every weight matrix with its Hugging Face name (embedding, layers, untied head).
+    fn named_weights(&self) -> Vec<(String, &Weight)> {
+        let mut v = vec![("model.embed_tokens.weight".to_string(), &self.embed)];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (k, w) in layer_weights(l) {
+                v.push((format!("model.layers.{i}.{k}"), w));
+            }
+        }
+        if let Some(h) = &self.lm_head {
+            v.push(("lm_head.weight".to_string(), h));
+        }
+        v
+    }
+
+    /// Whether every weight is a trainable `f32` parameter (no encoded GGUF matrices).
+    pub fn is_trainable(&self) -> bool {
+        self.named_weights()
+            .iter()
+            .all(|(_, w)| matches!(w, Weight::Dense(_)))
+    }
+
+    /// `Err` naming the first encoded weight, telling the user to train an `f32` copy.
+    fn check_trainable(&self, op: &str) -> Result<()> {
+        if let Some((name, w)) = self
+            .named_weights()
+            .into_iter()
+            .find(|(_, w)| !matches!(w, Weight::Dense(_)))
+        {
+            return Err(Error::State(format!(
+                "Llama::{op}: {name} is stored encoded as {}, which has no gradient; train a \
+                 dequantised copy: `let mut model = model.to_f32()?;`",
+                w.type_name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks `(ids, targets)` of a loss: shapes, positions, ids `< V`, targets `< V` or
+    /// [`IGNORE_INDEX`], and trainable weights.
+    fn check_batch(&self, ids: ArrayView2<usize>, targets: ArrayView2<usize>, op: &str) -> Result<()> {
+        let (b, t) = ids.dim();
+        let cfg = &self.config;
+        if b == 0 || t == 0 || t > cfg.max_position_embeddings {
+            return Err(Error::shape(
+                format!("Llama::{op}"),
+                format!(
+                    "(B, T) token ids with B ≥ 1 and 1 ≤ T ≤ max_position_embeddings = {}",
+                    cfg.max_position_embeddings
+                ),
+                &[b, t],
+            ));
+        }
+        if targets.dim() != ids.dim() {
+            return Err(Error::shape(
+                format!("Llama::{op} targets"),
+                format!("targets shaped like the ids {:?}", ids.shape()),
+                targets.shape(),
+            ));
+        }
+        self.check_ids(ids.iter(), op)?;
+        let v = cfg.vocab_size;
+        if let Some(((bb, tt), &id)) = targets
+            .indexed_iter()
+            .find(|(_, &id)| id != IGNORE_INDEX && id >= v)
+        {
+            return Err(Error::label(
+                format!("Llama::{op} targets"),
+                format!(
+                    "target {id} at (b={bb}, t={tt}) is out of range for vocab_size = {v} \
+                     (use IGNORE_INDEX to skip a position)"
+                ),
+            ));
+        }
+        self.check_trainable(op)
+    }
+
+    /// A training forward and the mean next-token cross-entropy over the targets that are not
+    /// [`IGNORE_INDEX`]; keeps what [`Llama::backward`] needs.
+    ///
+    /// `targets[b, t]` is the id that should follow `ids[b, ..=t]` (already shifted, as in
+    /// [`crate::transformer::Gpt::forward_loss`]). Hugging Face's `LlamaForCausalLM(ids,
+    /// labels=ids)` equals `targets[:, t] = ids[:, t + 1]` with the last column
+    /// [`IGNORE_INDEX`] (see [`shift_labels`]). With no valid target the loss is NaN (as torch).
+    ///
+    /// # Shapes
+    /// `ids: (B, T)`, `targets: (B, T)` → scalar.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for an empty batch, `T > max_position_embeddings` or targets shaped
+    /// unlike the ids; [`Error::Label`] naming an id or target `≥ V`; [`Error::State`] when the
+    /// model holds encoded (GGUF) weights: train `to_f32()`'s copy.
+    pub fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        self.train.ready = false;
+        self.check_batch(ids, targets, "forward_loss")?;
+        let loss = self.train_forward(ids, targets);
+        self.train.ready = true;
+        Ok(loss)
+    }
+
+    /// The mean next-token cross-entropy without preparing a backward (validation loss).
+    ///
+    /// # Shapes
+    /// `ids: (B, T)`, `targets: (B, T)` → scalar.
+    ///
+    /// # Errors
+    /// As [`Llama::forward_loss`].
+    pub fn loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        self.train.ready = false;
+        self.check_batch(ids, targets, "loss")?;
+        Ok(self.train_forward(ids, targets))
+    }
+
+    /// The forward of checked inputs into the training cache; returns the loss.
+    fn train_forward(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> f32 {
+        let mut tc = std::mem::take(&mut self.train);
+        let cfg = &self.config;
+        let (b, t) = ids.dim();
+        let n = b * t;
+        let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let heads = cfg.heads();
+        let (width, qw) = (heads.qkv_width(cfg.head_dim), cfg.num_attention_heads * cfg.head_dim);
+        let eps = cfg.rms_norm_eps as f32;
+        tc.ids.clear();
+        tc.ids.extend(ids.iter().copied());
+        tc.positions.clear();
+        tc.positions.extend((0..n).map(|i| i % t));
+        tc.bt = (b, t);
+        tc.layers.resize_with(self.layers.len(), LayerCache::default);
+        // x = embed_tokens[ids]                                                       (N, C)
+        let mut x = std::mem::take(&mut tc.x_last);
+        fit2(&mut x, (n, c));
+        for (mut row, &id) in x.outer_iter_mut().zip(&tc.ids) {
+            self.embed.row_into(id, row.as_slice_mut().expect("standard layout"));
+        }
+        let mut tmp = std::mem::take(&mut tc.dx); // (N, C) projection output before the add
+        fit2(&mut tmp, (n, c));
+        for (layer, lc) in self.layers.iter().zip(tc.layers.iter_mut()) {
+            fit2(&mut lc.x_in, (n, c));
+            lc.x_in.assign(&x);
+            // n1 = RMSNorm(x)·w_in
+            fit2(&mut lc.n1, (n, c));
+            fit1(&mut lc.rstd1, n);
+            rms_norm_forward(
+                x.view(),
+                super::model::vec1(&layer.input_layernorm),
+                eps,
+                lc.n1.view_mut(),
+                Some(lc.rstd1.view_mut()),
+            );
+            // q | k | v = n1·[Wq; Wk; Wv]ᵀ, RoPE on q and k                  (B, T, W)
+            fit3(&mut lc.qkv, (b, t, width));
+            {
+                let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+                self.qkv_into(layer, lc.n1.view(), &tc.positions, qkv2);
+            }
+            // y = softmax(q·kᵀ/√HS + causal)·v, heads merged                 (B, T, NH·HS)
+            if lc.att.dim() != (b, heads.n_head, t, t) {
+                lc.att = Array4::zeros((b, heads.n_head, t, t));
+            }
+            fit3(&mut lc.y, (b, t, qw));
+            attention_forward(lc.qkv.view(), heads, lc.att.view_mut(), lc.y.view_mut(), None);
+            // x += y·Woᵀ
+            let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
+            layer.o_proj.matmul_t(y2, tmp.view_mut());
+            x += &tmp;
+            fit2(&mut lc.x_mid, (n, c));
+            lc.x_mid.assign(&x);
+            // n2 = RMSNorm(x)·w_post
+            fit2(&mut lc.n2, (n, c));
+            fit1(&mut lc.rstd2, n);
+            rms_norm_forward(
+                x.view(),
+                super::model::vec1(&layer.post_attention_layernorm),
+                eps,
+                lc.n2.view_mut(),
+                Some(lc.rstd2.view_mut()),
+            );
+            // x += (silu(n2·Wgᵀ) ⊙ n2·Wuᵀ)·Wdᵀ
+            for buf in [&mut lc.g, &mut lc.u, &mut lc.a] {
+                fit2(buf, (n, f));
+            }
+            layer.gate_proj.matmul_t(lc.n2.view(), lc.g.view_mut());
+            layer.up_proj.matmul_t(lc.n2.view(), lc.u.view_mut());
+            swiglu_forward(lc.g.view(), lc.u.view(), lc.a.view_mut());
+            layer.down_proj.matmul_t(lc.a.view(), tmp.view_mut());
+            x += &tmp;
+        }
+        tc.dx = tmp;
+        // h = RMSNorm(x)·w_norm;  logits = h·Wheadᵀ                                  (N, V)
+        fit2(&mut tc.h, (n, c));
+        fit1(&mut tc.rstd_f, n);
+        rms_norm_forward(
+            x.view(),
+            super::model::vec1(&self.norm),
+            eps,
+            tc.h.view_mut(),
+            Some(tc.rstd_f.view_mut()),
+        );
+        tc.x_last = x;
+        fit2(&mut tc.dlogits, (n, v));
+        self.head().matmul_t(tc.h.view(), tc.dlogits.view_mut());
+        let flat: Vec<usize> = targets.iter().copied().collect();
+        let (loss, _) = lm_cross_entropy_in_place(tc.dlogits.view_mut(), &flat);
+        self.train = tc;
+        loss
+    }
+
+    /// The trainable parameters with their Hugging Face names, in the order `model.embed_tokens
+    /// .weight`, per layer `input_layernorm`, `self_attn.{q,k,v,o}_proj`,
+    /// `post_attention_layernorm`, `mlp.{gate,up,down}_proj`, then `model.norm.weight` and
+    /// `lm_head.weight` (untied models only). Encoded (GGUF) matrices are not parameters and are
+    /// left out. For a model loaded from GGUF in `f32`, `q_proj` / `k_proj` rows are in
+    /// llama.cpp's permuted order ([`Llama::state_dict`] un-permutes them).
+    pub fn params(&self) -> Vec<(String, &Param)> {
+        let mut v = Vec::new();
+        if let Some(p) = self.embed.param() {
+            v.push(("model.embed_tokens.weight".to_string(), p));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            v.extend(l.params().into_iter().map(|(k, p)| (format!("model.layers.{i}.{k}"), p)));
+        }
+        v.push(("model.norm.weight".to_string(), &self.norm));
+        if let Some(p) = self.lm_head.as_ref().and_then(Weight::param) {
+            v.push(("lm_head.weight".to_string(), p));
+        }
+        v
+    }
+
+    /// The parameters, mutably, in the order of [`Llama::params`] (what an optimizer steps).
+    pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut v = Vec::new();
+        if let Some(p) = self.embed.param_mut() {
+            v.push(("model.embed_tokens.weight".to_string(), p));
+        }
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            v.extend(
+                l.params_mut()
+                    .into_iter()
+                    .map(|(k, p)| (format!("model.layers.{i}.{k}"), p)),
+            );
+        }
+        v.push(("model.norm.weight".to_string(), &mut self.norm));
+        if let Some(p) = self.lm_head.as_mut().and_then(Weight::param_mut) {
+            v.push(("lm_head.weight".to_string(), p));
+        }
+        v
+    }
+
+    /// Sets every parameter gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.params_mut() {
+            p.zero_grad();
+        }
+    }
+
+    /// The number of trainable parameters (the tied head counted once).
+    pub fn num_trainable_params(&self) -> usize {
+        self.params().iter().map(|(_, p)| p.numel()).sum()
+    }
+}
+
+impl LlamaLayer {
+    /// The layer's parameters named relative to `model.layers.<i>.` (dense weights only).
+    pub fn params(&self) -> Vec<(&'static str, &Param)> {
+        let mut v = vec![("input_layernorm.weight", &self.input_layernorm)];
+        for (k, w) in [
+            ("self_attn.q_proj.weight", &self.q_proj),
+            ("self_attn.k_proj.weight", &self.k_proj),
+            ("self_attn.v_proj.weight", &self.v_proj),
+            ("self_attn.o_proj.weight", &self.o_proj),
+        ] {
+            v.extend(w.param().map(|p| (k, p)));
+        }
+        v.push(("post_attention_layernorm.weight", &self.post_attention_layernorm));
+        for (k, w) in [
+            ("mlp.gate_proj.weight", &self.gate_proj),
+            ("mlp.up_proj.weight", &self.up_proj),
+            ("mlp.down_proj.weight", &self.down_proj),
+        ] {
+            v.extend(w.param().map(|p| (k, p)));
+        }
+        v
+    }
+
+    /// [`LlamaLayer::params`], mutably.
+    pub fn params_mut(&mut self) -> Vec<(&'static str, &mut Param)> {
+        let LlamaLayer {
+            input_layernorm,
+            q_proj,
+            k_proj,
+            v_proj,
+            o_proj,
+            post_attention_layernorm,
+            gate_proj,
+            up_proj,
+            down_proj,
+        } = self;
+        let mut v = vec![("input_layernorm.weight", input_layernorm)];
+        for (k, w) in [
+            ("self_attn.q_proj.weight", q_proj),
+            ("self_attn.k_proj.weight", k_proj),
+            ("self_attn.v_proj.weight", v_proj),
+            ("self_attn.o_proj.weight", o_proj),
+        ] {
+            v.extend(w.param_mut().map(|p| (k, p)));
+        }
+        v.push(("post_attention_layernorm.weight", post_attention_layernorm));
+        for (k, w) in [
+            ("mlp.gate_proj.weight", gate_proj),
+            ("mlp.up_proj.weight", up_proj),
+            ("mlp.down_proj.weight", down_proj),
+        ] {
+            v.extend(w.param_mut().map(|p| (k, p)));
+        }
+        v
+    }
+}
+
+/// Hugging Face `labels` → next-token `targets`: `targets[b, t] = labels[b, t + 1]` and the last
+/// column [`IGNORE_INDEX`] (what `LlamaForCausalLM(ids, labels=labels)` computes internally).
+///
+/// # Shapes
+/// `labels: (B, T)` → `(B, T)`.
+pub fn shift_labels(labels: ArrayView2<usize>) -> Array2<usize> {
+    let (b, t) = labels.dim();
+    Array2::from_shape_fn((b, t), |(i, j)| if j + 1 < t { labels[[i, j + 1]] } else { IGNORE_INDEX })
+}
