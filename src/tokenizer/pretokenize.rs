@@ -76,25 +76,100 @@ pub(crate) fn class(c: char) -> Class {
     }
 }
 
-/// The pieces of `text` that GPT-2's pattern matches, in order; they concatenate to `text`.
+/// How text is split into pieces before BPE (each piece is merged on its own).
+///
+/// The names are those of llama.cpp's `tokenizer.ggml.pre` ([`Pretokenizer::from_gguf_name`]);
+/// a Hugging Face `tokenizer.json` maps to them through its `pre_tokenizer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Pretokenizer {
+    /// GPT-2's pattern
+    /// (`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`):
+    /// HF `ByteLevel(add_prefix_space=false, use_regex=true)`, llama.cpp `gpt2`. The default.
+    #[default]
+    Gpt2,
+    /// llama.cpp's `smollm` (SmolLM2's original `tokenizer.json`: `Digits(individual_digits=true)`
+    /// then `ByteLevel`): every `\p{N}` char is split off on its own first, then GPT-2's pattern
+    /// runs on each stretch between them. So a space never joins a digit: `"  42"` →
+    /// `"  "`, `"4"`, `"2"` (GPT-2's pattern gives `" "`, `" 42"`).
+    SmolLm,
+    /// Llama 3's pattern (llama.cpp `llama-bpe`, HF `Split` with this regex then
+    /// `ByteLevel(use_regex=false)`):
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+    /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    Llama3,
+}
+
+/// The `tokenizer.ggml.pre` names [`Pretokenizer::from_gguf_name`] knows.
+pub const SUPPORTED_GGUF_PRE: &[&str] = &["gpt2", "smollm", "llama-bpe", "llama3"];
+
+impl Pretokenizer {
+    /// The variant of a GGUF `tokenizer.ggml.pre` name: `gpt2`, `smollm`, `llama-bpe` (also
+    /// `llama3`).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] naming the unknown name and listing the supported ones.
+    pub fn from_gguf_name(name: &str) -> crate::Result<Self> {
+        match name {
+            "gpt2" => Ok(Self::Gpt2),
+            "smollm" => Ok(Self::SmolLm),
+            "llama-bpe" | "llama3" => Ok(Self::Llama3),
+            _ => Err(crate::Error::config(
+                "Pretokenizer",
+                "tokenizer.ggml.pre",
+                format!("{name:?}"),
+                format!("one of {SUPPORTED_GGUF_PRE:?}"),
+            )),
+        }
+    }
+
+    /// Calls `f` with each piece of `text` in order; the pieces concatenate to `text`.
+    pub(crate) fn for_each_piece<'a>(self, text: &'a str, mut f: impl FnMut(&'a str)) {
+        match self {
+            Self::Gpt2 => pretokenize(text).for_each(f),
+            Self::Llama3 => pieces(text, super::pretokenize_llama3::piece_len).for_each(f),
+            Self::SmolLm => {
+                let mut start = 0;
+                for (i, c) in text.char_indices() {
+                    if class(c) == Class::Number {
+                        pretokenize(&text[start..i]).for_each(&mut f);
+                        f(&text[i..i + c.len_utf8()]);
+                        start = i + c.len_utf8();
+                    }
+                }
+                pretokenize(&text[start..]).for_each(f);
+            }
+        }
+    }
+}
+
+/// The pieces of `text` that a pattern matches, in order; they concatenate to `text`.
 pub(crate) struct PreTokens<'a> {
     rest: &'a str,
+    piece_len: fn(&str) -> usize,
+}
+
+/// Splits `text` with a pattern given as "byte length of the piece at the start of `s`".
+fn pieces(text: &str, piece_len: fn(&str) -> usize) -> PreTokens<'_> {
+    PreTokens {
+        rest: text,
+        piece_len,
+    }
 }
 
 /// Splits `text` with GPT-2's pre-tokenisation pattern.
 pub(crate) fn pretokenize(text: &str) -> PreTokens<'_> {
-    PreTokens { rest: text }
+    pieces(text, piece_len)
 }
 
 /// Byte length of the longest prefix of `s` whose chars are all of class `k`.
 #[inline]
-fn run_len(s: &str, k: Class) -> usize {
+pub(crate) fn run_len(s: &str, k: Class) -> usize {
     s.char_indices()
         .find(|&(_, c)| class(c) != k)
         .map_or(s.len(), |(i, _)| i)
 }
 
-const CONTRACTIONS: [&str; 7] = ["s", "t", "re", "ve", "m", "ll", "d"];
+pub(crate) const CONTRACTIONS: [&str; 7] = ["s", "t", "re", "ve", "m", "ll", "d"];
 
 /// Byte length of the piece that the pattern matches at the start of non-empty `s`.
 fn piece_len(s: &str) -> usize {
@@ -117,7 +192,11 @@ fn piece_len(s: &str) -> usize {
     if k0 != Class::Space {
         return run_len(s, k0);
     }
-    // `\s+(?!\S)` then `\s+`.
+    whitespace_len(s)
+}
+
+/// `\s+(?!\S)|\s+` at the start of `s`, which starts with whitespace.
+pub(crate) fn whitespace_len(s: &str) -> usize {
     let n = run_len(s, Class::Space);
     if n == s.len() {
         return n; // the run ends the text: (?!\S) holds at the end
@@ -138,7 +217,7 @@ impl<'a> Iterator for PreTokens<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let (piece, rest) = self.rest.split_at(piece_len(self.rest));
+        let (piece, rest) = self.rest.split_at((self.piece_len)(self.rest));
         self.rest = rest;
         Some(piece)
     }

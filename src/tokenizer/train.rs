@@ -134,7 +134,7 @@ impl Gpt2Tokenizer {
         }
         ids.insert(ENDOFTEXT.to_string(), tokens.len() as u32);
         tokens.push(ENDOFTEXT.to_string());
-        Self::from_parts(tokens, ids, merges, "Gpt2Tokenizer::train")
+        Self::from_gpt2_parts(tokens, ids, merges, "Gpt2Tokenizer::train")
     }
 }
 

@@ -1,9 +1,11 @@
 //! Language-model tests in one binary: the Llama model (Hugging Face and GGUF weights), GGUF
-//! reading and quantized kernels, Llama tokenizers and chat templates, and the real SmolLM2
-//! model when it has been fetched.
+//! reading and quantized kernels, Llama tokenizers and chat templates, training, and the real
+//! SmolLM2 model when it has been fetched.
 
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod chat;
 mod llama;
 mod llama_train;
+mod tokenizer_llama;
