@@ -7,5 +7,6 @@
 mod common;
 mod chat;
 mod llama;
+mod llama_finetune;
 mod llama_train;
 mod tokenizer_llama;

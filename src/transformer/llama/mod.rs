@@ -9,6 +9,7 @@
 
 mod backward;
 mod cached;
+mod checkpoint;
 mod config;
 mod load;
 mod model;

@@ -379,6 +379,27 @@ impl Llama {
     }
 }
 
+impl crate::transformer::TrainableLm for Llama {
+    fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        Llama::forward_loss(self, ids, targets)
+    }
+    fn backward(&mut self) -> Result<()> {
+        Llama::backward(self)
+    }
+    fn eval_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        Llama::loss(self, ids, targets)
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Llama::params_mut(self)
+    }
+    fn zero_grad(&mut self) {
+        Llama::zero_grad(self)
+    }
+    fn max_len(&self) -> (&'static str, usize) {
+        ("max_position_embeddings", self.config.max_position_embeddings)
+    }
+}
+
 impl LlamaLayer {
     /// The layer's parameters named relative to `model.layers.<i>.` (dense weights only).
     pub fn params(&self) -> Vec<(&'static str, &Param)> {
