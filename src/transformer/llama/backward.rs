@@ -2,7 +2,7 @@
 //! each step below quoting the forward line it differentiates (derivations in
 //! `docs/derivations.md`).
 
-use super::train::{fit2, fit3};
+use super::train::{fit2, fit3, layer_forward};
 use super::{Llama, Weight};
 use crate::error::{Error, Result};
 use crate::ops::attention::attention_backward;
@@ -74,8 +74,18 @@ impl Llama {
         // forward: h = RMSNorm(x_L)·w_norm  ⇒ dx_L = rms_norm_backward(dh), dw_norm += Σ dh·x̂
         let (w, dw) = norm_views(norm);
         rms_norm_backward(tc.dn.view(), tc.x_last.view(), w, tc.rstd_f.view(), tc.dx.view_mut(), dw);
-        for (i, (layer, lc)) in layers.iter_mut().zip(tc.layers.iter()).enumerate().rev() {
+        for (i, layer) in layers.iter_mut().enumerate().rev() {
             let name = |k: &str| format!("model.layers.{i}.{k}.weight");
+            let lc = if tc.checkpointing {
+                // recompute this layer's activations from its stored input (same arithmetic as
+                // the forward, so bit-identical); `dxr` is free until the norm backward below
+                fit2(&mut tc.xr, (n, c));
+                tc.xr.assign(&tc.layers[i].x_in);
+                layer_forward(config, rope, layer, &mut tc.scratch, &mut tc.xr, &mut tc.dxr, &tc.positions, (b, t));
+                &tc.scratch
+            } else {
+                &tc.layers[i]
+            };
             // --- MLP: x_out = x_mid + a·Wdᵀ, a = silu(g) ⊙ u, g = n2·Wgᵀ, u = n2·Wuᵀ ---
             // forward: x += a·Wdᵀ            ⇒ da = dx·Wd;  dWd += dxᵀ·a   (dx passes through)
             layer

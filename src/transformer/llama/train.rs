@@ -4,7 +4,9 @@
 //! The backward pass itself is in `backward.rs`; the math of each step is derived in
 //! `docs/derivations.md` (RMSNorm, RoPE, SwiGLU, grouped-query attention, the tied head).
 
-use super::{Llama, LlamaLayer, Weight};
+use super::model::{project_qkv, vec1};
+use super::{Llama, LlamaConfig, LlamaLayer, Weight};
+use crate::ops::rope::RopeTables;
 use crate::error::{Error, Result};
 use crate::ops::attention::attention_forward;
 use crate::ops::cross_entropy::{lm_cross_entropy_in_place, IGNORE_INDEX};
@@ -81,6 +83,13 @@ pub(crate) struct TrainCache {
     pub dqkv: Array3<f32>,
     /// Whether a training forward is waiting for its backward.
     pub ready: bool,
+    /// Gradient checkpointing: `layers` keep only `x_in`; the backward recomputes each layer
+    /// into `scratch` (its input copied into `xr`).
+    pub checkpointing: bool,
+    /// The recomputed layer's activations (checkpointing only).
+    pub scratch: LayerCache,
+    /// The recomputed layer's residual stream. Shapes: `(N, C)`.
+    pub xr: Array2<f32>,
 }
 
 /// Resizes `a` to `dim` (contents unspecified) unless it already has that shape.
@@ -115,6 +124,79 @@ fn layer_weights(l: &LlamaLayer) -> [(&'static str, &Weight); 7] {
         ("mlp.up_proj.weight", &l.up_proj),
         ("mlp.down_proj.weight", &l.down_proj),
     ]
+}
+
+/// One decoder layer's training forward: `x ← layer(x)`, keeping its activations in `lc`
+/// (`tmp` is an `(N, C)` scratch buffer). The same kernels in the same order as the inference
+/// forward, so the logits are bit-identical to [`Llama::forward`]'s.
+///
+/// # Shapes
+/// `x, tmp: (N, C)` with `N = B·T`, `positions: (N)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_forward(
+    cfg: &LlamaConfig,
+    rope: &RopeTables,
+    layer: &LlamaLayer,
+    lc: &mut LayerCache,
+    x: &mut Array2<f32>,
+    tmp: &mut Array2<f32>,
+    positions: &[usize],
+    (b, t): (usize, usize),
+) {
+    let n = b * t;
+    let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let heads = cfg.heads();
+    let (width, qw) = (heads.qkv_width(cfg.head_dim), cfg.num_attention_heads * cfg.head_dim);
+    let eps = cfg.rms_norm_eps as f32;
+    fit2(&mut lc.x_in, (n, c));
+    lc.x_in.assign(x);
+    // n1 = RMSNorm(x)·w_in
+    fit2(&mut lc.n1, (n, c));
+    fit1(&mut lc.rstd1, n);
+    rms_norm_forward(
+        x.view(),
+        vec1(&layer.input_layernorm),
+        eps,
+        lc.n1.view_mut(),
+        Some(lc.rstd1.view_mut()),
+    );
+    // q | k | v = n1·[Wq; Wk; Wv]ᵀ, RoPE on q and k                          (B, T, W)
+    fit3(&mut lc.qkv, (b, t, width));
+    {
+        let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+        project_qkv(cfg, rope, layer, lc.n1.view(), positions, qkv2);
+    }
+    // y = softmax(q·kᵀ/√HS + causal)·v, heads merged (GQA)                    (B, T, NH·HS)
+    if lc.att.dim() != (b, heads.n_head, t, t) {
+        lc.att = Array4::zeros((b, heads.n_head, t, t));
+    }
+    fit3(&mut lc.y, (b, t, qw));
+    attention_forward(lc.qkv.view(), heads, lc.att.view_mut(), lc.y.view_mut(), None);
+    // x += y·Woᵀ
+    let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
+    layer.o_proj.matmul_t(y2, tmp.view_mut());
+    *x += &*tmp;
+    fit2(&mut lc.x_mid, (n, c));
+    lc.x_mid.assign(x);
+    // n2 = RMSNorm(x)·w_post
+    fit2(&mut lc.n2, (n, c));
+    fit1(&mut lc.rstd2, n);
+    rms_norm_forward(
+        x.view(),
+        vec1(&layer.post_attention_layernorm),
+        eps,
+        lc.n2.view_mut(),
+        Some(lc.rstd2.view_mut()),
+    );
+    // x += (silu(n2·Wgᵀ) ⊙ n2·Wuᵀ)·Wdᵀ
+    for buf in [&mut lc.g, &mut lc.u, &mut lc.a] {
+        fit2(buf, (n, f));
+    }
+    layer.gate_proj.matmul_t(lc.n2.view(), lc.g.view_mut());
+    layer.up_proj.matmul_t(lc.n2.view(), lc.u.view_mut());
+    swiglu_forward(lc.g.view(), lc.u.view(), lc.a.view_mut());
+    layer.down_proj.matmul_t(lc.a.view(), tmp.view_mut());
+    *x += &*tmp;
 }
 
 impl Llama {
@@ -230,15 +312,31 @@ impl Llama {
         Ok(self.train_forward(ids, targets))
     }
 
+    /// Turns activation recomputation (gradient checkpointing, Hugging Face's
+    /// `gradient_checkpointing_enable()`) on or off; default off. On, the training forward keeps
+    /// only each layer's input `(B·T, C)` and the backward re-runs one layer at a time into a
+    /// single set of buffers before differentiating it: memory for activations drops from
+    /// `L` layers' worth to one (plus `L·B·T·C` inputs) for about one extra forward of compute.
+    /// The recomputation is the same arithmetic, so gradients are bit-identical either way.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.train.checkpointing = on;
+        self.train.ready = false;
+        self.train.layers.clear();
+        self.train.scratch = LayerCache::default();
+    }
+
+    /// Whether [`Llama::set_gradient_checkpointing`] is on.
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.train.checkpointing
+    }
+
     /// The forward of checked inputs into the training cache; returns the loss.
     fn train_forward(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> f32 {
         let mut tc = std::mem::take(&mut self.train);
         let cfg = &self.config;
         let (b, t) = ids.dim();
         let n = b * t;
-        let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let heads = cfg.heads();
-        let (width, qw) = (heads.qkv_width(cfg.head_dim), cfg.num_attention_heads * cfg.head_dim);
+        let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let eps = cfg.rms_norm_eps as f32;
         tc.ids.clear();
         tc.ids.extend(ids.iter().copied());
@@ -255,55 +353,14 @@ impl Llama {
         let mut tmp = std::mem::take(&mut tc.dx); // (N, C) projection output before the add
         fit2(&mut tmp, (n, c));
         for (layer, lc) in self.layers.iter().zip(tc.layers.iter_mut()) {
-            fit2(&mut lc.x_in, (n, c));
-            lc.x_in.assign(&x);
-            // n1 = RMSNorm(x)·w_in
-            fit2(&mut lc.n1, (n, c));
-            fit1(&mut lc.rstd1, n);
-            rms_norm_forward(
-                x.view(),
-                super::model::vec1(&layer.input_layernorm),
-                eps,
-                lc.n1.view_mut(),
-                Some(lc.rstd1.view_mut()),
-            );
-            // q | k | v = n1·[Wq; Wk; Wv]ᵀ, RoPE on q and k                  (B, T, W)
-            fit3(&mut lc.qkv, (b, t, width));
-            {
-                let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
-                self.qkv_into(layer, lc.n1.view(), &tc.positions, qkv2);
+            if tc.checkpointing {
+                // keep the input only; the backward recomputes the rest into `scratch`
+                fit2(&mut lc.x_in, (n, c));
+                lc.x_in.assign(&x);
+                layer_forward(cfg, &self.rope, layer, &mut tc.scratch, &mut x, &mut tmp, &tc.positions, (b, t));
+            } else {
+                layer_forward(cfg, &self.rope, layer, lc, &mut x, &mut tmp, &tc.positions, (b, t));
             }
-            // y = softmax(q·kᵀ/√HS + causal)·v, heads merged                 (B, T, NH·HS)
-            if lc.att.dim() != (b, heads.n_head, t, t) {
-                lc.att = Array4::zeros((b, heads.n_head, t, t));
-            }
-            fit3(&mut lc.y, (b, t, qw));
-            attention_forward(lc.qkv.view(), heads, lc.att.view_mut(), lc.y.view_mut(), None);
-            // x += y·Woᵀ
-            let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
-            layer.o_proj.matmul_t(y2, tmp.view_mut());
-            x += &tmp;
-            fit2(&mut lc.x_mid, (n, c));
-            lc.x_mid.assign(&x);
-            // n2 = RMSNorm(x)·w_post
-            fit2(&mut lc.n2, (n, c));
-            fit1(&mut lc.rstd2, n);
-            rms_norm_forward(
-                x.view(),
-                super::model::vec1(&layer.post_attention_layernorm),
-                eps,
-                lc.n2.view_mut(),
-                Some(lc.rstd2.view_mut()),
-            );
-            // x += (silu(n2·Wgᵀ) ⊙ n2·Wuᵀ)·Wdᵀ
-            for buf in [&mut lc.g, &mut lc.u, &mut lc.a] {
-                fit2(buf, (n, f));
-            }
-            layer.gate_proj.matmul_t(lc.n2.view(), lc.g.view_mut());
-            layer.up_proj.matmul_t(lc.n2.view(), lc.u.view_mut());
-            swiglu_forward(lc.g.view(), lc.u.view(), lc.a.view_mut());
-            layer.down_proj.matmul_t(lc.a.view(), tmp.view_mut());
-            x += &tmp;
         }
         tc.dx = tmp;
         // h = RMSNorm(x)·w_norm;  logits = h·Wheadᵀ                                  (N, V)
