@@ -13,11 +13,12 @@ mod checkpoint;
 mod config;
 mod load;
 mod model;
+mod params;
 mod train;
 mod weight;
 
 pub use config::LlamaConfig;
 pub use load::unpermute_rows;
 pub use model::{Llama, LlamaLayer};
-pub use train::shift_labels;
+pub use params::shift_labels;
 pub use weight::Weight;
