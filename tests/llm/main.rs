@@ -8,5 +8,6 @@ mod common;
 mod chat;
 mod llama;
 mod llama_finetune;
+mod llama_lora;
 mod llama_train;
 mod tokenizer_llama;

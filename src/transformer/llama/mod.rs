@@ -12,6 +12,7 @@ mod cached;
 mod checkpoint;
 mod config;
 mod load;
+mod lora;
 mod model;
 mod params;
 mod train;
@@ -19,6 +20,7 @@ mod weight;
 
 pub use config::LlamaConfig;
 pub use load::unpermute_rows;
+pub use lora::{LoraConfig, LoraLlama};
 pub use model::{Llama, LlamaLayer};
 pub use params::shift_labels;
 pub use weight::Weight;

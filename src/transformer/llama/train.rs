@@ -4,6 +4,7 @@
 //! The backward pass itself is in `backward.rs`; the math of each step is derived in
 //! `docs/derivations.md` (RMSNorm, RoPE, SwiGLU, grouped-query attention, the tied head).
 
+use super::lora::{project, LayerLora};
 use super::model::{project_qkv, vec1};
 use super::{Llama, LlamaConfig, LlamaLayer, Weight};
 use crate::ops::rope::RopeTables;
@@ -12,7 +13,7 @@ use crate::ops::attention::attention_forward;
 use crate::ops::cross_entropy::{lm_cross_entropy_in_place, IGNORE_INDEX};
 use crate::ops::rms_norm::rms_norm_forward;
 use crate::ops::swiglu::swiglu_forward;
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView2};
+use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView2};
 
 /// What one decoder layer's training forward keeps (buffers reused while the shape stays).
 #[derive(Debug, Clone, Default)]
@@ -89,6 +90,10 @@ pub(crate) struct TrainCache {
     pub scratch: LayerCache,
     /// The recomputed layer's residual stream. Shapes: `(N, C)`.
     pub xr: Array2<f32>,
+    /// Whether the last training forward ran through LoRA adapters (frozen base weights).
+    pub lora: bool,
+    /// Where frozen norm weights' gradients go (discarded). Shapes: `(C)`.
+    pub dw_frozen: Array1<f32>,
 }
 
 /// Resizes `a` to `dim` (contents unspecified) unless it already has that shape.
@@ -136,6 +141,7 @@ pub(crate) fn layer_forward(
     cfg: &LlamaConfig,
     rope: &RopeTables,
     layer: &LlamaLayer,
+    lora: Option<&LayerLora>,
     lc: &mut LayerCache,
     x: &mut Array2<f32>,
     tmp: &mut Array2<f32>,
@@ -147,6 +153,7 @@ pub(crate) fn layer_forward(
     let heads = cfg.heads();
     let (width, qw) = (heads.qkv_width(cfg.head_dim), cfg.num_attention_heads * cfg.head_dim);
     let eps = cfg.rms_norm_eps as f32;
+    let ad = |k: usize| lora.and_then(|l| l[k].as_ref());
     fit2(&mut lc.x_in, (n, c));
     lc.x_in.assign(x);
     // n1 = RMSNorm(x)·w_in
@@ -161,9 +168,23 @@ pub(crate) fn layer_forward(
     );
     // q | k | v = n1·[Wq; Wk; Wv]ᵀ, RoPE on q and k                          (B, T, W)
     fit3(&mut lc.qkv, (b, t, width));
-    {
-        let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
-        project_qkv(cfg, rope, layer, lc.n1.view(), positions, qkv2);
+    match lora {
+        None => {
+            let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+            project_qkv(cfg, rope, layer, lc.n1.view(), positions, qkv2);
+        }
+        Some(ad) => {
+            // the same products and rotations as project_qkv, each with its adapter added
+            // before RoPE
+            let mut qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+            let kw = cfg.num_key_value_heads * cfg.head_dim;
+            let n1 = lc.n1.view();
+            project(&layer.q_proj, ad[0].as_ref(), n1, qkv2.slice_mut(s![.., ..qw]));
+            project(&layer.k_proj, ad[1].as_ref(), n1, qkv2.slice_mut(s![.., qw..qw + kw]));
+            project(&layer.v_proj, ad[2].as_ref(), n1, qkv2.slice_mut(s![.., qw + kw..]));
+            rope.apply(qkv2.slice_mut(s![.., ..qw]), cfg.num_attention_heads, positions, false);
+            rope.apply(qkv2.slice_mut(s![.., qw..qw + kw]), cfg.num_key_value_heads, positions, false);
+        }
     }
     // y = softmax(q·kᵀ/√HS + causal)·v, heads merged (GQA)                    (B, T, NH·HS)
     if lc.att.dim() != (b, heads.n_head, t, t) {
@@ -173,7 +194,7 @@ pub(crate) fn layer_forward(
     attention_forward(lc.qkv.view(), heads, lc.att.view_mut(), lc.y.view_mut(), None);
     // x += y·Woᵀ
     let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
-    layer.o_proj.matmul_t(y2, tmp.view_mut());
+    project(&layer.o_proj, ad(3), y2, tmp.view_mut());
     *x += &*tmp;
     fit2(&mut lc.x_mid, (n, c));
     lc.x_mid.assign(x);
@@ -191,10 +212,10 @@ pub(crate) fn layer_forward(
     for buf in [&mut lc.g, &mut lc.u, &mut lc.a] {
         fit2(buf, (n, f));
     }
-    layer.gate_proj.matmul_t(lc.n2.view(), lc.g.view_mut());
-    layer.up_proj.matmul_t(lc.n2.view(), lc.u.view_mut());
+    project(&layer.gate_proj, ad(4), lc.n2.view(), lc.g.view_mut());
+    project(&layer.up_proj, ad(5), lc.n2.view(), lc.u.view_mut());
     swiglu_forward(lc.g.view(), lc.u.view(), lc.a.view_mut());
-    layer.down_proj.matmul_t(lc.a.view(), tmp.view_mut());
+    project(&layer.down_proj, ad(6), lc.a.view(), tmp.view_mut());
     *x += &*tmp;
 }
 
@@ -281,7 +302,7 @@ impl Llama {
     /// `targets[b, t]` is the id that should follow `ids[b, ..=t]` (already shifted, as in
     /// [`crate::transformer::Gpt::forward_loss`]). Hugging Face's `LlamaForCausalLM(ids,
     /// labels=ids)` equals `targets[:, t] = ids[:, t + 1]` with the last column
-    /// [`IGNORE_INDEX`] (see [`shift_labels`]). With no valid target the loss is NaN (as torch).
+    /// [`IGNORE_INDEX`] (see [`shift_labels`](super::shift_labels)). With no valid target the loss is NaN (as torch).
     ///
     /// # Shapes
     /// `ids: (B, T)`, `targets: (B, T)` → scalar.
@@ -291,10 +312,22 @@ impl Llama {
     /// unlike the ids; [`Error::Label`] naming an id or target `≥ V`; [`Error::State`] when the
     /// model holds encoded (GGUF) weights: train `to_f32()`'s copy.
     pub fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        self.forward_loss_with(ids, targets, None, true)
+    }
+
+    /// [`Llama::forward_loss`] (`train`) or [`Llama::loss`] with optional LoRA adapters.
+    pub(crate) fn forward_loss_with(
+        &mut self,
+        ids: ArrayView2<usize>,
+        targets: ArrayView2<usize>,
+        lora: Option<&[LayerLora]>,
+        train: bool,
+    ) -> Result<f32> {
         self.train.ready = false;
-        self.check_batch(ids, targets, "forward_loss")?;
-        let loss = self.train_forward(ids, targets);
-        self.train.ready = true;
+        self.check_batch(ids, targets, if train { "forward_loss" } else { "loss" })?;
+        let loss = self.train_forward(ids, targets, lora);
+        self.train.ready = train;
+        self.train.lora = lora.is_some();
         Ok(loss)
     }
 
@@ -306,9 +339,7 @@ impl Llama {
     /// # Errors
     /// As [`Llama::forward_loss`].
     pub fn loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
-        self.train.ready = false;
-        self.check_batch(ids, targets, "loss")?;
-        Ok(self.train_forward(ids, targets))
+        self.forward_loss_with(ids, targets, None, false)
     }
 
     /// Turns activation recomputation (gradient checkpointing, Hugging Face's
@@ -330,7 +361,12 @@ impl Llama {
     }
 
     /// The forward of checked inputs into the training cache; returns the loss.
-    fn train_forward(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> f32 {
+    fn train_forward(
+        &mut self,
+        ids: ArrayView2<usize>,
+        targets: ArrayView2<usize>,
+        lora: Option<&[LayerLora]>,
+    ) -> f32 {
         let mut tc = std::mem::take(&mut self.train);
         let cfg = &self.config;
         let (b, t) = ids.dim();
@@ -351,14 +387,16 @@ impl Llama {
         }
         let mut tmp = std::mem::take(&mut tc.dx); // (N, C) projection output before the add
         fit2(&mut tmp, (n, c));
-        for (layer, lc) in self.layers.iter().zip(tc.layers.iter_mut()) {
+        for (i, (layer, lc)) in self.layers.iter().zip(tc.layers.iter_mut()).enumerate() {
+            let ad = lora.map(|l| &l[i]);
             if tc.checkpointing {
                 // keep the input only; the backward recomputes the rest into `scratch`
                 fit2(&mut lc.x_in, (n, c));
                 lc.x_in.assign(&x);
-                layer_forward(cfg, &self.rope, layer, &mut tc.scratch, &mut x, &mut tmp, &tc.positions, (b, t));
+                let sc = &mut tc.scratch;
+                layer_forward(cfg, &self.rope, layer, ad, sc, &mut x, &mut tmp, &tc.positions, (b, t));
             } else {
-                layer_forward(cfg, &self.rope, layer, lc, &mut x, &mut tmp, &tc.positions, (b, t));
+                layer_forward(cfg, &self.rope, layer, ad, lc, &mut x, &mut tmp, &tc.positions, (b, t));
             }
         }
         tc.dx = tmp;
