@@ -9,6 +9,10 @@ use ndarray::Array2;
 use rand::Rng as _;
 use std::path::Path;
 
+/// The longest sequence a [`ChatDataset`] pads to (far beyond any Llama context; a bound on the
+/// `(conversations × seq_len)` allocation).
+pub(crate) const MAX_SEQ_LEN: usize = 1 << 20;
+
 /// One conversation of a JSON-lines file: `{"messages": [{"role": .., "content": ..}, ..]}`
 /// (other keys are ignored, as TRL's `SFTTrainer` does).
 #[derive(Debug, serde::Deserialize)]
@@ -41,8 +45,8 @@ impl ChatDataset {
     /// Tokenises `conversations`; `source` names them in errors.
     ///
     /// # Errors
-    /// [`Error::Config`] for `seq_len = 0` or no conversation; [`Error::Format`] naming the
-    /// conversation when the template fails, renders a prefix inconsistently (a template that
+    /// [`Error::Config`] for `seq_len` outside `1..=2²⁰` or no conversation; [`Error::Format`]
+    /// naming the conversation when the template fails, renders a prefix inconsistently (a template that
     /// rewrites earlier turns), or no assistant token falls within `seq_len`.
     pub fn new(
         conversations: &[Vec<Message>],
@@ -51,8 +55,13 @@ impl ChatDataset {
         seq_len: usize,
         source: &str,
     ) -> Result<Self> {
-        if seq_len == 0 {
-            return Err(Error::config("ChatDataset", "seq_len", 0, "at least 1"));
+        if seq_len == 0 || seq_len > MAX_SEQ_LEN {
+            return Err(Error::config(
+                "ChatDataset",
+                "seq_len",
+                seq_len,
+                format!("in 1..={MAX_SEQ_LEN}"),
+            ));
         }
         if conversations.is_empty() {
             return Err(Error::config(

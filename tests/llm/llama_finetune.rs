@@ -77,7 +77,9 @@ fn chat_dataset_errors_name_the_line_and_the_problem() {
     let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, 8, "c.jsonl").unwrap_err();
     assert!(e.to_string().contains("conversation 1") && e.to_string().contains("no assistant token"), "{e}");
     let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, 0, "c.jsonl").unwrap_err();
-    assert!(e.to_string().contains("seq_len"), "{e}");
+    assert!(e.to_string().contains("invalid seq_len = 0"), "{e}");
+    let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, usize::MAX, "c.jsonl").unwrap_err();
+    assert!(e.to_string().contains("seq_len") && e.to_string().contains("1..=1048576"), "{e}");
     let e = ChatDataset::from_jsonl("\n\n", &tpl, &tok, 16, "empty.jsonl").unwrap_err();
     assert!(e.to_string().contains("empty.jsonl"), "{e}");
     let e = ChatDataset::from_jsonl_file("/nonexistent/chats.jsonl", &tpl, &tok, 16).unwrap_err();
