@@ -1,6 +1,7 @@
 //! Data sets: an in-memory [`Dataset`], seeded shuffling batches, and the embedded data.
 
 mod augment;
+mod chat;
 mod cifar;
 mod dataset;
 mod digits;
@@ -13,6 +14,7 @@ pub(crate) mod source;
 mod text;
 
 pub use augment::{Augment, DEFAULT_FLIP_PROB};
+pub use chat::ChatDataset;
 pub use cifar::{
     load_cifar10, parse_cifar10_batch, read_cifar10_batch, CIFAR10_CLASSES, CIFAR10_RECORD_BYTES,
 };

@@ -31,7 +31,7 @@ pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig};
 pub use mlp::Mlp;
-pub use train::{LmHistory, LmTrainOptions, LmTrainer};
+pub use train::{LmBatches, LmHistory, LmTrainOptions, LmTrainer, TrainableLm};
 
 use crate::error::{Error, Result};
 use crate::init::{normal, Rng};

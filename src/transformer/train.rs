@@ -1,11 +1,102 @@
 //! [`LmTrainer`]: the language-model training loop (AdamW, warmup + cosine, clipping,
-//! validation loss, progress line).
+//! validation loss, progress line), for any [`TrainableLm`] (the GPT, the Llama) on any
+//! [`LmBatches`] (a token stream, chat conversations).
 
 use super::Gpt;
 use crate::data::LmDataset;
 use crate::error::{Error, Result};
 use crate::init::{rng, Rng};
 use crate::optim::{check_grads_finite, clip_grad_norm, AdamW, LrSchedule, Optimizer};
+use crate::param::Param;
+use ndarray::{Array2, ArrayView2};
+
+/// A causal language model that [`LmTrainer`] can train: a training forward with the mean
+/// next-token loss, a backward accumulating into named parameters, and a validation loss.
+pub trait TrainableLm {
+    /// Training forward + mean cross-entropy over targets ≠ [`super::IGNORE_INDEX`], keeping
+    /// what [`TrainableLm::backward`] needs.
+    ///
+    /// # Shapes
+    /// `ids: (B, T)`, `targets: (B, T)` → scalar.
+    ///
+    /// # Errors
+    /// The model's own shape, id and state errors.
+    fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32>;
+    /// Back-propagates the last [`TrainableLm::forward_loss`], accumulating gradients.
+    ///
+    /// # Errors
+    /// [`Error::State`] without a preceding training forward.
+    fn backward(&mut self) -> Result<()>;
+    /// The mean loss in evaluation mode (no dropout, no backward).
+    ///
+    /// # Shapes
+    /// `ids: (B, T)`, `targets: (B, T)` → scalar.
+    ///
+    /// # Errors
+    /// As [`TrainableLm::forward_loss`].
+    fn eval_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32>;
+    /// The trainable parameters by name (what the optimizer steps and checkpoints store).
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)>;
+    /// Sets every gradient to zero.
+    fn zero_grad(&mut self);
+    /// The longest sequence the model accepts and the config field that says so
+    /// (`("block_size", 1024)` for GPT-2).
+    fn max_len(&self) -> (&'static str, usize);
+}
+
+impl TrainableLm for Gpt {
+    fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        Gpt::forward_loss(self, ids, targets)
+    }
+    fn backward(&mut self) -> Result<()> {
+        Gpt::backward(self)
+    }
+    fn eval_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+        Gpt::loss(self, ids, targets)
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Gpt::params_mut(self)
+    }
+    fn zero_grad(&mut self) {
+        Gpt::zero_grad(self)
+    }
+    fn max_len(&self) -> (&'static str, usize) {
+        ("block_size", self.config().block_size)
+    }
+}
+
+/// Where [`LmTrainer`] gets its batches: `(inputs, targets)` pairs of `(B, T)` token ids, with
+/// [`super::IGNORE_INDEX`] targets where no loss is wanted (padding, prompts).
+pub trait LmBatches {
+    /// The sequence length `T` of every batch.
+    fn seq_len(&self) -> usize;
+    /// A random training batch of `batch_size` rows drawn with `rng` (a seed fixes the whole
+    /// sequence of batches).
+    ///
+    /// # Shapes
+    /// → `(B, T)`, `(B, T)`.
+    fn sample_batch(&self, batch_size: usize, rng: &mut Rng) -> (Array2<usize>, Array2<usize>);
+    /// Deterministic validation batches of at most `batch_size` rows, `max_rows` rows in all.
+    ///
+    /// # Shapes
+    /// → `[(≤ B, T), (≤ B, T)]`.
+    fn eval_batches(&self, max_rows: usize, batch_size: usize) -> Vec<(Array2<usize>, Array2<usize>)>;
+}
+
+impl LmBatches for LmDataset {
+    fn seq_len(&self) -> usize {
+        self.block_size()
+    }
+    fn sample_batch(&self, batch_size: usize, rng: &mut Rng) -> (Array2<usize>, Array2<usize>) {
+        self.batch(batch_size, rng)
+    }
+    fn eval_batches(&self, max_rows: usize, batch_size: usize) -> Vec<(Array2<usize>, Array2<usize>)> {
+        self.eval_starts(max_rows)
+            .chunks(batch_size.max(1))
+            .map(|c| self.batch_at(c))
+            .collect()
+    }
+}
 use std::io::Write;
 use std::time::Instant;
 
@@ -68,7 +159,8 @@ pub struct LmHistory {
     pub tokens_per_sec: f64,
 }
 
-/// Trains a [`Gpt`] on an [`LmDataset`]: AdamW (weight decay on ≥ 2-D weights only), a linear
+/// Trains a [`TrainableLm`] ([`Gpt`], [`super::Llama`]) on [`LmBatches`] ([`LmDataset`] windows,
+/// [`crate::data::ChatDataset`] conversations): AdamW (weight decay on ≥ 2-D weights only), a linear
 /// warmup then cosine decay of the learning rate, global-norm gradient clipping, periodic
 /// validation loss and a progress line with loss, tokens/s and ETA.
 ///
@@ -156,11 +248,11 @@ impl LmTrainer {
     /// clip, set the scheduled learning rate, AdamW. Returns the loss.
     ///
     /// # Errors
-    /// As [`Gpt::forward_loss`]; [`Error::State`] naming the step when the loss is not finite
+    /// As the model's `forward_loss`; [`Error::State`] naming the step when the loss is not finite
     /// (the weights are left untouched).
-    pub fn train_step(
+    pub fn train_step<M: TrainableLm + ?Sized>(
         &mut self,
-        gpt: &mut Gpt,
+        gpt: &mut M,
         x: ndarray::ArrayView2<usize>,
         y: ndarray::ArrayView2<usize>,
     ) -> Result<f32> {
@@ -194,18 +286,24 @@ impl LmTrainer {
         Ok(loss)
     }
 
-    /// The mean loss over up to `eval_windows` evenly spaced windows of `data` (no dropout).
+    /// The mean loss over up to `eval_windows` rows of `data`'s validation batches (no
+    /// dropout), each batch weighted by its rows.
     ///
     /// # Errors
-    /// As [`Gpt::loss`].
-    pub fn evaluate(&self, gpt: &mut Gpt, data: &LmDataset) -> Result<f32> {
-        let starts = data.eval_starts(self.opts.eval_windows.max(1));
+    /// As the model's `eval_loss`.
+    pub fn evaluate<M: TrainableLm + ?Sized, D: LmBatches + ?Sized>(
+        &self,
+        gpt: &mut M,
+        data: &D,
+    ) -> Result<f32> {
+        let batches = data.eval_batches(self.opts.eval_windows.max(1), self.opts.batch_size);
         let mut total = 0.0f64;
-        for chunk in starts.chunks(self.opts.batch_size) {
-            let (x, y) = data.batch_at(chunk);
-            total += gpt.loss(x.view(), y.view())? as f64 * chunk.len() as f64;
+        let mut rows = 0usize;
+        for (x, y) in &batches {
+            total += gpt.eval_loss(x.view(), y.view())? as f64 * x.nrows() as f64;
+            rows += x.nrows();
         }
-        Ok((total / starts.len().max(1) as f64) as f32)
+        Ok((total / rows.max(1) as f64) as f32)
     }
 
     /// Trains until [`LmTrainOptions::steps`] steps have been taken in all (a trainer restored
@@ -215,11 +313,11 @@ impl LmTrainer {
     /// # Errors
     /// [`Error::Shape`] when the dataset's window is longer than the model's `block_size`;
     /// otherwise as [`LmTrainer::train_step`].
-    pub fn train(
+    pub fn train<M: TrainableLm + ?Sized, D: LmBatches + ?Sized>(
         &mut self,
-        gpt: &mut Gpt,
-        train: &LmDataset,
-        val: Option<&LmDataset>,
+        gpt: &mut M,
+        train: &D,
+        val: Option<&D>,
     ) -> Result<LmHistory> {
         self.train_for(gpt, train, val, usize::MAX)
     }
@@ -229,21 +327,19 @@ impl LmTrainer {
     ///
     /// # Errors
     /// As [`LmTrainer::train`].
-    pub fn train_for(
+    pub fn train_for<M: TrainableLm + ?Sized, D: LmBatches + ?Sized>(
         &mut self,
-        gpt: &mut Gpt,
-        train: &LmDataset,
-        val: Option<&LmDataset>,
+        gpt: &mut M,
+        train: &D,
+        val: Option<&D>,
         max_steps: usize,
     ) -> Result<LmHistory> {
-        let t = train.block_size();
-        if t > gpt.config().block_size {
+        let t = train.seq_len();
+        let (field, limit) = gpt.max_len();
+        if t > limit {
             return Err(Error::shape(
                 "LmTrainer::train",
-                format!(
-                    "windows of at most block_size = {} tokens",
-                    gpt.config().block_size
-                ),
+                format!("windows of at most {field} = {limit} tokens"),
                 &[t],
             ));
         }
@@ -253,7 +349,7 @@ impl LmTrainer {
         let total = self.opts.steps;
         let stop = total.min(self.step.saturating_add(max_steps));
         while self.step < stop {
-            let (x, y) = train.batch(self.opts.batch_size, &mut self.rng);
+            let (x, y) = train.sample_batch(self.opts.batch_size, &mut self.rng);
             let loss = self.train_step(gpt, x.view(), y.view())?;
             history.loss.push(loss);
             let done = self.step;

@@ -1,6 +1,6 @@
 //! Language-model tests in one binary: the Llama model (Hugging Face and GGUF weights), GGUF
-//! reading and quantized kernels, Llama tokenizers and chat templates, and the real SmolLM2
-//! model when it has been fetched.
+//! reading and quantized kernels, Llama tokenizers and chat templates, training, and the real
+//! SmolLM2 model when it has been fetched.
 
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
@@ -9,7 +9,10 @@ mod chat;
 mod gguf;
 mod gguf_hostile;
 mod llama;
+mod llama_finetune;
 mod llama_gguf;
+mod llama_lora;
+mod llama_train;
 mod pretokenize;
 mod quant;
 mod smollm2;

@@ -7,15 +7,22 @@
 //! [`crate::ops::kv_attention`]), SwiGLU ([`crate::ops::swiglu`]) and the quantized products
 //! ([`crate::ops::quant`]).
 
+mod backward;
 mod cached;
+mod checkpoint;
 mod config;
 mod load;
 mod gguf;
+mod lora;
 mod model;
+mod params;
+mod train;
 mod weight;
 
 pub use config::LlamaConfig;
 pub use gguf::config_from_gguf;
 pub use load::unpermute_rows;
+pub use lora::{LoraConfig, LoraLlama};
 pub use model::{Llama, LlamaLayer};
+pub use params::shift_labels;
 pub use weight::Weight;

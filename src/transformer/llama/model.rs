@@ -60,11 +60,42 @@ pub struct Llama {
     /// `lm_head.weight` `[V, C]`, or `None` when tied to `embed`.
     pub(crate) lm_head: Option<Weight>,
     pub(crate) rope: RopeTables,
+    /// What the last training forward keeps for the backward (see `train.rs`).
+    pub(crate) train: super::train::TrainCache,
 }
 
 /// The `(C)` view of a norm weight.
 pub(crate) fn vec1(p: &Param) -> ArrayView1<'_, f32> {
     p.value.view().into_dimensionality::<Ix1>().expect("checked (C)")
+}
+
+/// The projections `q | k | v` of normalised rows into a caller buffer, RoPE applied to `q`
+/// and `k` (shared by the inference and training forwards).
+///
+/// # Shapes
+/// `n: (N, C)`, `positions: (N)`, `qkv: (N, (NH + 2·NKV)·HS)`.
+pub(crate) fn project_qkv(
+    cfg: &LlamaConfig,
+    rope: &RopeTables,
+    layer: &LlamaLayer,
+    n: ArrayView2<f32>,
+    positions: &[usize],
+    mut qkv: ArrayViewMut2<f32>,
+) {
+    let (q, kv) = (
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
+    layer.q_proj.matmul_t(n, qkv.slice_mut(s![.., ..q]));
+    layer.k_proj.matmul_t(n, qkv.slice_mut(s![.., q..q + kv]));
+    layer.v_proj.matmul_t(n, qkv.slice_mut(s![.., q + kv..]));
+    rope.apply(qkv.slice_mut(s![.., ..q]), cfg.num_attention_heads, positions, false);
+    rope.apply(
+        qkv.slice_mut(s![.., q..q + kv]),
+        cfg.num_key_value_heads,
+        positions,
+        false,
+    );
 }
 
 impl Llama {
@@ -161,6 +192,7 @@ impl Llama {
             norm,
             lm_head,
             rope,
+            train: Default::default(),
         })
     }
 
@@ -246,22 +278,9 @@ impl Llama {
     /// `n: (N, C)`, `positions: (N)` → `(N, (NH + 2·NKV)·HS)`.
     pub(crate) fn qkv(&self, layer: &LlamaLayer, n: ArrayView2<f32>, positions: &[usize]) -> Array2<f32> {
         let cfg = &self.config;
-        let (q, kv) = (
-            cfg.num_attention_heads * cfg.head_dim,
-            cfg.num_key_value_heads * cfg.head_dim,
-        );
-        let mut qkv = Array2::<f32>::zeros((n.nrows(), q + 2 * kv));
-        layer.q_proj.matmul_t(n, qkv.slice_mut(s![.., ..q]));
-        layer.k_proj.matmul_t(n, qkv.slice_mut(s![.., q..q + kv]));
-        layer.v_proj.matmul_t(n, qkv.slice_mut(s![.., q + kv..]));
-        self.rope
-            .apply(qkv.slice_mut(s![.., ..q]), cfg.num_attention_heads, positions, false);
-        self.rope.apply(
-            qkv.slice_mut(s![.., q..q + kv]),
-            cfg.num_key_value_heads,
-            positions,
-            false,
-        );
+        let width = cfg.heads().qkv_width(cfg.head_dim);
+        let mut qkv = Array2::<f32>::zeros((n.nrows(), width));
+        project_qkv(cfg, &self.rope, layer, n, positions, qkv.view_mut());
         qkv
     }
 
