@@ -4,4 +4,6 @@
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod torch_mutations;
 mod torch_pickle;
+mod torch_save;
