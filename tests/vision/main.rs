@@ -11,5 +11,7 @@ mod freeze;
 mod image_folder;
 mod mbconv;
 mod photos;
+mod torch_mutations;
 mod torch_pickle;
+mod torch_save;
 mod vision_ops;

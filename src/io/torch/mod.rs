@@ -168,7 +168,7 @@ fn zip_parts(bytes: &[u8]) -> std::result::Result<(pickle::Pickle, Vec<&[u8]>), 
 pub fn load_tensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, TorchTensor>> {
     let path = path.as_ref();
     load(path)?
-        .flatten_tensors()
+        .flatten()
         .map_err(|m| Error::format(path.display().to_string(), m))
 }
 

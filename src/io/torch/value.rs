@@ -56,9 +56,14 @@ impl TorchValue {
     /// Python prints them) and list/tuple indices with `.`; a bare tensor is named `""`.
     ///
     /// # Errors
-    /// A message when a dict key is itself a container, bytes or a tensor, or when two tensors
-    /// get the same name.
-    pub fn flatten_tensors(self) -> std::result::Result<BTreeMap<String, TorchTensor>, String> {
+    /// [`crate::Error::Format`] when a dict key above a tensor is itself a container, bytes or
+    /// a tensor, or when two tensors get the same name.
+    pub fn flatten_tensors(self) -> crate::Result<BTreeMap<String, TorchTensor>> {
+        self.flatten().map_err(|m| crate::Error::format("TorchValue", m))
+    }
+
+    /// [`TorchValue::flatten_tensors`] with the error as a message.
+    pub(super) fn flatten(self) -> std::result::Result<BTreeMap<String, TorchTensor>, String> {
         let mut out = BTreeMap::new();
         let mut todo = vec![(String::new(), self)];
         while let Some((name, v)) = todo.pop() {
