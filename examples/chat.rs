@@ -228,8 +228,20 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// The process's peak resident memory in MB (Linux `VmHWM`), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn main() {
-    if let Err(e) = run() {
+    let result = run();
+    if let Some(mb) = peak_rss_mb() {
+        eprintln!("[peak RSS {mb:.0} MB]");
+    }
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
