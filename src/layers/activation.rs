@@ -95,90 +95,127 @@ macro_rules! activation_layer {
     };
 }
 
-/// ReLU, `y = max(x, 0)`, elementwise (PyTorch `nn.ReLU`).
-///
-/// Through [`Layer::forward_owned`] (what `Sequential` calls) it works in place and a training
-/// forward keeps only a one-bit-per-element mask of `x > 0` for the backward, which is then also
-/// in place: no activation-sized allocation or copy. [`Layer::forward`] keeps the input.
-///
-/// # Shapes
-/// `x: (B, …)` → `y: (B, …)`.
-#[derive(Debug, Clone, Default)]
-pub struct Relu {
-    cache: Cache,
-    /// `x > 0` bits of the last owned training forward, with its shape.
-    mask: Option<(Vec<u64>, Vec<usize>)>,
-}
-
-impl Relu {
-    /// A new layer (no parameters, nothing to configure).
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Layer for Relu {
-    fn describe(&self) -> String {
-        "ReLU".to_string()
-    }
-
-    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        Ok(input_shape.to_vec())
-    }
-
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = act::relu_forward(x.view());
-        self.mask = None;
-        self.cache.store(mode, x);
-        Ok(y)
-    }
-
-    fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
-        if !x.is_standard_layout() {
-            return self.forward(&x, mode);
+/// A clamp-like activation (`Relu`, `Relu6`) that works in place through
+/// [`Layer::forward_owned`] and keeps only a one-bit-per-element mask of where the gradient
+/// passes; [`Layer::forward`] keeps the input. One body for both layers.
+macro_rules! masked_activation_layer {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $describe:literal, mask = $mask_doc:literal,
+        forward = $forward:path, in_place = $in_place:path,
+        in_place_with_mask = $with_mask:path, backward = $backward:path $(,)?
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default)]
+        pub struct $name {
+            cache: Cache,
+            #[doc = concat!("`", $mask_doc, "` bits of the last owned training forward, with its shape.")]
+            mask: Option<(Vec<u64>, Vec<usize>)>,
         }
-        self.cache = Cache::default();
-        let data = x.as_slice_mut().expect("standard layout");
-        match mode {
-            Mode::Train => {
-                let mut bits = self.mask.take().map(|(b, _)| b).unwrap_or_default();
-                act::relu_in_place_with_mask(data, &mut bits);
-                self.mask = Some((bits, x.shape().to_vec()));
+
+        impl $name {
+            /// A new layer (no parameters, nothing to configure).
+            pub fn new() -> Self {
+                Self::default()
             }
-            Mode::Eval => {
+        }
+
+        impl Layer for $name {
+            fn describe(&self) -> String {
+                $describe.to_string()
+            }
+
+            fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
+                Ok(input_shape.to_vec())
+            }
+
+            fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+                let y = $forward(x.view());
                 self.mask = None;
-                act::relu_in_place(data);
+                self.cache.store(mode, x);
+                Ok(y)
+            }
+
+            fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
+                if !x.is_standard_layout() {
+                    return self.forward(&x, mode);
+                }
+                self.cache = Cache::default();
+                let data = x.as_slice_mut().expect("standard layout");
+                match mode {
+                    Mode::Train => {
+                        let mut bits = self.mask.take().map(|(b, _)| b).unwrap_or_default();
+                        $with_mask(data, &mut bits);
+                        self.mask = Some((bits, x.shape().to_vec()));
+                    }
+                    Mode::Eval => {
+                        self.mask = None;
+                        $in_place(data);
+                    }
+                }
+                Ok(x)
+            }
+
+            fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+                if self.mask.is_some() {
+                    return self.backward_owned(dout.clone());
+                }
+                let cached = self.cache.get($describe, dout)?;
+                Ok($backward(cached.view(), dout.view()))
+            }
+
+            fn backward_owned(&mut self, mut dout: Tensor) -> Result<Tensor> {
+                let Some((bits, shape)) = &self.mask else {
+                    return self.backward(&dout);
+                };
+                if dout.shape() != shape.as_slice() {
+                    return Err(Error::shape(
+                        concat!($describe, " backward"),
+                        format!("dout shaped like the last output {shape:?}"),
+                        dout.shape(),
+                    ));
+                }
+                if !dout.is_standard_layout() {
+                    dout = dout.as_standard_layout().into_owned();
+                }
+                // dx = dy·mask: the mask records where the forward's derivative is 1
+                act::relu_backward_in_place_with_mask(
+                    dout.as_slice_mut().expect("standard layout"),
+                    bits,
+                );
+                Ok(dout)
             }
         }
-        Ok(x)
-    }
-
-    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
-        if self.mask.is_some() {
-            return self.backward_owned(dout.clone());
-        }
-        let cached = self.cache.get("ReLU", dout)?;
-        Ok(act::relu_backward(cached.view(), dout.view()))
-    }
-
-    fn backward_owned(&mut self, mut dout: Tensor) -> Result<Tensor> {
-        let Some((bits, shape)) = &self.mask else {
-            return self.backward(&dout);
-        };
-        if dout.shape() != shape.as_slice() {
-            return Err(Error::shape(
-                "ReLU backward",
-                format!("dout shaped like the last output {shape:?}"),
-                dout.shape(),
-            ));
-        }
-        if !dout.is_standard_layout() {
-            dout = dout.as_standard_layout().into_owned();
-        }
-        act::relu_backward_in_place_with_mask(dout.as_slice_mut().expect("standard layout"), bits);
-        Ok(dout)
-    }
+    };
 }
+
+masked_activation_layer!(
+    /// ReLU, `y = max(x, 0)`, elementwise (PyTorch `nn.ReLU`).
+    ///
+    /// Through [`Layer::forward_owned`] (what `Sequential` calls) it works in place and a training
+    /// forward keeps only a one-bit-per-element mask of `x > 0` for the backward, which is then also
+    /// in place: no activation-sized allocation or copy. [`Layer::forward`] keeps the input.
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`.
+    Relu, "ReLU", mask = "x > 0",
+    forward = act::relu_forward, in_place = act::relu_in_place,
+    in_place_with_mask = act::relu_in_place_with_mask, backward = act::relu_backward,
+);
+
+masked_activation_layer!(
+    /// ReLU6, `y = min(max(x, 0), 6)`, elementwise (PyTorch `nn.ReLU6`; MobileNet and
+    /// EfficientNet-Lite). The gradient passes strictly inside `(0, 6)`, as in torch.
+    ///
+    /// Like [`Relu`], through [`Layer::forward_owned`] it works in place and a training forward
+    /// keeps only a one-bit-per-element mask of `0 < x < 6`; [`Layer::forward`] keeps the input.
+    ///
+    /// # Shapes
+    /// `x: (B, …)` → `y: (B, …)`.
+    Relu6, "ReLU6", mask = "0 < x < 6",
+    forward = act::relu6_forward, in_place = act::relu6_in_place,
+    in_place_with_mask = act::relu6_in_place_with_mask, backward = act::relu6_backward,
+);
 
 activation_layer!(
     /// GELU with the tanh approximation (GPT-2 `gelu_new`, PyTorch
@@ -222,88 +259,3 @@ activation_layer!(
     forward = sm::softmax_forward, backward = sm::softmax_backward, is_softmax = true,
 );
 
-/// ReLU6, `y = min(max(x, 0), 6)`, elementwise (PyTorch `nn.ReLU6`; MobileNet and
-/// EfficientNet-Lite). The gradient passes strictly inside `(0, 6)`, as in torch.
-///
-/// Like [`Relu`], through [`Layer::forward_owned`] it works in place and a training forward
-/// keeps only a one-bit-per-element mask of `0 < x < 6`; [`Layer::forward`] keeps the input.
-///
-/// # Shapes
-/// `x: (B, …)` → `y: (B, …)`.
-#[derive(Debug, Clone, Default)]
-pub struct Relu6 {
-    cache: Cache,
-    /// `0 < x < 6` bits of the last owned training forward, with its shape.
-    mask: Option<(Vec<u64>, Vec<usize>)>,
-}
-
-impl Relu6 {
-    /// A new layer (no parameters, nothing to configure).
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Layer for Relu6 {
-    fn describe(&self) -> String {
-        "ReLU6".to_string()
-    }
-
-    fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {
-        Ok(input_shape.to_vec())
-    }
-
-    fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let y = act::relu6_forward(x.view());
-        self.mask = None;
-        self.cache.store(mode, x);
-        Ok(y)
-    }
-
-    fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
-        if !x.is_standard_layout() {
-            return self.forward(&x, mode);
-        }
-        self.cache = Cache::default();
-        let data = x.as_slice_mut().expect("standard layout");
-        match mode {
-            Mode::Train => {
-                let mut bits = self.mask.take().map(|(b, _)| b).unwrap_or_default();
-                act::relu6_in_place_with_mask(data, &mut bits);
-                self.mask = Some((bits, x.shape().to_vec()));
-            }
-            Mode::Eval => {
-                self.mask = None;
-                act::relu6_in_place(data);
-            }
-        }
-        Ok(x)
-    }
-
-    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
-        if self.mask.is_some() {
-            return self.backward_owned(dout.clone());
-        }
-        let cached = self.cache.get("ReLU6", dout)?;
-        Ok(act::relu6_backward(cached.view(), dout.view()))
-    }
-
-    fn backward_owned(&mut self, mut dout: Tensor) -> Result<Tensor> {
-        let Some((bits, shape)) = &self.mask else {
-            return self.backward(&dout);
-        };
-        if dout.shape() != shape.as_slice() {
-            return Err(Error::shape(
-                "ReLU6 backward",
-                format!("dout shaped like the last output {shape:?}"),
-                dout.shape(),
-            ));
-        }
-        if !dout.is_standard_layout() {
-            dout = dout.as_standard_layout().into_owned();
-        }
-        // forward: y = min(max(x, 0), 6)  ⇒  dx = dy·[0 < x < 6]  (the recorded mask)
-        act::relu_backward_in_place_with_mask(dout.as_slice_mut().expect("standard layout"), bits);
-        Ok(dout)
-    }
-}
