@@ -157,7 +157,8 @@ fn model_cases() -> Vec<Case> {
         let mut cache = cache0.clone();
         let mut logits = logits0.clone();
         for _ in 0..steps {
-            let next = handgrad::generate::processors::argmax(logits.row(0).as_slice().expect("row"));
+            let next =
+                handgrad::generate::processors::argmax(logits.row(0).as_slice().expect("row"));
             let x = Array2::from_shape_vec((1, 1), vec![next]).expect("(1, 1)");
             logits = m.forward_cached(x.view(), &mut cache).expect("step");
         }
@@ -199,7 +200,9 @@ fn main() {
         bw[0], bw[1]
     );
     println!();
-    println!("| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s | tokens/s |");
+    println!(
+        "| case | threads | ms median / min | GB/s | of read bandwidth | GFLOP/s | tokens/s |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let mut all = model_cases();
     all.extend(cases(quick));
@@ -217,9 +220,14 @@ fn main() {
                 threads.to_string(),
                 format!("{:.3} / {:.3}", med * 1e3, min * 1e3),
                 gbs.map_or("-".into(), |g| format!("{g:.1}")),
-                gbs.map_or("-".into(), |g| format!("{:.0} %", 100.0 * g / bw[threads - 1])),
-                case.flops.map_or("-".into(), |f| format!("{:.1}", f / med / 1e9)),
-                case.tokens.map_or("-".into(), |t| format!("{:.1} (best {:.1})", t / med, t / min)),
+                gbs.map_or("-".into(), |g| {
+                    format!("{:.0} %", 100.0 * g / bw[threads - 1])
+                }),
+                case.flops
+                    .map_or("-".into(), |f| format!("{:.1}", f / med / 1e9)),
+                case.tokens.map_or("-".into(), |t| {
+                    format!("{:.1} (best {:.1})", t / med, t / min)
+                }),
             ]);
         }
     }

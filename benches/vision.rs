@@ -85,7 +85,9 @@ fn main() {
                 .groups(c)
                 .padding(Padding::TfSame)
                 .with_bias(false);
-            let out = conv.build(&[c, hw, hw], &mut handgrad::init::rng(0)).unwrap();
+            let out = conv
+                .build(&[c, hw, hw], &mut handgrad::init::rng(0))
+                .unwrap();
             let x = random(&[n, c, hw, hw], 1);
             let dout = random(&[n, out[0], out[1], out[2]], 2);
             let (med, min) = time_it(samples, min_sample, || {
@@ -136,7 +138,11 @@ fn main() {
         let labels: Vec<usize> = (0..batch).map(|i| (i * 37) % 1000).collect();
         let mut opt = Adam::new(1e-4);
         let (med, min) = time_it(samples, min_sample, || {
-            std::hint::black_box(net.sequential_mut().train_step(&x, &labels, &mut opt).unwrap());
+            std::hint::black_box(
+                net.sequential_mut()
+                    .train_step(&x, &labels, &mut opt)
+                    .unwrap(),
+            );
         });
         let _ = opt.learning_rate();
         row(&[
@@ -168,7 +174,10 @@ fn main() {
                 .collect();
             t.sort_by(f64::total_cmp);
             total += t[5];
-            row(&[format!("{i} {}", l.describe()), format!("{:.3}", t[5] * 1e3)]);
+            row(&[
+                format!("{i} {}", l.describe()),
+                format!("{:.3}", t[5] * 1e3),
+            ]);
         }
         row(&["total".into(), format!("{:.3}", total * 1e3)]);
     }

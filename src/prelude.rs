@@ -8,7 +8,6 @@ pub use crate::layers::{
     Activate, Dense, Dropout, Gelu, Layer, Mode, Relu, Sigmoid, Softmax, Tanh,
 };
 pub use crate::layers::{BatchNorm2d, Conv2d, GlobalAvgPool2d, MbConv, Padding, Relu6, Residual};
-pub use crate::vision::{EfficientNetConfig, EfficientNetLite};
 pub use crate::model::{
     Callback, Control, EarlyStopping, FitOptions, History, LambdaCallback, Loss, Metric,
     ReduceLROnPlateau, Sequential, Targets, Verbose,
@@ -21,4 +20,5 @@ pub use crate::tensor::Tensor;
 pub use crate::tokenizer::{
     BpeTokenizer, ChatTemplate, EncodeOptions, Gpt2Tokenizer, Message, StreamDecoder, Tokenizer,
 };
+pub use crate::vision::{EfficientNetConfig, EfficientNetLite};
 pub use rand::SeedableRng;

@@ -16,12 +16,20 @@ pub struct Flag {
 
 /// A flag that takes a value (`--name VALUE`).
 pub const fn opt(name: &'static str, value: &'static str, help: &'static str) -> Flag {
-    Flag { name, value: Some(value), help }
+    Flag {
+        name,
+        value: Some(value),
+        help,
+    }
 }
 
 /// A switch (`--name`).
 pub const fn switch(name: &'static str, help: &'static str) -> Flag {
-    Flag { name, value: None, help }
+    Flag {
+        name,
+        value: None,
+        help,
+    }
 }
 
 /// The parsed command line: values by flag name, switches, and positional arguments.
@@ -34,7 +42,8 @@ pub struct Args {
 
 /// Prints the usage of `program` (its `about` text and every flag).
 pub fn usage(program: &str, about: &str, flags: &[Flag]) -> String {
-    let mut s = format!("{about}\n\nUsage: cargo run --release --example {program} -- [FLAGS]\n\nFlags:\n");
+    let mut s =
+        format!("{about}\n\nUsage: cargo run --release --example {program} -- [FLAGS]\n\nFlags:\n");
     for f in flags {
         let left = match f.value {
             Some(v) => format!("{} {v}", f.name),
@@ -42,7 +51,10 @@ pub fn usage(program: &str, about: &str, flags: &[Flag]) -> String {
         };
         s.push_str(&format!("  {left:<28} {}\n", f.help));
     }
-    s.push_str(&format!("  {:<28} {}\n", "--help", "print this help and exit"));
+    s.push_str(&format!(
+        "  {:<28} {}\n",
+        "--help", "print this help and exit"
+    ));
     s
 }
 
@@ -52,13 +64,23 @@ impl Args {
     /// # Errors
     /// An unknown flag, a flag given twice, a missing value, or positional arguments when
     /// `positional` is false.
-    pub fn parse(program: &'static str, about: &str, flags: &[Flag], positional: bool) -> Result<Args> {
+    pub fn parse(
+        program: &'static str,
+        about: &str,
+        flags: &[Flag],
+        positional: bool,
+    ) -> Result<Args> {
         let argv: Vec<String> = std::env::args().skip(1).collect();
         if argv.iter().any(|a| a == "--help" || a == "-h") {
             print!("{}", usage(program, about, flags));
             std::process::exit(0);
         }
-        let mut out = Args { program, values: HashMap::new(), switches: Vec::new(), positional: Vec::new() };
+        let mut out = Args {
+            program,
+            values: HashMap::new(),
+            switches: Vec::new(),
+            positional: Vec::new(),
+        };
         let mut i = 0;
         while i < argv.len() {
             let a = &argv[i];
@@ -71,16 +93,34 @@ impl Args {
                 continue;
             }
             let Some(f) = flags.iter().find(|f| f.name == a) else {
-                return Err(Error::config(program, "flag", a, "one of the flags listed by --help"));
+                return Err(Error::config(
+                    program,
+                    "flag",
+                    a,
+                    "one of the flags listed by --help",
+                ));
             };
             if out.values.contains_key(f.name) || out.switches.contains(&f.name) {
-                return Err(Error::config(program, f.name, "given twice", "at most once"));
+                return Err(Error::config(
+                    program,
+                    f.name,
+                    "given twice",
+                    "at most once",
+                ));
             }
             match f.value {
                 Some(what) => {
-                    let v = argv.get(i + 1).filter(|v| !v.starts_with("--")).ok_or_else(|| {
-                        Error::config(program, f.name, "nothing", format!("a value ({what}) after it"))
-                    })?;
+                    let v = argv
+                        .get(i + 1)
+                        .filter(|v| !v.starts_with("--"))
+                        .ok_or_else(|| {
+                            Error::config(
+                                program,
+                                f.name,
+                                "nothing",
+                                format!("a value ({what}) after it"),
+                            )
+                        })?;
                     out.values.insert(f.name, v.clone());
                     i += 2;
                 }
@@ -108,10 +148,17 @@ impl Args {
     /// # Errors
     /// Not a whole number, or out of range.
     pub fn int(&self, name: &str, lo: u64, hi: u64) -> Result<Option<u64>> {
-        let Some(v) = self.string(name) else { return Ok(None) };
+        let Some(v) = self.string(name) else {
+            return Ok(None);
+        };
         match v.parse::<u64>() {
             Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::config(self.program, name, v, format!("a whole number in {lo}..={hi}"))),
+            _ => Err(Error::config(
+                self.program,
+                name,
+                v,
+                format!("a whole number in {lo}..={hi}"),
+            )),
         }
     }
 
@@ -120,10 +167,17 @@ impl Args {
     /// # Errors
     /// Not a number, not finite, or out of range.
     pub fn float(&self, name: &str, lo: f64, hi: f64) -> Result<Option<f64>> {
-        let Some(v) = self.string(name) else { return Ok(None) };
+        let Some(v) = self.string(name) else {
+            return Ok(None);
+        };
         match v.parse::<f64>() {
             Ok(x) if x.is_finite() && x >= lo && x <= hi => Ok(Some(x)),
-            _ => Err(Error::config(self.program, name, v, format!("a number in [{lo}, {hi}]"))),
+            _ => Err(Error::config(
+                self.program,
+                name,
+                v,
+                format!("a number in [{lo}, {hi}]"),
+            )),
         }
     }
 }

@@ -147,7 +147,13 @@ impl ChatDataset {
             path: path.to_path_buf(),
             source: e,
         })?;
-        Self::from_jsonl(&text, template, tokenizer, seq_len, &path.display().to_string())
+        Self::from_jsonl(
+            &text,
+            template,
+            tokenizer,
+            seq_len,
+            &path.display().to_string(),
+        )
     }
 
     /// The number of conversations.
@@ -200,9 +206,15 @@ impl LmBatches for ChatDataset {
     }
 
     /// The first `max_rows` conversations in order.
-    fn eval_batches(&self, max_rows: usize, batch_size: usize) -> Vec<(Array2<usize>, Array2<usize>)> {
+    fn eval_batches(
+        &self,
+        max_rows: usize,
+        batch_size: usize,
+    ) -> Vec<(Array2<usize>, Array2<usize>)> {
         let idx: Vec<usize> = (0..self.rows.len().min(max_rows)).collect();
-        idx.chunks(batch_size.max(1)).map(|c| self.batch_at(c)).collect()
+        idx.chunks(batch_size.max(1))
+            .map(|c| self.batch_at(c))
+            .collect()
     }
 }
 
@@ -225,12 +237,13 @@ fn encode_conversation(
     let mut ids = Vec::new();
     let mut mask = Vec::new();
     let mut done = String::new(); // the text encoded so far
-    let push = |piece: &str, train: bool, ids: &mut Vec<usize>, mask: &mut Vec<bool>| -> Result<()> {
-        let enc = tok.encode_with(piece, opts)?;
-        mask.extend(std::iter::repeat_n(train, enc.len()));
-        ids.extend(enc);
-        Ok(())
-    };
+    let push =
+        |piece: &str, train: bool, ids: &mut Vec<usize>, mask: &mut Vec<bool>| -> Result<()> {
+            let enc = tok.encode_with(piece, opts)?;
+            mask.extend(std::iter::repeat_n(train, enc.len()));
+            ids.extend(enc);
+            Ok(())
+        };
     let inconsistent = |i: usize| {
         Error::format(
             what,
@@ -246,7 +259,10 @@ fn encode_conversation(
         if m.role == "assistant" {
             // the assistant header is what add_generation_prompt appends to the prefix
             let head = render(&conv[..i], true)?;
-            let (Some(h), Some(body)) = (head.strip_prefix(done.as_str()), full.strip_prefix(head.as_str())) else {
+            let (Some(h), Some(body)) = (
+                head.strip_prefix(done.as_str()),
+                full.strip_prefix(head.as_str()),
+            ) else {
                 return Err(inconsistent(i));
             };
             push(h, false, &mut ids, &mut mask)?;

@@ -13,7 +13,6 @@ mod search;
 
 pub use config::GenerateConfig;
 
-
 /// A model that generation drives: a batch of rows decoded one token at a time.
 pub trait Decoder {
     /// Number of token ids (logits width V).

@@ -5,8 +5,8 @@ mod bytes;
 mod checkpoint;
 mod gguf;
 mod json;
-pub mod torch;
 mod safetensors;
+pub mod torch;
 
 pub use bytes::SharedBytes;
 pub use checkpoint::{Checkpoint, CHECKPOINT_FORMAT, CHECKPOINT_VERSION};

@@ -258,4 +258,3 @@ activation_layer!(
     Softmax, "Softmax", caches = output,
     forward = sm::softmax_forward, backward = sm::softmax_backward, is_softmax = true,
 );
-

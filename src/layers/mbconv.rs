@@ -82,7 +82,9 @@ impl MbConv {
     }
 
     fn bn(&self) -> BatchNorm2d {
-        BatchNorm2d::new().eps(self.bn_eps).momentum(self.bn_momentum)
+        BatchNorm2d::new()
+            .eps(self.bn_eps)
+            .momentum(self.bn_momentum)
     }
 }
 
@@ -123,7 +125,10 @@ impl Layer for MbConv {
         let ce = c * self.expand_ratio;
         let mut chain = Chain::new();
         if self.expand_ratio != 1 {
-            chain.push("_expand_conv", Box::new(Conv2d::new(ce, 1).with_bias(false)));
+            chain.push(
+                "_expand_conv",
+                Box::new(Conv2d::new(ce, 1).with_bias(false)),
+            );
             chain.push("_bn0", Box::new(self.bn()));
             chain.push("_act0", Box::new(Relu6::new()));
         }

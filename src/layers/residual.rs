@@ -101,7 +101,12 @@ impl Chain {
     pub fn params(&self) -> Vec<(String, &Param)> {
         let mut out = Vec::new();
         for (name, layer) in &self.layers {
-            out.extend(layer.params().into_iter().map(|(l, p)| (format!("{name}.{l}"), p)));
+            out.extend(
+                layer
+                    .params()
+                    .into_iter()
+                    .map(|(l, p)| (format!("{name}.{l}"), p)),
+            );
         }
         out
     }
@@ -125,7 +130,12 @@ impl Chain {
     pub fn buffers(&self) -> Vec<(String, &Tensor)> {
         let mut out = Vec::new();
         for (name, layer) in &self.layers {
-            out.extend(layer.buffers().into_iter().map(|(l, b)| (format!("{name}.{l}"), b)));
+            out.extend(
+                layer
+                    .buffers()
+                    .into_iter()
+                    .map(|(l, b)| (format!("{name}.{l}"), b)),
+            );
         }
         out
     }

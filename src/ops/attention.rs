@@ -469,7 +469,13 @@ mod tests {
         });
         let mut att = Array4::from_elem((b, nh, t, t), f32::NAN);
         let mut y = Array3::from_elem((b, t, c), f32::NAN);
-        attention_forward(qkv.view(), Heads::mha(nh), att.view_mut(), y.view_mut(), None);
+        attention_forward(
+            qkv.view(),
+            Heads::mha(nh),
+            att.view_mut(),
+            y.view_mut(),
+            None,
+        );
         for bi in 0..b {
             for h in 0..nh {
                 for i in 0..t {

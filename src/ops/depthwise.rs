@@ -33,7 +33,10 @@ fn input_row(g: &Conv2dGeom, i: usize, u: usize) -> Option<usize> {
 }
 
 fn check(x: &ArrayView4<f32>, w: &ArrayView4<f32>, g: &Conv2dGeom) {
-    assert!(g.is_depthwise(), "depthwise conv: not a depthwise geometry {g:?}");
+    assert!(
+        g.is_depthwise(),
+        "depthwise conv: not a depthwise geometry {g:?}"
+    );
     assert_eq!(
         (x.dim().1, x.dim().2, x.dim().3),
         (g.c, g.h, g.w),
@@ -59,7 +62,9 @@ fn plane_forward(
     for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
         orow.fill(b);
         for u in 0..g.kh {
-            let Some(y) = input_row(g, i, u) else { continue };
+            let Some(y) = input_row(g, i, u) else {
+                continue;
+            };
             let xrow = &x[y * g.w..][..g.w];
             for (v, &(j0, j1, first)) in cols.iter().enumerate() {
                 let wv = wk[u * g.kw + v];
@@ -143,7 +148,11 @@ pub fn depthwise_backward(
     check(&x, &w, g);
     let n = x.dim().0;
     let (oh, ow) = g.out_hw();
-    assert_eq!(dout.dim(), (n, g.c, oh, ow), "depthwise conv backward: dout shape");
+    assert_eq!(
+        dout.dim(),
+        (n, g.c, oh, ow),
+        "depthwise conv backward: dout shape"
+    );
     let kk = g.kh * g.kw;
     let planes = n * g.c;
     let mut dx = Array4::<f32>::zeros((if want_dx { n } else { 0 }, g.c, g.h, g.w));
@@ -178,7 +187,9 @@ pub fn depthwise_backward(
             dbp[0] = dp.iter().sum();
             for (i, drow) in dp.chunks_exact(ow).enumerate() {
                 for u in 0..g.kh {
-                    let Some(y) = input_row(g, i, u) else { continue };
+                    let Some(y) = input_row(g, i, u) else {
+                        continue;
+                    };
                     let xrow = &xp[y * g.w..][..g.w];
                     for (v, &(j0, j1, first)) in cols.iter().enumerate() {
                         let d = &drow[j0..j1];

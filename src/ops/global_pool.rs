@@ -30,7 +30,11 @@ pub fn global_avg_pool_forward(x: ArrayView4<f32>) -> Array2<f32> {
     out.as_slice_mut()
         .expect("fresh")
         .par_chunks_mut(PLANES_PER_TASK)
-        .zip(x.as_slice().expect("standard").par_chunks(plane * PLANES_PER_TASK))
+        .zip(
+            x.as_slice()
+                .expect("standard")
+                .par_chunks(plane * PLANES_PER_TASK),
+        )
         .for_each(|(o, xs)| {
             for (o, p) in o.iter_mut().zip(xs.chunks_exact(plane)) {
                 *o = (p.iter().map(|&v| v as f64).sum::<f64>() * inv) as f32;
@@ -60,7 +64,11 @@ pub fn global_avg_pool_backward(dout: ArrayView2<f32>, hw: (usize, usize)) -> Ar
     dx.as_slice_mut()
         .expect("fresh")
         .par_chunks_mut(plane * PLANES_PER_TASK)
-        .zip(dout.as_slice().expect("standard").par_chunks(PLANES_PER_TASK))
+        .zip(
+            dout.as_slice()
+                .expect("standard")
+                .par_chunks(PLANES_PER_TASK),
+        )
         .for_each(|(dxs, ds)| {
             for (p, &d) in dxs.chunks_exact_mut(plane).zip(ds) {
                 p.fill(d * inv);

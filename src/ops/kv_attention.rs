@@ -9,8 +9,8 @@
 use super::attention::{Heads, ROW_BLOCK};
 use super::matmul::{gemm_into, Threads};
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
-use std::cell::RefCell;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Attention for `Tn` new positions per row against cached keys and values that already include
 /// them.
@@ -164,12 +164,24 @@ fn head_blocked(
         }
         let mut att = ArrayViewMut2::from_shape((i1 - i0, seen), &mut scratch[..n]).expect("block");
         // raw[i, j] = q[i]·k[j] for the block's queries and the keys it can see
-        gemm_into(q.slice(s![i0..i1, ..]), k.slice(s![..seen, ..]).t(), att.view_mut(), false, Threads::Serial);
+        gemm_into(
+            q.slice(s![i0..i1, ..]),
+            k.slice(s![..seen, ..]).t(),
+            att.view_mut(),
+            false,
+            Threads::Serial,
+        );
         for (ii, mut row) in att.outer_iter_mut().enumerate() {
             let row = row.as_slice_mut().expect("contiguous block rows");
             softmax_visible(row, past + i0 + ii + 1, scale);
         }
         // y[i] = Σ_{j ≤ p} att[i, j]·v[j]
-        gemm_into(att.view(), v.slice(s![..seen, ..]), y.slice_mut(s![i0..i1, ..]), false, Threads::Serial);
+        gemm_into(
+            att.view(),
+            v.slice(s![..seen, ..]),
+            y.slice_mut(s![i0..i1, ..]),
+            false,
+            Threads::Serial,
+        );
     }
 }

@@ -83,7 +83,10 @@ pub fn rms_norm_backward(
     assert_eq!(dy.dim(), x.dim(), "rms_norm_backward: dy shape");
     assert_eq!(dx.dim(), x.dim(), "rms_norm_backward: dx shape");
     assert_eq!(rstd.len(), x.nrows(), "rms_norm_backward: rstd length");
-    assert!(w.len() == c && dw.len() == c, "rms_norm_backward: weight length");
+    assert!(
+        w.len() == c && dw.len() == c,
+        "rms_norm_backward: weight length"
+    );
     let w = w.as_slice().expect("contiguous weight");
     Zip::from(dx.axis_iter_mut(Axis(0)))
         .and(dy.axis_iter(Axis(0)))

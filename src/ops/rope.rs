@@ -47,7 +47,10 @@ impl RopeTables {
     /// # Panics
     /// When `head_size` is odd or zero (checked by the model config).
     pub fn new(head_size: usize, theta: f64, max_positions: usize, layout: RopeLayout) -> Self {
-        assert!(head_size > 0 && head_size.is_multiple_of(2), "RoPE head size must be even");
+        assert!(
+            head_size > 0 && head_size.is_multiple_of(2),
+            "RoPE head size must be even"
+        );
         let half = head_size / 2;
         let inv: Vec<f64> = (0..half)
             .map(|i| theta.powf(-((2 * i) as f64) / head_size as f64))
@@ -131,10 +134,19 @@ impl RopeTables {
     ///
     /// # Panics
     /// When a position is beyond the tables or the shapes disagree (checked one tier up).
-    pub fn apply(&self, mut x: ArrayViewMut2<f32>, n_heads: usize, positions: &[usize], inverse: bool) {
+    pub fn apply(
+        &self,
+        mut x: ArrayViewMut2<f32>,
+        n_heads: usize,
+        positions: &[usize],
+        inverse: bool,
+    ) {
         let hs = self.head_size;
         assert_eq!(x.nrows(), positions.len(), "rope: one position per row");
-        assert!(x.ncols() >= n_heads * hs, "rope: row narrower than n_heads·HS");
+        assert!(
+            x.ncols() >= n_heads * hs,
+            "rope: row narrower than n_heads·HS"
+        );
         assert!(
             positions.iter().all(|&p| p < self.max_positions()),
             "rope: position beyond the tables"
@@ -167,7 +179,13 @@ mod tests {
         let x: Vec<f32> = (0..hs).map(|i| (i as f32 * 0.7).sin()).collect();
         // interleaved channel 2j = half-split channel j, 2j+1 = j + hs/2
         let xi: Vec<f32> = (0..hs)
-            .map(|c| if c % 2 == 0 { x[c / 2] } else { x[c / 2 + hs / 2] })
+            .map(|c| {
+                if c % 2 == 0 {
+                    x[c / 2]
+                } else {
+                    x[c / 2 + hs / 2]
+                }
+            })
             .collect();
         let mut a = Array2::from_shape_vec((1, hs), x).unwrap();
         let mut b = Array2::from_shape_vec((1, hs), xi).unwrap();

@@ -80,7 +80,11 @@ pub trait LmBatches {
     ///
     /// # Shapes
     /// → `[(≤ B, T), (≤ B, T)]`.
-    fn eval_batches(&self, max_rows: usize, batch_size: usize) -> Vec<(Array2<usize>, Array2<usize>)>;
+    fn eval_batches(
+        &self,
+        max_rows: usize,
+        batch_size: usize,
+    ) -> Vec<(Array2<usize>, Array2<usize>)>;
 }
 
 impl LmBatches for LmDataset {
@@ -90,7 +94,11 @@ impl LmBatches for LmDataset {
     fn sample_batch(&self, batch_size: usize, rng: &mut Rng) -> (Array2<usize>, Array2<usize>) {
         self.batch(batch_size, rng)
     }
-    fn eval_batches(&self, max_rows: usize, batch_size: usize) -> Vec<(Array2<usize>, Array2<usize>)> {
+    fn eval_batches(
+        &self,
+        max_rows: usize,
+        batch_size: usize,
+    ) -> Vec<(Array2<usize>, Array2<usize>)> {
         self.eval_starts(max_rows)
             .chunks(batch_size.max(1))
             .map(|c| self.batch_at(c))

@@ -187,7 +187,12 @@ impl EfficientNetConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(what, "dropout", self.dropout, "a value in [0, 1)"));
+            return Err(Error::config(
+                what,
+                "dropout",
+                self.dropout,
+                "a value in [0, 1)",
+            ));
         }
         Ok(())
     }
@@ -359,13 +364,18 @@ impl EfficientNetLite {
         config: EfficientNetConfig,
         state: &BTreeMap<String, Tensor>,
     ) -> Result<Self> {
-        let fc = state.get("_fc.weight").or_else(|| state.get("classifier.weight"));
+        let fc = state
+            .get("_fc.weight")
+            .or_else(|| state.get("classifier.weight"));
         let num_classes = match fc.map(|t| t.shape().to_vec()) {
             Some(s) if s.len() == 2 => s[0],
             Some(s) => {
                 return Err(Error::Param {
                     name: "_fc.weight".into(),
-                    message: format!("expected a [num_classes, {}] weight, found {s:?}", config.head_channels),
+                    message: format!(
+                        "expected a [num_classes, {}] weight, found {s:?}",
+                        config.head_channels
+                    ),
                 })
             }
             None => {
@@ -375,7 +385,10 @@ impl EfficientNetLite {
                 })
             }
         };
-        let mut net = Self::new(config.with_num_classes(num_classes), &mut crate::init::rng(0))?;
+        let mut net = Self::new(
+            config.with_num_classes(num_classes),
+            &mut crate::init::rng(0),
+        )?;
         net.load_state_dict(state)?;
         Ok(net)
     }

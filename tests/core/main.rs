@@ -1,13 +1,13 @@
 //! The crate's integration tests in one binary (one link instead of one per file): the
 //! original CNN, GPT, data, I/O and tokenizer suites, one module per file.
 
-#[allow(dead_code)]
-mod common;
 mod batch_norm;
 mod checkpoint_gpt;
 mod checkpoint_sequential;
 mod cnn_golden;
 mod cnn_train;
+#[allow(dead_code)]
+mod common;
 mod conv2d;
 mod data_cifar;
 mod data_idx;

@@ -390,7 +390,10 @@ fn q_and_k_rows_are_permuted_as_llama_cpp_writes_them() {
 fn shared_bytes_slices_are_checked() {
     let b = SharedBytes::from_vec((0u8..10).collect());
     let s = b.slice(2..6).unwrap();
-    assert_eq!((&*s, s.len(), s.is_mapped()), (&[2u8, 3, 4, 5][..], 4, false));
+    assert_eq!(
+        (&*s, s.len(), s.is_mapped()),
+        (&[2u8, 3, 4, 5][..], 4, false)
+    );
     assert_eq!(&*s.slice(1..3).unwrap(), &[3, 4]);
     let e = s.slice(2..5).unwrap_err().to_string();
     assert!(e.contains("2..5") && e.contains("inside 0..4"), "{e}");
@@ -398,7 +401,9 @@ fn shared_bytes_slices_are_checked() {
     let reversed = b.slice(5..3);
     assert!(reversed.is_err());
     let e = SharedBytes::map_file("/nonexistent/x.gguf").unwrap_err();
-    assert!(matches!(e, handgrad::Error::Io { .. }) && e.to_string().contains("/nonexistent/x.gguf"));
+    assert!(
+        matches!(e, handgrad::Error::Io { .. }) && e.to_string().contains("/nonexistent/x.gguf")
+    );
     let m = SharedBytes::map_file(fixture_path("llama_tiny.q4_0.gguf")).unwrap();
     assert!(m.is_mapped() && m.len() == 30688 && &m[..4] == b"GGUF");
 }

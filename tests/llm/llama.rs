@@ -8,7 +8,10 @@ use handgrad::transformer::{Llama, LlamaConfig};
 use handgrad::{Error, Tensor};
 use ndarray::{Array2, IxDyn};
 
-pub const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llama/llama_tiny");
+pub const TINY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/llama/llama_tiny"
+);
 
 pub fn fixture_path(name: &str) -> String {
     format!("{}/tests/fixtures/llama/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -71,19 +74,35 @@ fn sharded_folder_loads_like_the_single_file() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(format!("{TINY}/config.json"), dir.join("config.json")).unwrap();
     let sd = hf.state_dict();
-    let (mut a, mut b) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    let (mut a, mut b) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
+    );
     let mut map = serde_json::Map::new();
     for (i, (k, t)) in sd.into_iter().enumerate() {
-        let file = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+        let file = if i % 2 == 0 {
+            "model-00001-of-00002.safetensors"
+        } else {
+            "model-00002-of-00002.safetensors"
+        };
         map.insert(k.clone(), file.into());
-        if i % 2 == 0 { a.insert(k, t); } else { b.insert(k, t); }
+        if i % 2 == 0 {
+            a.insert(k, t);
+        } else {
+            b.insert(k, t);
+        }
     }
-    handgrad::io::write_safetensors(dir.join("model-00001-of-00002.safetensors"), &a, None).unwrap();
-    handgrad::io::write_safetensors(dir.join("model-00002-of-00002.safetensors"), &b, None).unwrap();
+    handgrad::io::write_safetensors(dir.join("model-00001-of-00002.safetensors"), &a, None)
+        .unwrap();
+    handgrad::io::write_safetensors(dir.join("model-00002-of-00002.safetensors"), &b, None)
+        .unwrap();
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let m = Llama::from_pretrained(&dir).unwrap();
-    f.check("logits", &logits_tensor(m.forward(ids(&f, "input_ids").view()).unwrap()));
+    f.check(
+        "logits",
+        &logits_tensor(m.forward(ids(&f, "input_ids").view()).unwrap()),
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -137,18 +156,32 @@ fn bad_input_gives_errors_that_say_what_was_expected() {
     // a cache of another model
     let mut cache = handgrad::transformer::KvCache::new(3, 2, 1);
     let x = Array2::from_shape_vec((1, 1), vec![5]).unwrap();
-    let e = model.forward_cached(x.view(), &mut cache).unwrap_err().to_string();
+    let e = model
+        .forward_cached(x.view(), &mut cache)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("3-layer") && e.contains("2 layers"), "{e}");
     // config dimensions that do not match the tensors
     let dir = std::env::temp_dir().join(format!("handgrad-llama-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = std::fs::read_to_string(format!("{TINY}/config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48")).unwrap();
-    std::fs::copy(format!("{TINY}/model.safetensors"), dir.join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        cfg.replace("\"intermediate_size\": 64", "\"intermediate_size\": 48"),
+    )
+    .unwrap();
+    std::fs::copy(
+        format!("{TINY}/model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
     match Llama::from_pretrained(&dir).unwrap_err() {
         Error::Param { name, message } => {
             assert_eq!(name, "model.layers.0.mlp.gate_proj.weight");
-            assert!(message.contains("[48, 32]") && message.contains("[64, 32]"), "{message}");
+            assert!(
+                message.contains("[48, 32]") && message.contains("[64, 32]"),
+                "{message}"
+            );
         }
         other => panic!("{other}"),
     }
@@ -160,7 +193,10 @@ fn bad_input_gives_errors_that_say_what_was_expected() {
     let mut bad = LlamaConfig::tiny(10);
     bad.num_key_value_heads = 3;
     let e = bad.validate().unwrap_err().to_string();
-    assert!(e.contains("num_key_value_heads") && e.contains("divisor"), "{e}");
+    assert!(
+        e.contains("num_key_value_heads") && e.contains("divisor"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -175,7 +211,10 @@ fn config_reads_both_rope_theta_spellings_and_round_trips() {
         "\"rope_theta\": 500.0,",
     );
     assert_ne!(old, text);
-    assert_eq!(LlamaConfig::from_hf_json(&old, "c").unwrap().rope_theta, 500.0);
+    assert_eq!(
+        LlamaConfig::from_hf_json(&old, "c").unwrap().rope_theta,
+        500.0
+    );
     let back = LlamaConfig::from_hf_json(&a.to_hf_json(), "c").unwrap();
     assert_eq!(back, a);
     assert_eq!(LlamaConfig::smollm2_135m().num_params(), 134_515_008);
@@ -187,7 +226,11 @@ fn blocked_prompt_attention_agrees_with_the_full_forward() {
     let model = Llama::from_pretrained(TINY).unwrap();
     let seq: Vec<usize> = (0..79).map(|i| 17 + (i * 37) % 300).collect();
     let full = model
-        .forward(Array2::from_shape_vec((1, 64), seq[..64].to_vec()).unwrap().view())
+        .forward(
+            Array2::from_shape_vec((1, 64), seq[..64].to_vec())
+                .unwrap()
+                .view(),
+        )
         .unwrap();
     let mut cache = model.new_cache(1);
     let a = Array2::from_shape_vec((1, 55), seq[..55].to_vec()).unwrap();
@@ -196,7 +239,13 @@ fn blocked_prompt_attention_agrees_with_the_full_forward() {
     let lb = model.forward_cached(b.view(), &mut cache).unwrap();
     for (got, t) in [(la, 54), (lb, 63)] {
         let want = full.slice(ndarray::s![0, t, ..]).to_owned().into_dyn();
-        assert_close(&got.row(0).to_owned().into_dyn(), &want, 2e-5, 1e-4, &format!("position {t}"));
+        assert_close(
+            &got.row(0).to_owned().into_dyn(),
+            &want,
+            2e-5,
+            1e-4,
+            &format!("position {t}"),
+        );
     }
     // the context is full: one more position is an error, not a panic
     let c = Array2::from_shape_vec((1, 1), vec![20]).unwrap();

@@ -5,7 +5,7 @@
 use crate::llama::TINY;
 use handgrad::data::ChatDataset;
 use handgrad::tokenizer::{BpeTokenizer, ChatTemplate, Tokenizer};
-use handgrad::transformer::{LmBatches, LmTrainOptions, LmTrainer, Llama, IGNORE_INDEX};
+use handgrad::transformer::{Llama, LmBatches, LmTrainOptions, LmTrainer, IGNORE_INDEX};
 use handgrad::Error;
 
 const CHATS: &str = r#"{"messages":[{"role":"user","content":"Capital of France?"},{"role":"assistant","content":"Paris."}]}
@@ -17,7 +17,10 @@ const CHATS: &str = r#"{"messages":[{"role":"user","content":"Capital of France?
 /// The tiny tokenizer and plain ChatML (the folder's SmolLM2 template adds a long default
 /// system prompt, more than the tiny model's 64 positions in its tiny vocabulary).
 fn tok_and_template() -> (BpeTokenizer, ChatTemplate) {
-    (BpeTokenizer::from_dir(TINY).unwrap(), ChatTemplate::chatml())
+    (
+        BpeTokenizer::from_dir(TINY).unwrap(),
+        ChatTemplate::chatml(),
+    )
 }
 
 #[test]
@@ -45,7 +48,10 @@ fn chat_dataset_trains_only_on_assistant_tokens_and_pads_with_ignore_index() {
     assert!(n < seq);
     assert_eq!(tok.decode(&x[..n]).unwrap(), rendered);
     assert!(x[n..].iter().all(|&id| id == 2));
-    assert!(y[n - 1..].iter().all(|&t| t == IGNORE_INDEX), "no target at or after the end");
+    assert!(
+        y[n - 1..].iter().all(|&t| t == IGNORE_INDEX),
+        "no target at or after the end"
+    );
     // targets are next tokens, and exactly the assistant turns (content + end-of-turn)
     for t in 0..seq - 1 {
         if y[t] != IGNORE_INDEX {
@@ -72,14 +78,23 @@ fn chat_dataset_errors_name_the_line_and_the_problem() {
     assert!(matches!(e, Error::Format { .. }));
     assert!(e.to_string().starts_with("bad.jsonl:2:"), "{e}");
     let e = ChatDataset::from_jsonl("not json\n", &tpl, &tok, 32, "x.jsonl").unwrap_err();
-    assert!(e.to_string().contains("x.jsonl:1") && e.to_string().contains("messages"), "{e}");
+    assert!(
+        e.to_string().contains("x.jsonl:1") && e.to_string().contains("messages"),
+        "{e}"
+    );
     // truncated before the assistant answers: nothing to learn
     let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, 8, "c.jsonl").unwrap_err();
-    assert!(e.to_string().contains("conversation 1") && e.to_string().contains("no assistant token"), "{e}");
+    assert!(
+        e.to_string().contains("conversation 1") && e.to_string().contains("no assistant token"),
+        "{e}"
+    );
     let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, 0, "c.jsonl").unwrap_err();
     assert!(e.to_string().contains("invalid seq_len = 0"), "{e}");
     let e = ChatDataset::from_jsonl(CHATS, &tpl, &tok, usize::MAX, "c.jsonl").unwrap_err();
-    assert!(e.to_string().contains("seq_len") && e.to_string().contains("1..=1048576"), "{e}");
+    assert!(
+        e.to_string().contains("seq_len") && e.to_string().contains("1..=1048576"),
+        "{e}"
+    );
     let e = ChatDataset::from_jsonl("\n\n", &tpl, &tok, 16, "empty.jsonl").unwrap_err();
     assert!(e.to_string().contains("empty.jsonl"), "{e}");
     let e = ChatDataset::from_jsonl_file("/nonexistent/chats.jsonl", &tpl, &tok, 16).unwrap_err();
@@ -110,14 +125,29 @@ fn lm_trainer_fine_tunes_the_llama_on_chats() {
     let before = trainer.evaluate(&mut model, &data).unwrap();
     let h = trainer.train(&mut model, &data, Some(&data)).unwrap();
     assert_eq!(h.loss.len(), 40);
-    assert_eq!(h.val_loss.iter().map(|v| v.0).collect::<Vec<_>>(), [5, 10, 15, 20, 25, 30, 35, 40]);
+    assert_eq!(
+        h.val_loss.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [5, 10, 15, 20, 25, 30, 35, 40]
+    );
     let after = h.val_loss.last().unwrap().1;
-    assert!(before > 4.0, "the untrained model does not know the answers: {before}");
-    assert!(after < 1.0, "validation loss after 40 steps: {after} (from {before})");
+    assert!(
+        before > 4.0,
+        "the untrained model does not know the answers: {before}"
+    );
+    assert!(
+        after < 1.0,
+        "validation loss after 40 steps: {after} (from {before})"
+    );
     // a window longer than the model's positions is refused up front
     let long = ChatDataset::from_jsonl(CHATS, &tpl, &tok, 65, "chats.jsonl").unwrap();
-    let e = LmTrainer::new(opts(4)).unwrap().train(&mut model, &long, None).unwrap_err();
-    assert!(e.to_string().contains("max_position_embeddings = 64"), "{e}");
+    let e = LmTrainer::new(opts(4))
+        .unwrap()
+        .train(&mut model, &long, None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("max_position_embeddings = 64"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -132,7 +162,10 @@ fn llama_checkpoint_resumes_exactly() {
     let mut b = Llama::from_pretrained(TINY).unwrap();
     let mut tb = LmTrainer::new(opts(8)).unwrap();
     let h1 = tb.train_for(&mut b, &data, None, 3).unwrap();
-    let path = std::env::temp_dir().join(format!("handgrad-llama-ckpt-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "handgrad-llama-ckpt-{}.safetensors",
+        std::process::id()
+    ));
     tb.save_llama_checkpoint(&b, &path).unwrap();
     let (mut c, mut tc) = LmTrainer::resume_llama(&path).unwrap();
     std::fs::remove_file(&path).ok();
@@ -142,7 +175,10 @@ fn llama_checkpoint_resumes_exactly() {
     assert_eq!(joined, ha.loss, "losses of the resumed run");
     for ((name, p), (_, q)) in a.params().iter().zip(c.params()) {
         assert!(
-            p.value.iter().zip(q.value.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            p.value
+                .iter()
+                .zip(q.value.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
             "{name} differs after resuming"
         );
     }

@@ -58,7 +58,10 @@ fn gguf_model_saved_as_hf_folder_is_the_hf_model() {
 #[test]
 fn batched_sampling_is_the_same_on_one_and_two_threads() {
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut m = Llama::from_gguf(fixture_path("llama_tiny.q4_1.gguf")).unwrap();
             let cfg = GenerateConfig::new()
@@ -76,9 +79,11 @@ fn batched_sampling_is_the_same_on_one_and_two_threads() {
     let (a, la) = run(1);
     let (b, lb) = run(2);
     assert_eq!(a, b);
-    assert!(la.iter().zip(lb.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(la
+        .iter()
+        .zip(lb.iter())
+        .all(|(x, y)| x.to_bits() == y.to_bits()));
 }
-
 
 fn into_dyn_t(l: ndarray::Array3<f32>) -> handgrad::Tensor {
     l.into_dyn()

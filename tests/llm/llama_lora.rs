@@ -3,8 +3,8 @@
 //! frozen, and configuration errors.
 
 use crate::common::grad_check;
-use crate::llama::{ids, TINY};
 use crate::common::Fixture;
+use crate::llama::{ids, TINY};
 use handgrad::transformer::llama::{shift_labels, LoraConfig, LoraLlama};
 use handgrad::transformer::{Llama, LmTrainOptions, LmTrainer, TrainableLm};
 use handgrad::Tensor;
@@ -21,9 +21,17 @@ fn all_modules(r: usize) -> LoraConfig {
     LoraConfig {
         r,
         alpha: 4.0,
-        target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            .map(String::from)
-            .to_vec(),
+        target_modules: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .map(String::from)
+        .to_vec(),
         seed: 3,
     }
 }
@@ -37,8 +45,14 @@ fn fresh_adapters_leave_the_loss_unchanged() {
     // PEFT defaults: q_proj and v_proj, r = 8, B = 0
     let names: Vec<String> = lora.params().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names.len(), 2 * 2 * 2);
-    assert_eq!(names[0], "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
-    assert_eq!(names[3], "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+    assert_eq!(
+        names[0],
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    );
+    assert_eq!(
+        names[3],
+        "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"
+    );
     let got = lora.forward_loss(x.view(), y.view()).unwrap();
     assert_eq!(got.to_bits(), want.to_bits());
     lora.backward().unwrap();
@@ -105,17 +119,33 @@ fn adapter_gradients_are_the_merged_weight_gradient_projected() {
     let mut merged = lora.merge().unwrap();
     merged.forward_loss(x.view(), y.view()).unwrap();
     merged.backward().unwrap();
-    let dw: std::collections::BTreeMap<String, Tensor> =
-        merged.params().into_iter().map(|(n, p)| (n, p.grad.clone())).collect();
+    let dw: std::collections::BTreeMap<String, Tensor> = merged
+        .params()
+        .into_iter()
+        .map(|(n, p)| (n, p.grad.clone()))
+        .collect();
     let ps = lora.params();
     assert_eq!(ps.len(), 2 * 7 * 2);
     for pair in ps.chunks(2) {
         let (na, a) = (&pair[0].0, pair[0].1);
         let b = pair[1].1;
-        let module = na.trim_start_matches("base_model.model.").trim_end_matches(".lora_A.weight");
-        let g = dw[&format!("{module}.weight")].view().into_dimensionality::<ndarray::Ix2>().unwrap();
-        let a2 = a.value.view().into_dimensionality::<ndarray::Ix2>().unwrap();
-        let b2 = b.value.view().into_dimensionality::<ndarray::Ix2>().unwrap();
+        let module = na
+            .trim_start_matches("base_model.model.")
+            .trim_end_matches(".lora_A.weight");
+        let g = dw[&format!("{module}.weight")]
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let a2 = a
+            .value
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let b2 = b
+            .value
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
         let want_b = (g.dot(&a2.t()) * s).into_dyn();
         let want_a = (b2.t().dot(&g) * s).into_dyn();
         crate::common::assert_close(&b.grad, &want_b, 2e-6, 2e-3, &format!("{module} dB"));
@@ -133,9 +163,18 @@ fn merging_folds_the_adapters_into_the_weights() {
     let adapted = lora.eval_loss(x.view(), y.view()).unwrap();
     let mut merged = lora.merge().unwrap();
     let plain = merged.loss(x.view(), y.view()).unwrap();
-    assert!((adapted - plain).abs() < 1e-5 * adapted.abs(), "{adapted} vs {plain}");
-    let base = Llama::from_pretrained(TINY).unwrap().loss(x.view(), y.view()).unwrap();
-    assert!((adapted - base).abs() > 1e-3, "the adapters change the model");
+    assert!(
+        (adapted - plain).abs() < 1e-5 * adapted.abs(),
+        "{adapted} vs {plain}"
+    );
+    let base = Llama::from_pretrained(TINY)
+        .unwrap()
+        .loss(x.view(), y.view())
+        .unwrap();
+    assert!(
+        (adapted - base).abs() > 1e-3,
+        "the adapters change the model"
+    );
 }
 
 #[test]
@@ -146,7 +185,11 @@ fn lm_trainer_trains_adapters_with_the_base_frozen() {
     let data = handgrad::data::LmDataset::new(tokens, 32).unwrap();
     let base = Llama::from_pretrained(TINY).unwrap();
     let before = base.state_dict();
-    let cfg = LoraConfig { r: 8, alpha: 16.0, ..all_modules(8) };
+    let cfg = LoraConfig {
+        r: 8,
+        alpha: 16.0,
+        ..all_modules(8)
+    };
     let mut lora = LoraLlama::new(base, cfg).unwrap();
     lora.set_gradient_checkpointing(true);
     let opts = LmTrainOptions {
@@ -161,9 +204,15 @@ fn lm_trainer_trains_adapters_with_the_base_frozen() {
         verbose: false,
         ..Default::default()
     };
-    let h = LmTrainer::new(opts).unwrap().train(&mut lora, &data, Some(&data)).unwrap();
+    let h = LmTrainer::new(opts)
+        .unwrap()
+        .train(&mut lora, &data, Some(&data))
+        .unwrap();
     let (first, last) = (h.loss[0], h.val_loss.last().unwrap().1);
-    assert!(first > 5.0 && last < 2.0, "loss {first} → validation {last}");
+    assert!(
+        first > 5.0 && last < 2.0,
+        "loss {first} → validation {last}"
+    );
     // the base weights did not move
     assert_eq!(lora.base().state_dict(), before);
 }
@@ -171,16 +220,43 @@ fn lm_trainer_trains_adapters_with_the_base_frozen() {
 #[test]
 fn lora_config_errors_name_the_field() {
     let base = || Llama::from_pretrained(TINY).unwrap();
-    let e = LoraLlama::new(base(), LoraConfig { r: 0, ..Default::default() }).unwrap_err();
+    let e = LoraLlama::new(
+        base(),
+        LoraConfig {
+            r: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("invalid r = 0"), "{e}");
     let e = LoraLlama::new(
         base(),
-        LoraConfig { target_modules: vec!["qkv".into()], ..Default::default() },
+        LoraConfig {
+            target_modules: vec!["qkv".into()],
+            ..Default::default()
+        },
     )
     .unwrap_err();
-    assert!(e.to_string().contains("target_modules = qkv") && e.to_string().contains("q_proj"), "{e}");
-    let e = LoraLlama::new(base(), LoraConfig { alpha: f32::NAN, ..Default::default() }).unwrap_err();
+    assert!(
+        e.to_string().contains("target_modules = qkv") && e.to_string().contains("q_proj"),
+        "{e}"
+    );
+    let e = LoraLlama::new(
+        base(),
+        LoraConfig {
+            alpha: f32::NAN,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("alpha"), "{e}");
-    let e = LoraLlama::new(base(), LoraConfig { target_modules: vec![], ..Default::default() }).unwrap_err();
+    let e = LoraLlama::new(
+        base(),
+        LoraConfig {
+            target_modules: vec![],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("at least one module"), "{e}");
 }

@@ -6,12 +6,12 @@
 use crate::common::{grad_check, random_tensor, weighted_sum, Fixture};
 use crate::llama::{ids, TINY};
 use handgrad::ops::attention::{attention_backward, attention_forward, Heads};
+use handgrad::ops::quant::{QMatrix, QType};
 use handgrad::ops::rms_norm::{rms_norm_backward, rms_norm_forward};
 use handgrad::ops::rope::{RopeLayout, RopeTables};
 use handgrad::ops::swiglu::{swiglu_backward, swiglu_forward};
 use handgrad::optim::{AdamW, Optimizer};
 use handgrad::tokenizer::{Gpt2Tokenizer, Tokenizer};
-use handgrad::ops::quant::{QMatrix, QType};
 use handgrad::transformer::llama::{shift_labels, Weight};
 use handgrad::transformer::{Llama, LlamaConfig, IGNORE_INDEX};
 use handgrad::{Error, Tensor};
@@ -48,7 +48,9 @@ fn tiny_llama_loss_and_every_gradient_match_the_reference() {
         handgrad::ops::cross_entropy::softmax_cross_entropy_per_sample(rows.view(), &labels);
     f.check(
         "debug.token_loss",
-        &token_loss.into_shape_with_order(IxDyn(&[b, t - 1])).unwrap(),
+        &token_loss
+            .into_shape_with_order(IxDyn(&[b, t - 1]))
+            .unwrap(),
     );
 
     model.zero_grad();
@@ -56,7 +58,11 @@ fn tiny_llama_loss_and_every_gradient_match_the_reference() {
     f.check("loss", &Tensor::from_elem(IxDyn(&[]), loss));
     model.backward().unwrap();
     let params = model.params();
-    assert_eq!(params.len(), 20, "every tensor of model.safetensors is a parameter");
+    assert_eq!(
+        params.len(),
+        20,
+        "every tensor of model.safetensors is a parameter"
+    );
     for (name, p) in &params {
         f.check(&format!("grad.{name}"), &p.grad);
     }
@@ -70,7 +76,10 @@ fn tied_embedding_gradient_is_the_lookup_part_plus_the_head_part() {
     let (tied, f, x, y) = tiny_batch();
     // the same weights untied: lm_head.weight a copy of the embedding
     let mut sd = tied.state_dict();
-    sd.insert("lm_head.weight".into(), sd["model.embed_tokens.weight"].clone());
+    sd.insert(
+        "lm_head.weight".into(),
+        sd["model.embed_tokens.weight"].clone(),
+    );
     let mut cfg: LlamaConfig = tied.config().clone();
     cfg.tie_word_embeddings = false;
     let mut untied = Llama::from_state_dict(cfg, sd, "untied copy").unwrap();
@@ -82,7 +91,10 @@ fn tied_embedding_gradient_is_the_lookup_part_plus_the_head_part() {
         .map(|(n, p)| (n, p.grad.clone()))
         .collect();
     assert_eq!(grads.len(), 21);
-    f.check("debug.grad_embed_from_embedding", &grads["model.embed_tokens.weight"]);
+    f.check(
+        "debug.grad_embed_from_embedding",
+        &grads["model.embed_tokens.weight"],
+    );
     f.check("debug.grad_embed_from_lm_head", &grads["lm_head.weight"]);
     f.check(
         "grad.model.embed_tokens.weight",
@@ -103,7 +115,10 @@ fn gradients_accumulate_until_zero_grad() {
         crate::common::assert_close(&p.grad, &twice, 1e-6, 1e-5, name);
     }
     model.zero_grad();
-    assert!(model.params().iter().all(|(_, p)| p.grad.iter().all(|&g| g == 0.0)));
+    assert!(model
+        .params()
+        .iter()
+        .all(|(_, p)| p.grad.iter().all(|&g| g == 0.0)));
 }
 
 #[test]
@@ -130,8 +145,22 @@ fn rms_norm_backward_matches_finite_differences() {
     let mut dw = ndarray::Array1::<f32>::zeros(c);
     let r2 = r.view().into_dimensionality::<Ix2>().unwrap();
     rms_norm_backward(r2, x2, w1, rstd.view(), dx.view_mut(), dw.view_mut());
-    grad_check("rms_norm dx", &x, &dx.into_dyn(), |x| forward(x, &w), 1e-2, 2e-3);
-    grad_check("rms_norm dw", &w, &dw.into_dyn(), |w| forward(&x, w), 1e-2, 2e-3);
+    grad_check(
+        "rms_norm dx",
+        &x,
+        &dx.into_dyn(),
+        |x| forward(x, &w),
+        1e-2,
+        2e-3,
+    );
+    grad_check(
+        "rms_norm dw",
+        &w,
+        &dw.into_dyn(),
+        |w| forward(&x, w),
+        1e-2,
+        2e-3,
+    );
 }
 
 #[test]
@@ -152,7 +181,14 @@ fn rope_backward_matches_finite_differences_in_both_layouts() {
         let mut dx = r.clone().into_dimensionality::<Ix2>().unwrap();
         let mut dx_heads = dx.view_mut();
         rope.apply(dx_heads.view_mut(), nh, &positions, true);
-        grad_check(&format!("rope {layout:?} dx"), &x, &dx.into_dyn(), forward, 1e-2, 1e-3);
+        grad_check(
+            &format!("rope {layout:?} dx"),
+            &x,
+            &dx.into_dyn(),
+            forward,
+            1e-2,
+            1e-3,
+        );
     }
 }
 
@@ -179,8 +215,22 @@ fn swiglu_backward_matches_finite_differences() {
         dg.view_mut(),
         du.view_mut(),
     );
-    grad_check("swiglu dg", &g, &dg.into_dyn(), |g| forward(g, &u), 1e-2, 2e-3);
-    grad_check("swiglu du", &u, &du.into_dyn(), |u| forward(&g, u), 1e-2, 2e-3);
+    grad_check(
+        "swiglu dg",
+        &g,
+        &dg.into_dyn(),
+        |g| forward(g, &u),
+        1e-2,
+        2e-3,
+    );
+    grad_check(
+        "swiglu du",
+        &u,
+        &du.into_dyn(),
+        |u| forward(&g, u),
+        1e-2,
+        2e-3,
+    );
 }
 
 #[test]
@@ -207,7 +257,14 @@ fn gqa_attention_backward_matches_finite_differences() {
     attention_backward(r3, q3, heads, att.view(), dqkv.view_mut(), None);
     // a key/value head's gradient is not zero only because both of its query heads use it
     assert!(dqkv.slice(s![.., .., 4 * hs..]).iter().any(|&g| g != 0.0));
-    grad_check("GQA attention dqkv", &qkv, &dqkv.into_dyn(), forward, 1e-2, 3e-3);
+    grad_check(
+        "GQA attention dqkv",
+        &qkv,
+        &dqkv.into_dyn(),
+        forward,
+        1e-2,
+        3e-3,
+    );
 }
 
 /// `steps` AdamW steps on the tiny model (longer batch than the fixture: wide enough for the
@@ -225,7 +282,11 @@ fn train_run(steps: usize) -> (Vec<f32>, Vec<Tensor>) {
         model.backward().unwrap();
         opt.step(&mut model.params_mut()).unwrap();
     }
-    let params = model.params().into_iter().map(|(_, p)| p.value.clone()).collect();
+    let params = model
+        .params()
+        .into_iter()
+        .map(|(_, p)| p.value.clone())
+        .collect();
     (losses, params)
 }
 
@@ -243,7 +304,9 @@ fn training_is_bit_identical_on_one_and_two_threads() {
     assert_eq!(l1, l2, "losses differ between 1 and 2 threads");
     for (i, (a, b)) in p1.iter().zip(&p2).enumerate() {
         assert!(
-            a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()),
+            a.iter()
+                .zip(b.iter())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
             "parameter {i} differs between 1 and 2 threads"
         );
     }
@@ -270,7 +333,10 @@ fn fine_tuning_overfits_a_string() {
     }
     let after = model.loss(x.view(), y.view()).unwrap();
     assert!(first > 5.0, "starts near uniform: {first}");
-    assert!(after < 0.5, "loss after 60 AdamW steps: {after} (last training loss {last})");
+    assert!(
+        after < 0.5,
+        "loss after 60 AdamW steps: {after} (last training loss {last})"
+    );
 }
 
 #[test]
@@ -278,14 +344,22 @@ fn training_errors_name_the_problem() {
     let (mut model, _, x, y) = tiny_batch();
     // backward without a training forward
     let e = model.backward().unwrap_err();
-    assert!(e.to_string().contains("needs a preceding forward_loss"), "{e}");
+    assert!(
+        e.to_string().contains("needs a preceding forward_loss"),
+        "{e}"
+    );
     // an inference-only forward in between also invalidates the cache
     model.forward_loss(x.view(), y.view()).unwrap();
     model.loss(x.view(), y.view()).unwrap();
     assert!(matches!(model.backward(), Err(Error::State(_))));
     // targets shaped unlike the ids
-    let e = model.forward_loss(x.view(), y.slice(s![.., ..3])).unwrap_err();
-    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("targets shaped like"), "{e}");
+    let e = model
+        .forward_loss(x.view(), y.slice(s![.., ..3]))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Shape { .. }) && e.to_string().contains("targets shaped like"),
+        "{e}"
+    );
     // a target out of range
     let mut bad = y.clone();
     bad[[1, 2]] = 333;
@@ -294,14 +368,22 @@ fn training_errors_name_the_problem() {
     // too long for the position tables
     let long = Array2::<usize>::zeros((1, 65));
     let e = model.forward_loss(long.view(), long.view()).unwrap_err();
-    assert!(e.to_string().contains("max_position_embeddings = 64"), "{e}");
+    assert!(
+        e.to_string().contains("max_position_embeddings = 64"),
+        "{e}"
+    );
     // encoded (GGUF-style) weights are not trainable: the message says what to do
     let sd = model.state_dict();
     let cfg = model.config().clone();
     let mut layers = model.layers().to_vec();
     let wq = layers[1].q_proj.to_f32();
-    layers[1].q_proj =
-        Weight::quant("q", QMatrix::quantize(wq.view(), QType::Q8_0).unwrap(), 32, 32).unwrap();
+    layers[1].q_proj = Weight::quant(
+        "q",
+        QMatrix::quantize(wq.view(), QType::Q8_0).unwrap(),
+        32,
+        32,
+    )
+    .unwrap();
     let embed = Weight::dense("e", sd["model.embed_tokens.weight"].clone(), 333, 32).unwrap();
     let norm = handgrad::param::Param::new(sd["model.norm.weight"].clone());
     let q = Llama::from_parts(cfg, embed, layers, norm, None, RopeLayout::HalfSplit).unwrap();
@@ -340,7 +422,10 @@ fn gradient_checkpointing_gives_bit_identical_gradients() {
         ckpt.backward().unwrap();
         for ((name, p), (_, q)) in plain.params().iter().zip(ckpt.params()) {
             assert!(
-                p.grad.iter().zip(q.grad.iter()).all(|(u, v)| u.to_bits() == v.to_bits()),
+                p.grad
+                    .iter()
+                    .zip(q.grad.iter())
+                    .all(|(u, v)| u.to_bits() == v.to_bits()),
                 "{name}: checkpointed gradient differs"
             );
         }

@@ -2,10 +2,10 @@
 //! reading and quantized kernels, Llama tokenizers and chat templates, training, and the real
 //! SmolLM2 model when it has been fetched.
 
+mod chat;
 #[path = "../core/common.rs"]
 #[allow(dead_code)]
 mod common;
-mod chat;
 mod gguf;
 mod gguf_hostile;
 mod llama;

@@ -50,19 +50,30 @@ fn greedy_chat_continuations_match_transformers() {
     let mut model = Llama::from_gguf(&path).unwrap();
     let c = model.config().clone();
     assert_eq!(
-        (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads),
+        (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads
+        ),
         (30, 576, 9, 3)
     );
     assert!(c.tie_word_embeddings);
     // every matrix stays encoded (Q4_1, the tied head Q8_0): about 98 MB, not 540 MB of f32
-    assert!(model.weight_bytes() < 110_000_000, "{}", model.weight_bytes());
+    assert!(
+        model.weight_bytes() < 110_000_000,
+        "{}",
+        model.weight_bytes()
+    );
     let e = expect();
     let max_new = e["max_new_tokens"].as_u64().unwrap() as usize;
     for case in e["cases"].as_array().unwrap() {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["float64"]["generated_ids"]);
         assert_eq!(want, ids(&case["float32"]["generated_ids"]));
-        let cfg = GenerateConfig::new().max_new_tokens(max_new).eos_token_id(2);
+        let cfg = GenerateConfig::new()
+            .max_new_tokens(max_new)
+            .eos_token_id(2);
         let out = model.generate(&prompt, &cfg).unwrap();
         assert_eq!(&out[0][..prompt.len()], &prompt[..]);
         assert_eq!(

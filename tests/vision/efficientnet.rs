@@ -35,7 +35,9 @@ fn tiny_config() -> EfficientNetConfig {
 
 /// The tiny network's initial state dict from the fixture (package names).
 fn tiny_state(f: &Fixture) -> BTreeMap<String, Tensor> {
-    let names = EfficientNetLite::new(tiny_config(), &mut rng(0)).unwrap().state_dict();
+    let names = EfficientNetLite::new(tiny_config(), &mut rng(0))
+        .unwrap()
+        .state_dict();
     names
         .into_keys()
         .map(|k| {
@@ -56,8 +58,12 @@ fn tiny_batch(f: &Fixture) -> (Tensor, Vec<usize>) {
 
 fn loss_backward(net: &mut EfficientNetLite, x: &Tensor, labels: &[usize]) -> (f32, Tensor) {
     net.zero_grad();
-    net.loss_backward_targets(x, Targets::Labels(labels), Loss::SparseCategoricalCrossentropy)
-        .unwrap()
+    net.loss_backward_targets(
+        x,
+        Targets::Labels(labels),
+        Loss::SparseCategoricalCrossentropy,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -78,7 +84,11 @@ fn golden_effnet_tiny_forward_loss_gradients_and_buffers() {
     assert_eq!(checked, 26);
     for (name, t) in net.state_dict() {
         if name.ends_with("num_batches_tracked") {
-            assert_eq!(t.iter().next().copied().unwrap() as i64, f.i64(&format!("after.{name}"))[0], "{name}");
+            assert_eq!(
+                t.iter().next().copied().unwrap() as i64,
+                f.i64(&format!("after.{name}"))[0],
+                "{name}"
+            );
         } else if name.contains("running_") {
             f.check(&format!("after.{name}"), &t);
         }
@@ -143,15 +153,22 @@ fn tiny_network_trains_through_the_sequential_api() {
     assert_eq!(probs.shape(), &[4, 5]);
     let summary = net.summary();
     assert!(summary.contains("MbConv(8→24→12, k3, s2)"), "{summary}");
-    assert!(summary.contains("MbConv(12→36→12, k5, s1, residual)"), "{summary}");
+    assert!(
+        summary.contains("MbConv(12→36→12, k5, s1, residual)"),
+        "{summary}"
+    );
     assert!(summary.contains("Total params: 3,593"), "{summary}");
 }
 
 #[test]
 fn lite0_layout_matches_the_released_checkpoint() {
     // every key of efficientnet-lite0-57934424.pth, with its shape (from the fixture listing)
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vision/effnet_lite0_state_dict.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vision/effnet_lite0_state_dict.json"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let entries = json["entries"].as_array().unwrap();
     let net = EfficientNetLite::new(EfficientNetConfig::lite0(), &mut rng(0)).unwrap();
     let ours = net.state_dict();
@@ -159,7 +176,12 @@ fn lite0_layout_matches_the_released_checkpoint() {
     assert_eq!(entries.len(), 296);
     for e in entries {
         let key = e["key"].as_str().unwrap();
-        let shape: Vec<usize> = e["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = e["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let t = ours.get(key).unwrap_or_else(|| panic!("model lacks {key}"));
         assert_eq!(t.shape(), shape.as_slice(), "{key}");
     }
@@ -189,21 +211,35 @@ fn lite_variants_scale_width_and_depth() {
 
 #[test]
 fn timm_names_follow_the_embedded_rule() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vision/effnet_lite0_timm_keymap.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/vision/effnet_lite0_timm_keymap.json"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let map = json["package_to_timm"].as_object().unwrap();
     assert_eq!(map.len(), 296);
     let cfg = EfficientNetConfig::lite0();
     for (pkg, timm) in map {
-        assert_eq!(timm_to_package(timm.as_str().unwrap(), &cfg).as_deref(), Some(pkg.as_str()), "{timm}");
+        assert_eq!(
+            timm_to_package(timm.as_str().unwrap(), &cfg).as_deref(),
+            Some(pkg.as_str()),
+            "{timm}"
+        );
     }
     assert_eq!(timm_to_package("blocks.7.0.conv_pw.weight", &cfg), None);
     assert_eq!(timm_to_package("blocks.0.0.conv_pwl.weight", &cfg), None);
     // a state dict in timm's names loads into the same tensors
     let src = EfficientNetLite::new(cfg.clone(), &mut rng(1)).unwrap();
-    let reverse: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
-    let timm_state: BTreeMap<String, Tensor> =
-        src.state_dict().into_iter().map(|(k, v)| (reverse[k.as_str()].to_string(), v)).collect();
+    let reverse: BTreeMap<&str, &str> = map
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    let timm_state: BTreeMap<String, Tensor> = src
+        .state_dict()
+        .into_iter()
+        .map(|(k, v)| (reverse[k.as_str()].to_string(), v))
+        .collect();
     let net = EfficientNetLite::from_state_dict(cfg, &timm_state).unwrap();
     assert_eq!(net.state_dict(), src.state_dict());
 }
@@ -220,17 +256,34 @@ fn state_dict_errors_name_the_key() {
     let e = net.load_state_dict(&missing).unwrap_err();
     assert!(matches!(e, Error::Param { .. }));
     let e = e.to_string();
-    assert!(e.contains("_blocks.1._bn1.running_var") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("_blocks.1._bn1.running_var") && e.contains("missing"),
+        "{e}"
+    );
 
     let mut extra = state.clone();
-    extra.insert("_blocks.2._bn0.weight".into(), Tensor::zeros(ndarray::IxDyn(&[3])));
+    extra.insert(
+        "_blocks.2._bn0.weight".into(),
+        Tensor::zeros(ndarray::IxDyn(&[3])),
+    );
     let e = net.load_state_dict(&extra).unwrap_err().to_string();
-    assert!(e.contains("_blocks.2._bn0.weight") && e.contains("unexpected"), "{e}");
+    assert!(
+        e.contains("_blocks.2._bn0.weight") && e.contains("unexpected"),
+        "{e}"
+    );
 
     let mut wrong = state.clone();
-    wrong.insert("_blocks.0._depthwise_conv.weight".into(), Tensor::zeros(ndarray::IxDyn(&[24, 1, 5, 5])));
+    wrong.insert(
+        "_blocks.0._depthwise_conv.weight".into(),
+        Tensor::zeros(ndarray::IxDyn(&[24, 1, 5, 5])),
+    );
     let e = net.load_state_dict(&wrong).unwrap_err().to_string();
-    assert!(e.contains("_blocks.0._depthwise_conv.weight") && e.contains("[24, 1, 5, 5]") && e.contains("[24, 1, 3, 3]"), "{e}");
+    assert!(
+        e.contains("_blocks.0._depthwise_conv.weight")
+            && e.contains("[24, 1, 5, 5]")
+            && e.contains("[24, 1, 3, 3]"),
+        "{e}"
+    );
     assert_eq!(net.state_dict(), before, "nothing changes on error");
 
     // num_batches_tracked may be absent (kept as is)
@@ -241,7 +294,9 @@ fn state_dict_errors_name_the_key() {
 
     let mut no_fc = state.clone();
     no_fc.remove("_fc.weight");
-    let e = EfficientNetLite::from_state_dict(tiny_config(), &no_fc).unwrap_err().to_string();
+    let e = EfficientNetLite::from_state_dict(tiny_config(), &no_fc)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("_fc.weight") && e.contains("missing"), "{e}");
 }
 
@@ -261,6 +316,8 @@ fn with_num_classes_replaces_only_the_head() {
     }
     let (x, _) = tiny_batch(&f);
     assert_eq!(net.forward(&x, Mode::Eval).unwrap().shape(), &[4, 3]);
-    let e = EfficientNetLite::new(tiny_config().with_num_classes(0), &mut rng(0)).unwrap_err().to_string();
+    let e = EfficientNetLite::new(tiny_config().with_num_classes(0), &mut rng(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("num_classes"), "{e}");
 }

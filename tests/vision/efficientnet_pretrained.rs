@@ -48,7 +48,11 @@ fn real_efficientnet_lite0_classifies_the_stored_photos() {
         let f = Fixture::load(&format!("vision/effnet_lite0_{photo}"));
         let logits = net.forward(&f.f32("input"), Mode::Eval).unwrap();
         f.check("logits", &logits);
-        assert_eq!(top_k(logits.as_slice().unwrap(), 5), f.i64("top5"), "{photo} top-5");
+        assert_eq!(
+            top_k(logits.as_slice().unwrap(), 5),
+            f.i64("top5"),
+            "{photo} top-5"
+        );
         // the head features (global average pool output, layer 22)
         let outs = net.forward_all(&f.f32("input")).unwrap();
         f.check("debug.pooled", &outs[22]);

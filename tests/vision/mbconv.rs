@@ -58,7 +58,11 @@ fn golden_mbconv_block_train_and_eval() {
     let mut buffers = 0;
     for (name, b) in block.buffers() {
         if name.ends_with("num_batches_tracked") {
-            assert_eq!(b.iter().next().copied().unwrap() as i64, f.i64(&format!("after.{name}"))[0], "{name}");
+            assert_eq!(
+                b.iter().next().copied().unwrap() as i64,
+                f.i64(&format!("after.{name}"))[0],
+                "{name}"
+            );
         } else {
             f.check(&format!("after.{name}"), b);
         }
@@ -82,7 +86,10 @@ fn mbconv_in_a_sequential_maps_to_state_dict_names() {
     let state = model.state_dict();
     assert!(state.contains_key("0._expand_conv.weight"));
     assert!(state.contains_key("0._bn2.num_batches_tracked"));
-    assert!(!state.keys().any(|k| k.starts_with("1._expand_conv")), "expand ratio 1 has no expand conv");
+    assert!(
+        !state.keys().any(|k| k.starts_with("1._expand_conv")),
+        "expand ratio 1 has no expand conv"
+    );
     assert_eq!(state["1._depthwise_conv.weight"].shape(), &[6, 1, 5, 5]);
     // load the golden block by name through the Sequential state dict
     let mut loaded = state.clone();
@@ -96,13 +103,22 @@ fn mbconv_in_a_sequential_maps_to_state_dict_names() {
         }
     }
     model.load_state_dict(&loaded).unwrap();
-    let h = model.layers_mut()[0].forward(&f.f32("x"), Mode::Eval).unwrap();
+    let h = model.layers_mut()[0]
+        .forward(&f.f32("x"), Mode::Eval)
+        .unwrap();
     f.check("eval.out", &h);
     let summary = model.summary();
-    assert!(summary.contains("MbConv(6→24→6, k3, s1, residual)"), "{summary}");
+    assert!(
+        summary.contains("MbConv(6→24→6, k3, s1, residual)"),
+        "{summary}"
+    );
     assert!(summary.contains("MbConv(6→6→8, k5, s2)"), "{summary}");
     assert!(summary.contains("(None, 8, 4, 4)"), "{summary}");
-    let n0: usize = model.layers()[0].params().iter().map(|(_, p)| p.numel()).sum();
+    let n0: usize = model.layers()[0]
+        .params()
+        .iter()
+        .map(|(_, p)| p.numel())
+        .sum();
     assert_eq!(n0, 24 * 6 + 48 + 24 * 9 + 48 + 6 * 24 + 12);
     assert!(summary.contains(&n0.to_string()), "{summary}");
 }
@@ -186,23 +202,42 @@ fn residual_wrapper_adds_its_input_and_back_propagates_through_both_paths() {
         5e-3,
     );
     // a sub-layer that changes the shape cannot be wrapped
-    let e = Residual::new().add(Conv2d::new(5, 1)).build(&[3, 4, 4], &mut rng(0)).unwrap_err();
+    let e = Residual::new()
+        .add(Conv2d::new(5, 1))
+        .build(&[3, 4, 4], &mut rng(0))
+        .unwrap_err();
     let e = e.to_string();
-    assert!(e.contains("Residual") && e.contains("[5, 4, 4]") && e.contains("[3, 4, 4]"), "{e}");
-    let e = Residual::new().build(&[3, 4, 4], &mut rng(0)).unwrap_err().to_string();
+    assert!(
+        e.contains("Residual") && e.contains("[5, 4, 4]") && e.contains("[3, 4, 4]"),
+        "{e}"
+    );
+    let e = Residual::new()
+        .build(&[3, 4, 4], &mut rng(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least one sub-layer"), "{e}");
 }
 
 #[test]
 fn mbconv_errors_name_the_problem() {
-    let e = MbConv::new(8, 6, 3, 1).build(&[16], &mut rng(0)).unwrap_err().to_string();
+    let e = MbConv::new(8, 6, 3, 1)
+        .build(&[16], &mut rng(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("MbConv") && e.contains("[16]"), "{e}");
-    let e = MbConv::new(8, 0, 3, 1).build(&[4, 8, 8], &mut rng(0)).unwrap_err().to_string();
+    let e = MbConv::new(8, 0, 3, 1)
+        .build(&[4, 8, 8], &mut rng(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expand_ratio"), "{e}");
     let mut block = MbConv::new(8, 6, 3, 1);
-    let e = block.forward(&Tensor::zeros(ndarray::IxDyn(&[1, 4, 8, 8])), Mode::Eval).unwrap_err();
+    let e = block
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[1, 4, 8, 8])), Mode::Eval)
+        .unwrap_err();
     assert!(e.to_string().contains("before build"), "{e}");
     block.build(&[4, 8, 8], &mut rng(0)).unwrap();
-    let e = block.forward(&Tensor::zeros(ndarray::IxDyn(&[1, 5, 8, 8])), Mode::Eval).unwrap_err();
+    let e = block
+        .forward(&Tensor::zeros(ndarray::IxDyn(&[1, 5, 8, 8])), Mode::Eval)
+        .unwrap_err();
     assert!(e.to_string().contains("[1, 5, 8, 8]"), "{e}");
 }

@@ -3,9 +3,7 @@
 
 use crate::common::{assert_close, grad_check, random_tensor, weighted_sum, Fixture};
 use handgrad::init::rng;
-use handgrad::layers::{
-    BatchNorm2d, Conv2d, GlobalAvgPool2d, Layer, Mode, Padding, Relu6,
-};
+use handgrad::layers::{BatchNorm2d, Conv2d, GlobalAvgPool2d, Layer, Mode, Padding, Relu6};
 use handgrad::ops::conv2d::{
     conv2d_backward, conv2d_forward, tf_same_pads, Conv2dGeom, Conv2dWorkspace,
 };
@@ -121,11 +119,15 @@ fn block_diagonal(w: &Array4<f32>, c: usize, groups: usize) -> Array4<f32> {
 /// The grouped/depthwise kernels against the dense im2col path on a block-diagonal weight.
 fn compare_with_dense(g: Conv2dGeom, n: usize, seed: u64) {
     let (cg, _) = g.group_channels();
-    let x = random_tensor(&[n, g.c, g.h, g.w], seed).into_dimensionality::<Ix4>().unwrap();
+    let x = random_tensor(&[n, g.c, g.h, g.w], seed)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
     let w = random_tensor(&[g.o, cg, g.kh, g.kw], seed + 1)
         .into_dimensionality::<Ix4>()
         .unwrap();
-    let b = random_tensor(&[g.o], seed + 2).into_dimensionality().unwrap();
+    let b = random_tensor(&[g.o], seed + 2)
+        .into_dimensionality()
+        .unwrap();
     let dense_w = block_diagonal(&w, g.c, g.groups);
     let dense_g = Conv2dGeom { groups: 1, ..g };
     let mut ws = Conv2dWorkspace::new();
@@ -133,11 +135,20 @@ fn compare_with_dense(g: Conv2dGeom, n: usize, seed: u64) {
     let want = conv2d_forward(x.view(), dense_w.view(), Some(b.view()), &dense_g, &mut ws);
     let what = format!("{g:?}");
     assert_close(&out.clone().into_dyn(), &want.into_dyn(), 1e-5, 1e-5, &what);
-    let dout = random_tensor(out.shape(), seed + 3).into_dimensionality::<Ix4>().unwrap();
+    let dout = random_tensor(out.shape(), seed + 3)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
     let mut dw = Array4::<f32>::zeros(w.dim());
     let mut db = ndarray::Array1::<f32>::zeros(g.o);
     let dx = conv2d_backward(
-        dout.view(), x.view(), w.view(), &g, &mut ws, dw.view_mut(), Some(db.view_mut()), true,
+        dout.view(),
+        x.view(),
+        w.view(),
+        &g,
+        &mut ws,
+        dw.view_mut(),
+        Some(db.view_mut()),
+        true,
     )
     .unwrap();
     let mut ddw = Array4::<f32>::zeros(dense_w.dim());
@@ -153,7 +164,13 @@ fn compare_with_dense(g: Conv2dGeom, n: usize, seed: u64) {
         true,
     )
     .unwrap();
-    assert_close(&dx.into_dyn(), &ddx.into_dyn(), 1e-5, 1e-5, &format!("{what} dx"));
+    assert_close(
+        &dx.into_dyn(),
+        &ddx.into_dyn(),
+        1e-5,
+        1e-5,
+        &format!("{what} dx"),
+    );
     // the dense weight gradient restricted to the diagonal blocks is the grouped one
     let og = g.o / g.groups;
     let mut ddw_blocks = Array4::<f32>::zeros(w.dim());
@@ -162,22 +179,52 @@ fn compare_with_dense(g: Conv2dGeom, n: usize, seed: u64) {
             .slice_mut(s![gi * og..(gi + 1) * og, .., .., ..])
             .assign(&ddw.slice(s![gi * og..(gi + 1) * og, gi * cg..(gi + 1) * cg, .., ..]));
     }
-    assert_close(&dw.into_dyn(), &ddw_blocks.into_dyn(), 1e-4, 1e-5, &format!("{what} dw"));
-    assert_close(&db.into_dyn(), &ddb.into_dyn(), 1e-4, 1e-5, &format!("{what} db"));
+    assert_close(
+        &dw.into_dyn(),
+        &ddw_blocks.into_dyn(),
+        1e-4,
+        1e-5,
+        &format!("{what} dw"),
+    );
+    assert_close(
+        &db.into_dyn(),
+        &ddb.into_dyn(),
+        1e-4,
+        1e-5,
+        &format!("{what} db"),
+    );
 }
 
 #[test]
 fn depthwise_and_grouped_paths_match_the_dense_path() {
     let cases = [
         // depthwise (direct kernel): k3 s1, k3 s2 TF-SAME, k5 s2 on an odd size, dilation 2
-        Conv2dGeom::new(5, 9, 8, 5, 3, 3).with_groups(5).with_tf_same_padding(),
-        Conv2dGeom::new(4, 10, 11, 4, 3, 3).with_stride(2, 2).with_groups(4).with_tf_same_padding(),
-        Conv2dGeom::new(3, 9, 7, 3, 5, 5).with_stride(2, 2).with_groups(3).with_tf_same_padding(),
-        Conv2dGeom::new(2, 9, 9, 2, 3, 3).with_dilation(2, 2).with_padding(2, 2).with_groups(2),
-        Conv2dGeom::new(3, 6, 6, 3, 3, 2).with_stride(1, 2).with_groups(3),
+        Conv2dGeom::new(5, 9, 8, 5, 3, 3)
+            .with_groups(5)
+            .with_tf_same_padding(),
+        Conv2dGeom::new(4, 10, 11, 4, 3, 3)
+            .with_stride(2, 2)
+            .with_groups(4)
+            .with_tf_same_padding(),
+        Conv2dGeom::new(3, 9, 7, 3, 5, 5)
+            .with_stride(2, 2)
+            .with_groups(3)
+            .with_tf_same_padding(),
+        Conv2dGeom::new(2, 9, 9, 2, 3, 3)
+            .with_dilation(2, 2)
+            .with_padding(2, 2)
+            .with_groups(2),
+        Conv2dGeom::new(3, 6, 6, 3, 3, 2)
+            .with_stride(1, 2)
+            .with_groups(3),
         // grouped (im2col per group): multiplier 2, and C/G = 2 → O/G = 3
-        Conv2dGeom::new(4, 6, 7, 8, 3, 3).with_groups(4).with_padding(1, 1),
-        Conv2dGeom::new(4, 7, 6, 6, 3, 3).with_groups(2).with_stride(2, 2).with_tf_same_padding(),
+        Conv2dGeom::new(4, 6, 7, 8, 3, 3)
+            .with_groups(4)
+            .with_padding(1, 1),
+        Conv2dGeom::new(4, 7, 6, 6, 3, 3)
+            .with_groups(2)
+            .with_stride(2, 2)
+            .with_tf_same_padding(),
     ];
     for (i, g) in cases.into_iter().enumerate() {
         compare_with_dense(g, 3, 100 + 10 * i as u64);
@@ -188,8 +235,12 @@ fn depthwise_and_grouped_paths_match_the_dense_path() {
 fn pointwise_conv_matches_a_padded_im2col_reference() {
     // 1×1 stride-1 convs skip im2col; compare with the same conv zero-padded by one and cropped
     let g = Conv2dGeom::new(6, 5, 7, 4, 1, 1);
-    let x = random_tensor(&[2, 6, 5, 7], 5).into_dimensionality::<Ix4>().unwrap();
-    let w = random_tensor(&[4, 6, 1, 1], 6).into_dimensionality::<Ix4>().unwrap();
+    let x = random_tensor(&[2, 6, 5, 7], 5)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let w = random_tensor(&[4, 6, 1, 1], 6)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
     let mut ws = Conv2dWorkspace::new();
     let out = conv2d_forward(x.view(), w.view(), None, &g, &mut ws);
     let padded = g.with_padding(1, 1);
@@ -200,17 +251,34 @@ fn pointwise_conv_matches_a_padded_im2col_reference() {
 
 #[test]
 fn depthwise_is_bit_identical_on_1_and_2_threads() {
-    let g = Conv2dGeom::new(8, 17, 15, 8, 5, 5).with_stride(2, 2).with_groups(8).with_tf_same_padding();
-    let x = random_tensor(&[3, 8, 17, 15], 1).into_dimensionality::<Ix4>().unwrap();
-    let w = random_tensor(&[8, 1, 5, 5], 2).into_dimensionality::<Ix4>().unwrap();
+    let g = Conv2dGeom::new(8, 17, 15, 8, 5, 5)
+        .with_stride(2, 2)
+        .with_groups(8)
+        .with_tf_same_padding();
+    let x = random_tensor(&[3, 8, 17, 15], 1)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let w = random_tensor(&[8, 1, 5, 5], 2)
+        .into_dimensionality::<Ix4>()
+        .unwrap();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut ws = Conv2dWorkspace::new();
             let out = conv2d_forward(x.view(), w.view(), None, &g, &mut ws);
             let mut dw = Array4::<f32>::zeros(w.dim());
             let dx = conv2d_backward(
-                out.view(), x.view(), w.view(), &g, &mut ws, dw.view_mut(), None, true,
+                out.view(),
+                x.view(),
+                w.view(),
+                &g,
+                &mut ws,
+                dw.view_mut(),
+                None,
+                true,
             )
             .unwrap();
             (out, dx, dw)
@@ -239,8 +307,16 @@ fn conv_grad_check(make: impl Fn() -> Conv2d, input: &[usize], seed: u64) {
     let dbias = conv.bias().unwrap().grad.clone();
     assert_eq!(out.shape(), r.shape());
     let desc = conv.describe();
-    let eval = |conv: &mut Conv2d, x: &Tensor| weighted_sum(&conv.forward(x, Mode::Eval).unwrap(), &r);
-    grad_check(&format!("{desc} dx"), &x, &dx, |xp| eval(&mut conv, xp), 1e-2, 2e-3);
+    let eval =
+        |conv: &mut Conv2d, x: &Tensor| weighted_sum(&conv.forward(x, Mode::Eval).unwrap(), &r);
+    grad_check(
+        &format!("{desc} dx"),
+        &x,
+        &dx,
+        |xp| eval(&mut conv, xp),
+        1e-2,
+        2e-3,
+    );
     let mut c2 = make();
     c2.build(&input[1..], &mut rng(seed)).unwrap();
     grad_check(
@@ -272,7 +348,12 @@ fn conv_grad_check(make: impl Fn() -> Conv2d, input: &[usize], seed: u64) {
 #[test]
 fn gradcheck_depthwise_tf_same_stride2() {
     conv_grad_check(
-        || Conv2d::new(3, 3).stride(2).groups(3).padding(Padding::TfSame),
+        || {
+            Conv2d::new(3, 3)
+                .stride(2)
+                .groups(3)
+                .padding(Padding::TfSame)
+        },
         &[2, 3, 6, 7],
         11,
     );
@@ -286,7 +367,12 @@ fn gradcheck_depthwise_tf_same_stride2() {
 #[test]
 fn gradcheck_grouped_conv() {
     conv_grad_check(
-        || Conv2d::new(6, 3).stride(2).groups(3).padding(Padding::TfSame),
+        || {
+            Conv2d::new(6, 3)
+                .stride(2)
+                .groups(3)
+                .padding(Padding::TfSame)
+        },
         &[2, 3, 6, 5],
         21,
     );
@@ -312,7 +398,8 @@ fn golden_relu6_exact() {
 
 #[test]
 fn relu6_gradient_is_zero_at_the_clamps() {
-    let x = Tensor::from_shape_vec(IxDyn(&[1, 6]), vec![-1.0, 0.0, 3.0, 6.0, 7.0, f32::NAN]).unwrap();
+    let x =
+        Tensor::from_shape_vec(IxDyn(&[1, 6]), vec![-1.0, 0.0, 3.0, 6.0, 7.0, f32::NAN]).unwrap();
     let mut act = Relu6::new();
     let y = act.forward(&x, Mode::Train).unwrap();
     assert_eq!(&y.as_slice().unwrap()[..5], &[0.0, 0.0, 3.0, 6.0, 6.0]);
@@ -324,7 +411,8 @@ fn relu6_gradient_is_zero_at_the_clamps() {
 #[test]
 fn gradcheck_relu6() {
     // values away from the kinks at 0 and 6
-    let x = random_tensor(&[2, 3, 4], 3).mapv(|v| if v.abs() < 0.05 { v + 0.2 } else { v } * 5.0 + 2.0);
+    let x =
+        random_tensor(&[2, 3, 4], 3).mapv(|v| if v.abs() < 0.05 { v + 0.2 } else { v } * 5.0 + 2.0);
     let x = x.mapv(|v| if (v - 6.0).abs() < 0.1 { v + 0.3 } else { v });
     let r = random_tensor(&[2, 3, 4], 4);
     let mut act = Relu6::new();
@@ -347,8 +435,16 @@ fn golden_global_avg_pool() {
     let mut pool = GlobalAvgPool2d::new();
     assert_eq!(pool.build(&x.shape()[1..], &mut rng(0)).unwrap(), vec![5]);
     let out = pool.forward(&x, Mode::Train).unwrap();
-    f.check("out", &out.clone().into_shape_with_order(IxDyn(&[2, 5, 1, 1])).unwrap());
-    let d = f.f32("grad_out").into_shape_with_order(IxDyn(&[2, 5])).unwrap();
+    f.check(
+        "out",
+        &out.clone()
+            .into_shape_with_order(IxDyn(&[2, 5, 1, 1]))
+            .unwrap(),
+    );
+    let d = f
+        .f32("grad_out")
+        .into_shape_with_order(IxDyn(&[2, 5]))
+        .unwrap();
     let dx = pool.backward(&d).unwrap();
     f.check("grad.x", &dx);
     // gradient check
@@ -368,11 +464,20 @@ fn golden_global_avg_pool() {
 fn global_avg_pool_errors_name_the_shape() {
     let mut pool = GlobalAvgPool2d::new();
     let e = pool.build(&[5], &mut rng(0)).unwrap_err().to_string();
-    assert!(e.contains("GlobalAvgPool2d") && e.contains("(C, H, W)"), "{e}");
+    assert!(
+        e.contains("GlobalAvgPool2d") && e.contains("(C, H, W)"),
+        "{e}"
+    );
     pool.build(&[5, 4, 4], &mut rng(0)).unwrap();
-    let e = pool.forward(&Tensor::zeros(IxDyn(&[2, 4, 4, 4])), Mode::Eval).unwrap_err().to_string();
+    let e = pool
+        .forward(&Tensor::zeros(IxDyn(&[2, 4, 4, 4])), Mode::Eval)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[2, 4, 4, 4]"), "{e}");
-    let e = pool.backward(&Tensor::zeros(IxDyn(&[2, 5]))).unwrap_err().to_string();
+    let e = pool
+        .backward(&Tensor::zeros(IxDyn(&[2, 5])))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Mode::Train"), "{e}");
 }
 
@@ -422,7 +527,10 @@ fn golden_batchnorm2d_train_momentum_001() {
     f.check("grad.bias", &bn.bias().unwrap().grad);
     f.check("after.running_mean", bn.running_mean());
     f.check("after.running_var", bn.running_var());
-    assert_eq!(bn.num_batches_tracked() as i64, f.i64("after.num_batches_tracked")[0]);
+    assert_eq!(
+        bn.num_batches_tracked() as i64,
+        f.i64("after.num_batches_tracked")[0]
+    );
 }
 
 #[test]
@@ -431,8 +539,15 @@ fn conv_config_errors_name_the_values() {
     let e = conv.build(&[8, 5, 5], &mut rng(0)).unwrap_err();
     assert!(matches!(e, Error::Config { .. }), "{e:?}");
     let e = e.to_string();
-    assert!(e.contains("groups") && e.contains('4') && e.contains("8") && e.contains('6'), "{e}");
-    let e = Conv2d::new(6, 3).groups(0).build(&[6, 5, 5], &mut rng(0)).unwrap_err().to_string();
+    assert!(
+        e.contains("groups") && e.contains('4') && e.contains("8") && e.contains('6'),
+        "{e}"
+    );
+    let e = Conv2d::new(6, 3)
+        .groups(0)
+        .build(&[6, 5, 5], &mut rng(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("groups"), "{e}");
     let e = Conv2d::new(4, 3)
         .stride(2)
@@ -454,11 +569,23 @@ fn conv_config_errors_name_the_values() {
 
 #[test]
 fn conv_describe_shows_groups_and_padding() {
-    let mut conv = Conv2d::new(8, 3).stride(2).groups(8).padding(Padding::TfSame).with_bias(false);
+    let mut conv = Conv2d::new(8, 3)
+        .stride(2)
+        .groups(8)
+        .padding(Padding::TfSame)
+        .with_bias(false);
     conv.build(&[8, 9, 9], &mut rng(0)).unwrap();
-    assert_eq!(conv.describe(), "Conv2d(8→8, 3x3, stride 2, pad tf-same, groups 8, no bias)");
+    assert_eq!(
+        conv.describe(),
+        "Conv2d(8→8, 3x3, stride 2, pad tf-same, groups 8, no bias)"
+    );
     assert_eq!(conv.weight().unwrap().shape(), &[8, 1, 3, 3]);
     // PyTorch's fan-in for a grouped conv is (C/G)·kh·kw: bound 1/3 here
-    let bound = conv.weight().unwrap().value.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let bound = conv
+        .weight()
+        .unwrap()
+        .value
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(bound <= 1.0 / 3.0 && bound > 0.2, "{bound}");
 }

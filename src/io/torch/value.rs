@@ -59,7 +59,8 @@ impl TorchValue {
     /// [`crate::Error::Format`] when a dict key above a tensor is itself a container, bytes or
     /// a tensor, or when two tensors get the same name.
     pub fn flatten_tensors(self) -> crate::Result<BTreeMap<String, TorchTensor>> {
-        self.flatten().map_err(|m| crate::Error::format("TorchValue", m))
+        self.flatten()
+            .map_err(|m| crate::Error::format("TorchValue", m))
     }
 
     /// [`TorchValue::flatten_tensors`] with the error as a message.

@@ -4,11 +4,11 @@
 
 use super::lora::{LayerLora, LoraPair};
 use super::train::{fit1, fit2, fit3, layer_forward};
-use crate::ops::matmul::matmul_into;
 use super::{Llama, Weight};
 use crate::error::{Error, Result};
 use crate::ops::attention::attention_backward;
 use crate::ops::embedding::embedding_backward;
+use crate::ops::matmul::matmul_into;
 use crate::ops::rms_norm::rms_norm_backward;
 use crate::ops::swiglu::swiglu_backward;
 use crate::param::Param;
@@ -22,8 +22,14 @@ fn pair<'a>(ad: &'a mut Option<&mut LayerLora>, k: usize) -> Option<&'a mut Lora
 /// The `(C)` value and gradient views of a norm weight.
 fn norm_views(p: &mut Param) -> (ArrayView1<'_, f32>, ArrayViewMut1<'_, f32>) {
     (
-        p.value.view().into_dimensionality::<Ix1>().expect("checked (C)"),
-        p.grad.view_mut().into_dimensionality::<Ix1>().expect("checked (C)"),
+        p.value
+            .view()
+            .into_dimensionality::<Ix1>()
+            .expect("checked (C)"),
+        p.grad
+            .view_mut()
+            .into_dimensionality::<Ix1>()
+            .expect("checked (C)"),
     )
 }
 
@@ -46,9 +52,15 @@ fn linear_backward(
     if frozen {
         // forward: y = x·Wᵀ with W frozen ⇒ dx = dy·W only
         let Weight::Dense(p) = w else {
-            return Err(Error::State(format!("{name} is stored encoded; adapt a to_f32() copy")));
+            return Err(Error::State(format!(
+                "{name} is stored encoded; adapt a to_f32() copy"
+            )));
         };
-        let m = p.value.view().into_dimensionality::<Ix2>().expect("[out, in]");
+        let m = p
+            .value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("[out, in]");
         matmul_into(dy, m, dx.view_mut(), acc);
     } else {
         w.backward(name, x, dy, Some(dx.view_mut()), acc)?;
@@ -115,13 +127,33 @@ impl Llama {
         // forward: logits = h·Wheadᵀ  ⇒ dh = dlogits·Whead; dWhead += dlogitsᵀ·h
         //          (tied: Whead = embed, so this is the head's share of dembed)
         let head: &mut Weight = lm_head.as_mut().unwrap_or(&mut *embed);
-        let head_name = if config.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-        linear_backward(head, head_name, tc.h.view(), tc.dlogits.view(), tc.dn.view_mut(), false, frozen, None)?;
+        let head_name = if config.tie_word_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        linear_backward(
+            head,
+            head_name,
+            tc.h.view(),
+            tc.dlogits.view(),
+            tc.dn.view_mut(),
+            false,
+            frozen,
+            None,
+        )?;
         fit1(&mut tc.dw_frozen, c);
         // forward: h = RMSNorm(x_L)·w_norm  ⇒ dx_L = rms_norm_backward(dh), dw_norm += Σ dh·x̂
         let (w, dw) = norm_views(norm);
         let dw = if frozen { tc.dw_frozen.view_mut() } else { dw };
-        rms_norm_backward(tc.dn.view(), tc.x_last.view(), w, tc.rstd_f.view(), tc.dx.view_mut(), dw);
+        rms_norm_backward(
+            tc.dn.view(),
+            tc.x_last.view(),
+            w,
+            tc.rstd_f.view(),
+            tc.dx.view_mut(),
+            dw,
+        );
         for (i, layer) in layers.iter_mut().enumerate().rev() {
             let name = |k: &str| format!("model.layers.{i}.{k}.weight");
             let mut ad: Option<&mut LayerLora> = lora.as_deref_mut().map(|l| &mut l[i]);
@@ -131,7 +163,17 @@ impl Llama {
                 fit2(&mut tc.xr, (n, c));
                 tc.xr.assign(&tc.layers[i].x_in);
                 let sc = &mut tc.scratch;
-                layer_forward(config, rope, layer, ad.as_deref(), sc, &mut tc.xr, &mut tc.dxr, &tc.positions, (b, t));
+                layer_forward(
+                    config,
+                    rope,
+                    layer,
+                    ad.as_deref(),
+                    sc,
+                    &mut tc.xr,
+                    &mut tc.dxr,
+                    &tc.positions,
+                    (b, t),
+                );
                 &tc.scratch
             } else {
                 &tc.layers[i]
@@ -139,34 +181,111 @@ impl Llama {
             // --- MLP: x_out = x_mid + a·Wdᵀ, a = silu(g) ⊙ u, g = n2·Wgᵀ, u = n2·Wuᵀ ---
             // forward: x += a·Wdᵀ            ⇒ da = dx·Wd;  dWd += dxᵀ·a   (dx passes through)
             let w = &mut layer.down_proj;
-            linear_backward(w, &name("mlp.down_proj"), lc.a.view(), tc.dx.view(), tc.da.view_mut(), false, frozen, pair(&mut ad, 6))?;
+            linear_backward(
+                w,
+                &name("mlp.down_proj"),
+                lc.a.view(),
+                tc.dx.view(),
+                tc.da.view_mut(),
+                false,
+                frozen,
+                pair(&mut ad, 6),
+            )?;
             // forward: a = silu(g)·u         ⇒ dg = da·u·silu'(g), du = da·silu(g)
-            swiglu_backward(tc.da.view(), lc.g.view(), lc.u.view(), tc.dg.view_mut(), tc.du.view_mut());
+            swiglu_backward(
+                tc.da.view(),
+                lc.g.view(),
+                lc.u.view(),
+                tc.dg.view_mut(),
+                tc.du.view_mut(),
+            );
             // forward: g = n2·Wgᵀ, u = n2·Wuᵀ ⇒ dn2 = dg·Wg + du·Wu;  dWg += dgᵀ·n2, dWu += duᵀ·n2
             let w = &mut layer.gate_proj;
-            linear_backward(w, &name("mlp.gate_proj"), lc.n2.view(), tc.dg.view(), tc.dn.view_mut(), false, frozen, pair(&mut ad, 4))?;
+            linear_backward(
+                w,
+                &name("mlp.gate_proj"),
+                lc.n2.view(),
+                tc.dg.view(),
+                tc.dn.view_mut(),
+                false,
+                frozen,
+                pair(&mut ad, 4),
+            )?;
             let w = &mut layer.up_proj;
-            linear_backward(w, &name("mlp.up_proj"), lc.n2.view(), tc.du.view(), tc.dn.view_mut(), true, frozen, pair(&mut ad, 5))?;
+            linear_backward(
+                w,
+                &name("mlp.up_proj"),
+                lc.n2.view(),
+                tc.du.view(),
+                tc.dn.view_mut(),
+                true,
+                frozen,
+                pair(&mut ad, 5),
+            )?;
             // forward: n2 = RMSNorm(x_mid)·w_post ⇒ dx_mid = dx + rms_norm_backward(dn2)
             let (w, dw) = norm_views(&mut layer.post_attention_layernorm);
             let dw = if frozen { tc.dw_frozen.view_mut() } else { dw };
-            rms_norm_backward(tc.dn.view(), lc.x_mid.view(), w, lc.rstd2.view(), tc.dxr.view_mut(), dw);
+            rms_norm_backward(
+                tc.dn.view(),
+                lc.x_mid.view(),
+                w,
+                lc.rstd2.view(),
+                tc.dxr.view_mut(),
+                dw,
+            );
             tc.dx += &tc.dxr;
             // --- attention: x_mid = x_in + y·Woᵀ ---
             // forward: x += y·Woᵀ            ⇒ dy = dx·Wo;  dWo += dxᵀ·y
             {
-                let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
-                let dy2 = tc.dy.view_mut().into_shape_with_order((n, qw)).expect("contiguous");
+                let y2 =
+                    lc.y.view()
+                        .into_shape_with_order((n, qw))
+                        .expect("contiguous");
+                let dy2 = tc
+                    .dy
+                    .view_mut()
+                    .into_shape_with_order((n, qw))
+                    .expect("contiguous");
                 let w = &mut layer.o_proj;
-                linear_backward(w, &name("self_attn.o_proj"), y2, tc.dx.view(), dy2, false, frozen, pair(&mut ad, 3))?;
+                linear_backward(
+                    w,
+                    &name("self_attn.o_proj"),
+                    y2,
+                    tc.dx.view(),
+                    dy2,
+                    false,
+                    frozen,
+                    pair(&mut ad, 3),
+                )?;
             }
             // forward: y = softmax(q·kᵀ/√HS + causal)·v (GQA) ⇒ dq, dk, dv (dk/dv summed over
             // the query heads sharing them)
-            attention_backward(tc.dy.view(), lc.qkv.view(), heads, lc.att.view(), tc.dqkv.view_mut(), None);
-            let mut dqkv = tc.dqkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+            attention_backward(
+                tc.dy.view(),
+                lc.qkv.view(),
+                heads,
+                lc.att.view(),
+                tc.dqkv.view_mut(),
+                None,
+            );
+            let mut dqkv = tc
+                .dqkv
+                .view_mut()
+                .into_shape_with_order((n, width))
+                .expect("contiguous");
             // forward: q' = R(p)·q, k' = R(p)·k ⇒ dq = R(p)ᵀ·dq', dk = R(p)ᵀ·dk'
-            rope.apply(dqkv.slice_mut(s![.., ..qw]), heads.n_head, &tc.positions, true);
-            rope.apply(dqkv.slice_mut(s![.., qw..qw + kvw]), heads.n_kv_head, &tc.positions, true);
+            rope.apply(
+                dqkv.slice_mut(s![.., ..qw]),
+                heads.n_head,
+                &tc.positions,
+                true,
+            );
+            rope.apply(
+                dqkv.slice_mut(s![.., qw..qw + kvw]),
+                heads.n_kv_head,
+                &tc.positions,
+                true,
+            );
             // forward: q, k, v = n1·Wqᵀ, n1·Wkᵀ, n1·Wvᵀ ⇒ dn1 = dq·Wq + dk·Wk + dv·Wv;
             //          dWq += dqᵀ·n1, dWk += dkᵀ·n1, dWv += dvᵀ·n1
             let dqkv = dqkv.view();
@@ -203,7 +322,14 @@ impl Llama {
             // forward: n1 = RMSNorm(x_in)·w_in ⇒ dx_in = dx_mid + rms_norm_backward(dn1)
             let (w, dw) = norm_views(&mut layer.input_layernorm);
             let dw = if frozen { tc.dw_frozen.view_mut() } else { dw };
-            rms_norm_backward(tc.dn.view(), lc.x_in.view(), w, lc.rstd1.view(), tc.dxr.view_mut(), dw);
+            rms_norm_backward(
+                tc.dn.view(),
+                lc.x_in.view(),
+                w,
+                lc.rstd1.view(),
+                tc.dxr.view_mut(),
+                dw,
+            );
             tc.dx += &tc.dxr;
         }
         if frozen {

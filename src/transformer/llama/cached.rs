@@ -94,7 +94,9 @@ impl Llama {
                 .expect("contiguous");
             let mut y = Array3::<f32>::zeros((rows, tn, qw));
             attention_cached(q.view(), cfg.heads(), keys, values, y.view_mut());
-            let y = y.into_shape_with_order((rows * tn, qw)).expect("contiguous");
+            let y = y
+                .into_shape_with_order((rows * tn, qw))
+                .expect("contiguous");
             let mut o = Array2::<f32>::zeros(x.raw_dim());
             layer.o_proj.matmul_t(y.view(), o.view_mut());
             x += &o;

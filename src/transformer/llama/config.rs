@@ -145,16 +145,32 @@ impl LlamaConfig {
             );
         }
         if !self.head_dim.is_multiple_of(2) {
-            return bad("head_dim", self.head_dim.to_string(), "an even number (RoPE pairs)");
+            return bad(
+                "head_dim",
+                self.head_dim.to_string(),
+                "an even number (RoPE pairs)",
+            );
         }
-        if self.num_attention_heads.checked_mul(self.head_dim).is_none_or(|w| w > MAX_DIM) {
+        if self
+            .num_attention_heads
+            .checked_mul(self.head_dim)
+            .is_none_or(|w| w > MAX_DIM)
+        {
             return bad("head_dim", self.head_dim.to_string(), "NH·head_dim ≤ 2^31");
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return bad("rms_norm_eps", self.rms_norm_eps.to_string(), "a finite value > 0");
+            return bad(
+                "rms_norm_eps",
+                self.rms_norm_eps.to_string(),
+                "a finite value > 0",
+            );
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad("rope_theta", self.rope_theta.to_string(), "a finite value > 0");
+            return bad(
+                "rope_theta",
+                self.rope_theta.to_string(),
+                "a finite value > 0",
+            );
         }
         let ids = self
             .bos_token_id
@@ -180,7 +196,11 @@ impl LlamaConfig {
         let q = self.num_attention_heads * self.head_dim;
         let kv = self.num_key_value_heads * self.head_dim;
         let layer = 2 * c + c * q + 2 * c * kv + q * c + 3 * c * f;
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * c };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * c
+        };
         self.vocab_size * c + self.num_hidden_layers * layer + c + head
     }
 
@@ -258,10 +278,16 @@ impl LlamaConfig {
                 return unsupported(key, "true".into(), "false (bias-free projections)");
             }
         }
-        let rope = obj.get("rope_parameters").or_else(|| obj.get("rope_scaling"));
+        let rope = obj
+            .get("rope_parameters")
+            .or_else(|| obj.get("rope_scaling"));
         let mut theta = float(obj.get("rope_theta"), "rope_theta", 10000.0)?;
         if let Some(Value::Object(r)) = rope {
-            match r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str) {
+            match r
+                .get("rope_type")
+                .or_else(|| r.get("type"))
+                .and_then(Value::as_str)
+            {
                 Some("default") | None => {}
                 Some(other) => {
                     return unsupported("rope_type", other.into(), "\"default\" (no RoPE scaling)")
@@ -288,7 +314,10 @@ impl LlamaConfig {
         cfg.tie_word_embeddings = match obj.get("tie_word_embeddings") {
             None | Some(Value::Null) => false,
             Some(x) => x.as_bool().ok_or_else(|| {
-                Error::format(source, format!("\"tie_word_embeddings\" must be a bool, got {x}"))
+                Error::format(
+                    source,
+                    format!("\"tie_word_embeddings\" must be a bool, got {x}"),
+                )
             })?,
         };
         cfg.bos_token_id = ids("bos_token_id")?.first().copied();

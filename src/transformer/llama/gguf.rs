@@ -28,7 +28,11 @@ impl Llama {
     /// As [`Llama::from_gguf`].
     pub fn from_gguf_file(file: &GgufFile) -> Result<Self> {
         let config = config_from_gguf(file)?;
-        let (v, c, f) = (config.vocab_size, config.hidden_size, config.intermediate_size);
+        let (v, c, f) = (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+        );
         let q = config.num_attention_heads * config.head_dim;
         let kv = config.num_key_value_heads * config.head_dim;
         let mat = |name: String, rows: usize, cols: usize| -> Result<Weight> {
@@ -66,9 +70,15 @@ impl Llama {
         } else {
             Some(mat("output.weight".into(), v, c)?)
         };
-        Llama::from_parts(config, embed, layers, norm_f, lm_head, RopeLayout::Interleaved)
+        Llama::from_parts(
+            config,
+            embed,
+            layers,
+            norm_f,
+            lm_head,
+            RopeLayout::Interleaved,
+        )
     }
-
 }
 
 /// The config of a GGUF file's `llama.*` metadata (and its tokenizer's special ids).
@@ -103,10 +113,12 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
     let hidden = dim("llama.embedding_length")?;
     let heads = dim("llama.attention.head_count")?;
     let kv = opt_dim("llama.attention.head_count_kv")?.unwrap_or(heads);
-    let embd = file.tensor_info("token_embd.weight").ok_or_else(|| Error::Param {
-        name: "token_embd.weight".into(),
-        message: "missing from the GGUF file".into(),
-    })?;
+    let embd = file
+        .tensor_info("token_embd.weight")
+        .ok_or_else(|| Error::Param {
+            name: "token_embd.weight".into(),
+            message: "missing from the GGUF file".into(),
+        })?;
     let vocab = match opt_dim("llama.vocab_size")? {
         Some(v) => v,
         None => embd.dims.get(1).copied().unwrap_or(0) as usize,
@@ -126,7 +138,10 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
                 "Llama::from_gguf",
                 "llama.rope.dimension_count",
                 rot,
-                format!("the head size {} (partial RoPE is not implemented)", cfg.head_dim),
+                format!(
+                    "the head size {} (partial RoPE is not implemented)",
+                    cfg.head_dim
+                ),
             ));
         }
     }

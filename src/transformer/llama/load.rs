@@ -49,7 +49,10 @@ fn read_hf_weights(dir: &Path) -> Result<(BTreeMap<String, Tensor>, String)> {
             .as_str()
             .filter(|f| !f.contains('/') && !f.contains('\\') && !f.starts_with('.'))
             .ok_or_else(|| {
-                Error::format(&name, format!("weight_map[{tensor:?}] must be a file name in the folder, got {file}"))
+                Error::format(
+                    &name,
+                    format!("weight_map[{tensor:?}] must be a file name in the folder, got {file}"),
+                )
             })?;
         files.insert(file.to_string());
         owner.insert(tensor.clone(), file.to_string());
@@ -108,7 +111,11 @@ impl Llama {
     ) -> Result<Self> {
         config.validate()?;
         tensors.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
-        let (v, c, f) = (config.vocab_size, config.hidden_size, config.intermediate_size);
+        let (v, c, f) = (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+        );
         let q = config.num_attention_heads * config.head_dim;
         let kv = config.num_key_value_heads * config.head_dim;
         let mut take = |name: &str| {
@@ -177,7 +184,14 @@ impl Llama {
                 message: format!("unexpected tensor in {source} for a LlamaForCausalLM"),
             });
         }
-        Llama::from_parts(config, embed, layers, final_norm, lm_head, RopeLayout::HalfSplit)
+        Llama::from_parts(
+            config,
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            RopeLayout::HalfSplit,
+        )
     }
 
     /// The weights as `f32` tensors with Hugging Face names in the Hugging Face RoPE layout
@@ -201,9 +215,18 @@ impl Llama {
                 out.insert(format!("{p}{k}"), t);
             };
             put("input_layernorm.weight", l.input_layernorm.value.clone());
-            put("post_attention_layernorm.weight", l.post_attention_layernorm.value.clone());
-            put("self_attn.q_proj.weight", hf(&l.q_proj, Some(cfg.num_attention_heads)));
-            put("self_attn.k_proj.weight", hf(&l.k_proj, Some(cfg.num_key_value_heads)));
+            put(
+                "post_attention_layernorm.weight",
+                l.post_attention_layernorm.value.clone(),
+            );
+            put(
+                "self_attn.q_proj.weight",
+                hf(&l.q_proj, Some(cfg.num_attention_heads)),
+            );
+            put(
+                "self_attn.k_proj.weight",
+                hf(&l.k_proj, Some(cfg.num_key_value_heads)),
+            );
             put("self_attn.v_proj.weight", hf(&l.v_proj, None));
             put("self_attn.o_proj.weight", hf(&l.o_proj, None));
             put("mlp.gate_proj.weight", hf(&l.gate_proj, None));
@@ -237,7 +260,11 @@ impl Llama {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "pt".to_string());
-        write_safetensors(dir.join("model.safetensors"), &self.state_dict(), Some(meta))?;
+        write_safetensors(
+            dir.join("model.safetensors"),
+            &self.state_dict(),
+            Some(meta),
+        )?;
         let cfg = &self.config;
         let gen = serde_json::json!({
             "bos_token_id": cfg.bos_token_id,
@@ -264,9 +291,9 @@ pub fn unpermute_rows(w: &Array2<f32>, n_heads: usize, head_dim: usize) -> Array
         for j in 0..half {
             let base = h * head_dim;
             out.row_mut(base + j).assign(&w.row(base + 2 * j));
-            out.row_mut(base + j + half).assign(&w.row(base + 2 * j + 1));
+            out.row_mut(base + j + half)
+                .assign(&w.row(base + 2 * j + 1));
         }
     }
     out
 }
-

@@ -71,11 +71,17 @@ pub(crate) struct LoraPair {
 pub(crate) type LayerLora = [Option<LoraPair>; 7];
 
 fn mat(p: &Param) -> ArrayView2<'_, f32> {
-    p.value.view().into_dimensionality::<Ix2>().expect("[rows, cols]")
+    p.value
+        .view()
+        .into_dimensionality::<Ix2>()
+        .expect("[rows, cols]")
 }
 
 fn grad_mat(p: &mut Param) -> ArrayViewMut2<'_, f32> {
-    p.grad.view_mut().into_dimensionality::<Ix2>().expect("[rows, cols]")
+    p.grad
+        .view_mut()
+        .into_dimensionality::<Ix2>()
+        .expect("[rows, cols]")
 }
 
 impl LoraPair {
@@ -102,7 +108,12 @@ impl LoraPair {
     ///
     /// # Shapes
     /// `x: (M, in)`, `dy: (M, out)`, `dx: (M, in)`.
-    pub(crate) fn backward(&mut self, x: ArrayView2<f32>, dy: ArrayView2<f32>, dx: ArrayViewMut2<f32>) {
+    pub(crate) fn backward(
+        &mut self,
+        x: ArrayView2<f32>,
+        dy: ArrayView2<f32>,
+        dx: ArrayViewMut2<f32>,
+    ) {
         let r = self.a.shape()[0];
         let mut z = Array2::<f32>::zeros((x.nrows(), r));
         matmul_nt_into(x, mat(&self.a), z.view_mut(), false);
@@ -141,11 +152,18 @@ impl LoraLlama {
             return Err(Error::config("LoraConfig", "r", 0, "at least 1"));
         }
         if !(config.alpha.is_finite() && config.alpha > 0.0) {
-            return Err(Error::config("LoraConfig", "alpha", config.alpha, "a finite number > 0"));
+            return Err(Error::config(
+                "LoraConfig",
+                "alpha",
+                config.alpha,
+                "a finite number > 0",
+            ));
         }
         let mut wanted = [false; 7];
         for t in &config.target_modules {
-            let i = MODULES.iter().position(|m| m.rsplit('.').next() == Some(t.as_str()));
+            let i = MODULES
+                .iter()
+                .position(|m| m.rsplit('.').next() == Some(t.as_str()));
             let Some(i) = i else {
                 return Err(Error::config(
                     "LoraConfig",
@@ -157,7 +175,12 @@ impl LoraLlama {
             wanted[i] = true;
         }
         if !wanted.iter().any(|&w| w) {
-            return Err(Error::config("LoraConfig", "target_modules", "[]", "at least one module"));
+            return Err(Error::config(
+                "LoraConfig",
+                "target_modules",
+                "[]",
+                "at least one module",
+            ));
         }
         if !base.is_trainable() {
             return Err(Error::State(
@@ -170,8 +193,13 @@ impl LoraLlama {
         let mut adapters = Vec::with_capacity(base.layers.len());
         for layer in &base.layers {
             let ws = [
-                &layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.o_proj, &layer.gate_proj,
-                &layer.up_proj, &layer.down_proj,
+                &layer.q_proj,
+                &layer.k_proj,
+                &layer.v_proj,
+                &layer.o_proj,
+                &layer.gate_proj,
+                &layer.up_proj,
+                &layer.down_proj,
             ];
             let mut l: LayerLora = Default::default();
             for (k, w) in ws.into_iter().enumerate() {
@@ -186,7 +214,11 @@ impl LoraLlama {
             }
             adapters.push(l);
         }
-        Ok(LoraLlama { base, adapters, config })
+        Ok(LoraLlama {
+            base,
+            adapters,
+            config,
+        })
     }
 
     /// The frozen base model.
@@ -216,7 +248,10 @@ impl LoraLlama {
                 let Some(p) = pair else { continue };
                 let key = format!("model.layers.{i}.{}.weight", MODULES[k]);
                 let w = sd.get_mut(&key).expect("state dict has every projection");
-                let mut w2 = w.view_mut().into_dimensionality::<Ix2>().expect("[out, in]");
+                let mut w2 = w
+                    .view_mut()
+                    .into_dimensionality::<Ix2>()
+                    .expect("[out, in]");
                 let mut ba = crate::ops::matmul::matmul(mat(&p.b), mat(&p.a));
                 ba *= p.scale;
                 w2 += &ba;
@@ -262,8 +297,13 @@ impl LoraLlama {
     ///
     /// # Errors
     /// As [`Llama::forward_loss`].
-    pub fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
-        self.base.forward_loss_with(ids, targets, Some(&self.adapters), true)
+    pub fn forward_loss(
+        &mut self,
+        ids: ArrayView2<usize>,
+        targets: ArrayView2<usize>,
+    ) -> Result<f32> {
+        self.base
+            .forward_loss_with(ids, targets, Some(&self.adapters), true)
     }
 
     /// Back-propagates into the adapters only (the base weights get no gradient).
@@ -290,7 +330,8 @@ impl TrainableLm for LoraLlama {
         LoraLlama::backward(self)
     }
     fn eval_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
-        self.base.forward_loss_with(ids, targets, Some(&self.adapters), false)
+        self.base
+            .forward_loss_with(ids, targets, Some(&self.adapters), false)
     }
     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
         LoraLlama::params_mut(self)
@@ -299,7 +340,10 @@ impl TrainableLm for LoraLlama {
         LoraLlama::zero_grad(self)
     }
     fn max_len(&self) -> (&'static str, usize) {
-        ("max_position_embeddings", self.base.config.max_position_embeddings)
+        (
+            "max_position_embeddings",
+            self.base.config.max_position_embeddings,
+        )
     }
 }
 
@@ -307,7 +351,12 @@ impl TrainableLm for LoraLlama {
 ///
 /// # Shapes
 /// `x: (M, in)`, `y: (M, out)`.
-pub(crate) fn project(w: &Weight, lora: Option<&LoraPair>, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+pub(crate) fn project(
+    w: &Weight,
+    lora: Option<&LoraPair>,
+    x: ArrayView2<f32>,
+    mut y: ArrayViewMut2<f32>,
+) {
     w.matmul_t(x, y.view_mut());
     if let Some(p) = lora {
         p.forward_add(x, y);

@@ -66,7 +66,10 @@ pub struct Llama {
 
 /// The `(C)` view of a norm weight.
 pub(crate) fn vec1(p: &Param) -> ArrayView1<'_, f32> {
-    p.value.view().into_dimensionality::<Ix1>().expect("checked (C)")
+    p.value
+        .view()
+        .into_dimensionality::<Ix1>()
+        .expect("checked (C)")
 }
 
 /// The projections `q | k | v` of normalised rows into a caller buffer, RoPE applied to `q`
@@ -89,7 +92,12 @@ pub(crate) fn project_qkv(
     layer.q_proj.matmul_t(n, qkv.slice_mut(s![.., ..q]));
     layer.k_proj.matmul_t(n, qkv.slice_mut(s![.., q..q + kv]));
     layer.v_proj.matmul_t(n, qkv.slice_mut(s![.., q + kv..]));
-    rope.apply(qkv.slice_mut(s![.., ..q]), cfg.num_attention_heads, positions, false);
+    rope.apply(
+        qkv.slice_mut(s![.., ..q]),
+        cfg.num_attention_heads,
+        positions,
+        false,
+    );
     rope.apply(
         qkv.slice_mut(s![.., q..q + kv]),
         cfg.num_key_value_heads,
@@ -113,7 +121,11 @@ impl Llama {
         layout: RopeLayout,
     ) -> Result<Self> {
         config.validate()?;
-        let (v, c, f) = (config.vocab_size, config.hidden_size, config.intermediate_size);
+        let (v, c, f) = (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+        );
         let q = config.num_attention_heads * config.head_dim;
         let kv = config.num_key_value_heads * config.head_dim;
         let check = |name: String, w: &Weight, rows: usize, cols: usize| -> Result<()> {
@@ -219,7 +231,12 @@ impl Llama {
             .iter()
             .flat_map(|l| {
                 [
-                    &l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.o_proj,
+                    &l.gate_proj,
+                    &l.up_proj,
                     &l.down_proj,
                 ]
             })
@@ -268,7 +285,13 @@ impl Llama {
     /// `x: (N, C)` → `(N, C)`.
     pub(crate) fn rms(&self, x: ArrayView2<f32>, w: &Param) -> Array2<f32> {
         let mut y = Array2::<f32>::zeros(x.raw_dim());
-        rms_norm_forward(x, vec1(w), self.config.rms_norm_eps as f32, y.view_mut(), None);
+        rms_norm_forward(
+            x,
+            vec1(w),
+            self.config.rms_norm_eps as f32,
+            y.view_mut(),
+            None,
+        );
         y
     }
 
@@ -276,7 +299,12 @@ impl Llama {
     ///
     /// # Shapes
     /// `n: (N, C)`, `positions: (N)` → `(N, (NH + 2·NKV)·HS)`.
-    pub(crate) fn qkv(&self, layer: &LlamaLayer, n: ArrayView2<f32>, positions: &[usize]) -> Array2<f32> {
+    pub(crate) fn qkv(
+        &self,
+        layer: &LlamaLayer,
+        n: ArrayView2<f32>,
+        positions: &[usize],
+    ) -> Array2<f32> {
         let cfg = &self.config;
         let width = cfg.heads().qkv_width(cfg.head_dim);
         let mut qkv = Array2::<f32>::zeros((n.nrows(), width));
@@ -332,11 +360,15 @@ impl Llama {
             let n = self.rms(x.view(), &layer.input_layernorm);
             let qkv = self.qkv(layer, n.view(), &positions);
             let width = qkv.ncols();
-            let qkv = qkv.into_shape_with_order((b, t, width)).expect("contiguous");
+            let qkv = qkv
+                .into_shape_with_order((b, t, width))
+                .expect("contiguous");
             let mut att = Array4::<f32>::zeros((b, nh, t, t));
             let mut y = Array3::<f32>::zeros((b, t, nh * hs));
             attention_forward(qkv.view(), cfg.heads(), att.view_mut(), y.view_mut(), None);
-            let y = y.into_shape_with_order((b * t, nh * hs)).expect("contiguous");
+            let y = y
+                .into_shape_with_order((b * t, nh * hs))
+                .expect("contiguous");
             let mut o = Array2::<f32>::zeros(x.raw_dim());
             layer.o_proj.matmul_t(y.view(), o.view_mut());
             x += &o;
@@ -360,5 +392,4 @@ impl Llama {
         self.head().matmul_t(h.view(), logits.view_mut());
         logits
     }
-
 }

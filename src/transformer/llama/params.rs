@@ -21,7 +21,11 @@ impl Llama {
             v.push(("model.embed_tokens.weight".to_string(), p));
         }
         for (i, l) in self.layers.iter().enumerate() {
-            v.extend(l.params().into_iter().map(|(k, p)| (format!("model.layers.{i}.{k}"), p)));
+            v.extend(
+                l.params()
+                    .into_iter()
+                    .map(|(k, p)| (format!("model.layers.{i}.{k}"), p)),
+            );
         }
         v.push(("model.norm.weight".to_string(), &self.norm));
         if let Some(p) = self.lm_head.as_ref().and_then(Weight::param) {
@@ -80,7 +84,10 @@ impl TrainableLm for Llama {
         Llama::zero_grad(self)
     }
     fn max_len(&self) -> (&'static str, usize) {
-        ("max_position_embeddings", self.config.max_position_embeddings)
+        (
+            "max_position_embeddings",
+            self.config.max_position_embeddings,
+        )
     }
 }
 
@@ -96,7 +103,10 @@ impl LlamaLayer {
         ] {
             v.extend(w.param().map(|p| (k, p)));
         }
-        v.push(("post_attention_layernorm.weight", &self.post_attention_layernorm));
+        v.push((
+            "post_attention_layernorm.weight",
+            &self.post_attention_layernorm,
+        ));
         for (k, w) in [
             ("mlp.gate_proj.weight", &self.gate_proj),
             ("mlp.up_proj.weight", &self.up_proj),
@@ -148,5 +158,11 @@ impl LlamaLayer {
 /// `labels: (B, T)` → `(B, T)`.
 pub fn shift_labels(labels: ArrayView2<usize>) -> Array2<usize> {
     let (b, t) = labels.dim();
-    Array2::from_shape_fn((b, t), |(i, j)| if j + 1 < t { labels[[i, j + 1]] } else { IGNORE_INDEX })
+    Array2::from_shape_fn((b, t), |(i, j)| {
+        if j + 1 < t {
+            labels[[i, j + 1]]
+        } else {
+            IGNORE_INDEX
+        }
+    })
 }

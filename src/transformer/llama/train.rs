@@ -7,11 +7,11 @@
 use super::lora::{project, LayerLora};
 use super::model::{project_qkv, vec1};
 use super::{Llama, LlamaConfig, LlamaLayer, Weight};
-use crate::ops::rope::RopeTables;
 use crate::error::{Error, Result};
 use crate::ops::attention::attention_forward;
 use crate::ops::cross_entropy::{lm_cross_entropy_in_place, IGNORE_INDEX};
 use crate::ops::rms_norm::rms_norm_forward;
+use crate::ops::rope::RopeTables;
 use crate::ops::swiglu::swiglu_forward;
 use ndarray::{s, Array1, Array2, Array3, Array4, ArrayView2};
 
@@ -151,7 +151,10 @@ pub(crate) fn layer_forward(
     let n = b * t;
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let heads = cfg.heads();
-    let (width, qw) = (heads.qkv_width(cfg.head_dim), cfg.num_attention_heads * cfg.head_dim);
+    let (width, qw) = (
+        heads.qkv_width(cfg.head_dim),
+        cfg.num_attention_heads * cfg.head_dim,
+    );
     let eps = cfg.rms_norm_eps as f32;
     let ad = |k: usize| lora.and_then(|l| l[k].as_ref());
     fit2(&mut lc.x_in, (n, c));
@@ -170,20 +173,53 @@ pub(crate) fn layer_forward(
     fit3(&mut lc.qkv, (b, t, width));
     match lora {
         None => {
-            let qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+            let qkv2 = lc
+                .qkv
+                .view_mut()
+                .into_shape_with_order((n, width))
+                .expect("contiguous");
             project_qkv(cfg, rope, layer, lc.n1.view(), positions, qkv2);
         }
         Some(ad) => {
             // the same products and rotations as project_qkv, each with its adapter added
             // before RoPE
-            let mut qkv2 = lc.qkv.view_mut().into_shape_with_order((n, width)).expect("contiguous");
+            let mut qkv2 = lc
+                .qkv
+                .view_mut()
+                .into_shape_with_order((n, width))
+                .expect("contiguous");
             let kw = cfg.num_key_value_heads * cfg.head_dim;
             let n1 = lc.n1.view();
-            project(&layer.q_proj, ad[0].as_ref(), n1, qkv2.slice_mut(s![.., ..qw]));
-            project(&layer.k_proj, ad[1].as_ref(), n1, qkv2.slice_mut(s![.., qw..qw + kw]));
-            project(&layer.v_proj, ad[2].as_ref(), n1, qkv2.slice_mut(s![.., qw + kw..]));
-            rope.apply(qkv2.slice_mut(s![.., ..qw]), cfg.num_attention_heads, positions, false);
-            rope.apply(qkv2.slice_mut(s![.., qw..qw + kw]), cfg.num_key_value_heads, positions, false);
+            project(
+                &layer.q_proj,
+                ad[0].as_ref(),
+                n1,
+                qkv2.slice_mut(s![.., ..qw]),
+            );
+            project(
+                &layer.k_proj,
+                ad[1].as_ref(),
+                n1,
+                qkv2.slice_mut(s![.., qw..qw + kw]),
+            );
+            project(
+                &layer.v_proj,
+                ad[2].as_ref(),
+                n1,
+                qkv2.slice_mut(s![.., qw + kw..]),
+            );
+            rope.apply(
+                qkv2.slice_mut(s![.., ..qw]),
+                cfg.num_attention_heads,
+                positions,
+                false,
+            );
+            rope.apply(
+                qkv2.slice_mut(s![.., qw..qw + kw]),
+                cfg.num_key_value_heads,
+                positions,
+                false,
+            );
         }
     }
     // y = softmax(q·kᵀ/√HS + causal)·v, heads merged (GQA)                    (B, T, NH·HS)
@@ -191,9 +227,18 @@ pub(crate) fn layer_forward(
         lc.att = Array4::zeros((b, heads.n_head, t, t));
     }
     fit3(&mut lc.y, (b, t, qw));
-    attention_forward(lc.qkv.view(), heads, lc.att.view_mut(), lc.y.view_mut(), None);
+    attention_forward(
+        lc.qkv.view(),
+        heads,
+        lc.att.view_mut(),
+        lc.y.view_mut(),
+        None,
+    );
     // x += y·Woᵀ
-    let y2 = lc.y.view().into_shape_with_order((n, qw)).expect("contiguous");
+    let y2 =
+        lc.y.view()
+            .into_shape_with_order((n, qw))
+            .expect("contiguous");
     project(&layer.o_proj, ad(3), y2, tmp.view_mut());
     *x += &*tmp;
     fit2(&mut lc.x_mid, (n, c));
@@ -259,7 +304,12 @@ impl Llama {
 
     /// Checks `(ids, targets)` of a loss: shapes, positions, ids `< V`, targets `< V` or
     /// [`IGNORE_INDEX`], and trainable weights.
-    fn check_batch(&self, ids: ArrayView2<usize>, targets: ArrayView2<usize>, op: &str) -> Result<()> {
+    fn check_batch(
+        &self,
+        ids: ArrayView2<usize>,
+        targets: ArrayView2<usize>,
+        op: &str,
+    ) -> Result<()> {
         let (b, t) = ids.dim();
         let cfg = &self.config;
         if b == 0 || t == 0 || t > cfg.max_position_embeddings {
@@ -311,7 +361,11 @@ impl Llama {
     /// [`Error::Shape`] for an empty batch, `T > max_position_embeddings` or targets shaped
     /// unlike the ids; [`Error::Label`] naming an id or target `≥ V`; [`Error::State`] when the
     /// model holds encoded (GGUF) weights: train `to_f32()`'s copy.
-    pub fn forward_loss(&mut self, ids: ArrayView2<usize>, targets: ArrayView2<usize>) -> Result<f32> {
+    pub fn forward_loss(
+        &mut self,
+        ids: ArrayView2<usize>,
+        targets: ArrayView2<usize>,
+    ) -> Result<f32> {
         self.forward_loss_with(ids, targets, None, true)
     }
 
@@ -378,12 +432,14 @@ impl Llama {
         tc.positions.clear();
         tc.positions.extend((0..n).map(|i| i % t));
         tc.bt = (b, t);
-        tc.layers.resize_with(self.layers.len(), LayerCache::default);
+        tc.layers
+            .resize_with(self.layers.len(), LayerCache::default);
         // x = embed_tokens[ids]                                                       (N, C)
         let mut x = std::mem::take(&mut tc.x_last);
         fit2(&mut x, (n, c));
         for (mut row, &id) in x.outer_iter_mut().zip(&tc.ids) {
-            self.embed.row_into(id, row.as_slice_mut().expect("standard layout"));
+            self.embed
+                .row_into(id, row.as_slice_mut().expect("standard layout"));
         }
         let mut tmp = std::mem::take(&mut tc.dx); // (N, C) projection output before the add
         fit2(&mut tmp, (n, c));
@@ -394,9 +450,29 @@ impl Llama {
                 fit2(&mut lc.x_in, (n, c));
                 lc.x_in.assign(&x);
                 let sc = &mut tc.scratch;
-                layer_forward(cfg, &self.rope, layer, ad, sc, &mut x, &mut tmp, &tc.positions, (b, t));
+                layer_forward(
+                    cfg,
+                    &self.rope,
+                    layer,
+                    ad,
+                    sc,
+                    &mut x,
+                    &mut tmp,
+                    &tc.positions,
+                    (b, t),
+                );
             } else {
-                layer_forward(cfg, &self.rope, layer, ad, lc, &mut x, &mut tmp, &tc.positions, (b, t));
+                layer_forward(
+                    cfg,
+                    &self.rope,
+                    layer,
+                    ad,
+                    lc,
+                    &mut x,
+                    &mut tmp,
+                    &tc.positions,
+                    (b, t),
+                );
             }
         }
         tc.dx = tmp;

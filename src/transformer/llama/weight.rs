@@ -35,7 +35,9 @@ impl Weight {
                 message: format!("expected shape [{rows}, {cols}], got {:?}", t.shape()),
             });
         }
-        Ok(Weight::Dense(Param::new(t.as_standard_layout().into_owned())))
+        Ok(Weight::Dense(Param::new(
+            t.as_standard_layout().into_owned(),
+        )))
     }
 
     /// A stored matrix, checked against the expected `[rows, cols]`; F32 is kept as a dense
@@ -87,7 +89,10 @@ impl Weight {
 
     /// The dense view of a [`Weight::Dense`] weight.
     fn matrix(p: &Param) -> ArrayView2<'_, f32> {
-        p.value.view().into_dimensionality::<Ix2>().expect("checked [rows, cols]")
+        p.value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("checked [rows, cols]")
     }
 
     /// `y = x·Wᵀ`.
