@@ -389,12 +389,7 @@ pub fn relu6_backward<D: Dimension>(x: ArrayView<f32, D>, dy: ArrayView<f32, D>)
 /// # Shapes
 /// `x: (n)`.
 pub fn relu6_in_place(x: &mut [f32]) {
-    let run = |x: &mut [f32]| x.iter_mut().for_each(|v| *v = relu6(*v));
-    if x.len() > PARALLEL_MIN_LEN {
-        x.par_chunks_mut(CHUNK).for_each(run);
-    } else {
-        run(x);
-    }
+    map_in_place(x, relu6);
 }
 
 /// In-place ReLU6 that records the mask `0 < x < 6` (one bit per element, the layout of
@@ -403,25 +398,7 @@ pub fn relu6_in_place(x: &mut [f32]) {
 /// # Shapes
 /// `x: (n)` → `bits: (⌈n/64⌉)`.
 pub fn relu6_in_place_with_mask(x: &mut [f32], bits: &mut Vec<u64>) {
-    bits.clear();
-    bits.resize(x.len().div_ceil(64), 0);
-    let run = |(x, b): (&mut [f32], &mut [u64])| {
-        for (x, w) in x.chunks_mut(64).zip(b.iter_mut()) {
-            let mut word = 0u64;
-            for (j, v) in x.iter_mut().enumerate() {
-                word |= (relu6_passes(*v) as u64) << j;
-                *v = relu6(*v);
-            }
-            *w = word;
-        }
-    };
-    if x.len() > PARALLEL_MIN_LEN {
-        x.par_chunks_mut(CHUNK)
-            .zip(bits.par_chunks_mut(CHUNK / 64))
-            .for_each(run);
-    } else {
-        run((x, bits));
-    }
+    map_in_place_with_mask(x, bits, relu6_passes, relu6);
 }
 
 /// In-place ReLU, `x ← max(x, 0)` (NaN stays NaN, as in [`relu_forward`]).
@@ -429,16 +406,7 @@ pub fn relu6_in_place_with_mask(x: &mut [f32], bits: &mut Vec<u64>) {
 /// # Shapes
 /// `x: (n)`.
 pub fn relu_in_place(x: &mut [f32]) {
-    let run = |x: &mut [f32]| {
-        for v in x.iter_mut() {
-            *v = relu(*v);
-        }
-    };
-    if x.len() > PARALLEL_MIN_LEN {
-        x.par_chunks_mut(CHUNK).for_each(run);
-    } else {
-        run(x);
-    }
+    map_in_place(x, relu);
 }
 
 /// In-place ReLU that also records the mask `x > 0`, one bit per element (`bits[i / 64]`, bit
@@ -448,14 +416,39 @@ pub fn relu_in_place(x: &mut [f32]) {
 /// # Shapes
 /// `x: (n)` → `bits: (⌈n/64⌉)`.
 pub fn relu_in_place_with_mask(x: &mut [f32], bits: &mut Vec<u64>) {
+    map_in_place_with_mask(x, bits, |v| v > 0.0, relu);
+}
+
+/// `x ← f(x)` elementwise, in parallel chunks for long inputs (the body of the in-place
+/// activations).
+#[inline(always)]
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    let run = |x: &mut [f32]| x.iter_mut().for_each(|v| *v = f(*v));
+    if x.len() > PARALLEL_MIN_LEN {
+        x.par_chunks_mut(CHUNK).for_each(run);
+    } else {
+        run(x);
+    }
+}
+
+/// `x ← f(x)` elementwise while recording `passes(x)` (where the derivative is 1) one bit per
+/// element: `bits[i / 64]`, bit `i % 64`, resized to `⌈n/64⌉` words. The chunks are multiples of
+/// 64 elements, so every word is written by one task.
+#[inline(always)]
+fn map_in_place_with_mask(
+    x: &mut [f32],
+    bits: &mut Vec<u64>,
+    passes: impl Fn(f32) -> bool + Sync,
+    f: impl Fn(f32) -> f32 + Sync,
+) {
     bits.clear();
     bits.resize(x.len().div_ceil(64), 0);
     let run = |(x, b): (&mut [f32], &mut [u64])| {
         for (x, w) in x.chunks_mut(64).zip(b.iter_mut()) {
             let mut word = 0u64;
             for (j, v) in x.iter_mut().enumerate() {
-                word |= ((*v > 0.0) as u64) << j;
-                *v = relu(*v);
+                word |= (passes(*v) as u64) << j;
+                *v = f(*v);
             }
             *w = word;
         }

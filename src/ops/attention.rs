@@ -194,6 +194,26 @@ pub fn attention_forward(
     });
 }
 
+/// One causal softmax row: `att[j] = exp(s_j − max) / Σ_{j' < visible} exp(s_j' − max)` with
+/// `s_j = att[j]·scale` for `j < visible`; the masked rest is set to exactly 0 (the −∞ of the
+/// mask, never exp'd). Shared by this kernel and [`super::kv_attention`].
+#[inline]
+pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
+    let (vis, masked) = att.split_at_mut(visible);
+    let max = vis.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r * scale));
+    let mut sum = 0.0f32;
+    for a in vis.iter_mut() {
+        let e = super::fast_exp::exp(*a * scale - max);
+        *a = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for a in vis.iter_mut() {
+        *a *= inv;
+    }
+    masked.fill(0.0);
+}
+
 /// One `(b, h)` pair of [`attention_forward`]; `drop` carries the dropout and the mask index of
 /// this pair's entry `(0, 0)`.
 ///
@@ -224,22 +244,11 @@ fn forward_head(
         );
         for i in r0..r1 {
             let mut row = att.row_mut(i);
-            let row = row.as_slice_mut().expect("att rows are contiguous");
-            let (vis, masked) = row.split_at_mut(i + 1);
-            // att[i, j] = exp(s_j − max) / Σ_{j' ≤ i} exp(s_j' − max),  s_j = raw·scale,  j ≤ i
-            let max = vis.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r * scale));
-            let mut sum = 0.0f32;
-            for a in vis.iter_mut() {
-                let e = super::fast_exp::exp(*a * scale - max);
-                *a = e;
-                sum += e;
-            }
-            let inv = 1.0 / sum;
-            for a in vis.iter_mut() {
-                *a *= inv;
-            }
-            // j > i: probability exactly 0 (the −∞ of the mask), never exp'd
-            masked.fill(0.0);
+            softmax_visible(
+                row.as_slice_mut().expect("att rows are contiguous"),
+                i + 1,
+                scale,
+            );
         }
         // y[i] = Σ_{j ≤ i} att[i, j]·v[j]   (att[i, j] = 0 for i < j < r1); with dropout the
         // masked, rescaled copy is used and `att` keeps the probabilities for the backward

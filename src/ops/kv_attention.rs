@@ -6,7 +6,7 @@
 //! whole prefix. Grouped-query attention as in [`super::attention`]: query head `h` reads the
 //! cached key/value head `h / (NH/NKV)`.
 
-use super::attention::{Heads, ROW_BLOCK};
+use super::attention::{softmax_visible, Heads, ROW_BLOCK};
 use super::matmul::{gemm_into, Threads};
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
@@ -91,23 +91,6 @@ const GEMM_MIN_QUERIES: usize = 8;
 thread_local! {
     /// Scores of the current block, per thread (reused across calls).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `att[j] ← softmax(scale·att[j])` over the visible `att[..visible]`; the rest is set to 0.
-#[inline]
-fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
-    let (vis, masked) = att.split_at_mut(visible);
-    let max = vis.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-    let mut sum = 0.0f32;
-    for a in vis.iter_mut() {
-        *a = super::fast_exp::exp(*a * scale - max);
-        sum += *a;
-    }
-    let inv = 1.0 / sum;
-    for a in vis.iter_mut() {
-        *a *= inv;
-    }
-    masked.fill(0.0);
 }
 
 /// One head, query by query (decoding: one or a few new positions).

@@ -251,3 +251,31 @@ fn blocked_prompt_attention_agrees_with_the_full_forward() {
     let c = Array2::from_shape_vec((1, 1), vec![20]).unwrap();
     assert!(model.forward_cached(c.view(), &mut cache).is_err());
 }
+
+#[test]
+fn a_parameter_replaced_with_another_shape_is_an_error_not_a_panic() {
+    let mut model = Llama::from_pretrained(TINY).unwrap();
+    for (name, p) in model.params_mut() {
+        if name == "model.layers.1.self_attn.k_proj.weight" {
+            p.value = Tensor::zeros(IxDyn(&[16]));
+        }
+    }
+    let x = Array2::from_shape_vec((1, 2), vec![20, 30]).unwrap();
+    for e in [
+        model.forward(x.view()).unwrap_err(),
+        model
+            .forward_cached(x.view(), &mut model.new_cache(1))
+            .unwrap_err(),
+    ] {
+        match e {
+            Error::Param { name, message } => {
+                assert_eq!(name, "model.layers.1.self_attn.k_proj.weight");
+                assert!(
+                    message.contains("[16, 32]") && message.contains("[16]"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+}

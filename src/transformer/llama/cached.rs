@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::generate::GenerateConfig;
 use crate::ops::kv_attention::attention_cached;
 use crate::transformer::{CachedLm, KvCache, LmDecoder};
-use ndarray::{s, Array2, Array3, ArrayView2};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ShapeBuilder};
 
 impl Llama {
     /// A fresh [`KvCache`] for `rows` sequences (one key/value list per row and kv head).
@@ -62,6 +62,7 @@ impl Llama {
             ));
         }
         self.check_ids(tokens.iter(), "forward_cached")?;
+        self.check_shapes()?;
         let flat: Vec<usize> = tokens.iter().copied().collect();
         let positions: Vec<usize> = (0..rows * tn).map(|i| start + i % tn).collect();
         let (nh, nkv, hs) = (
@@ -87,13 +88,15 @@ impl Llama {
                     }
                 }
             }
-            let q = qkv
-                .slice(s![.., ..qw])
-                .to_owned()
-                .into_shape_with_order((rows, tn, qw))
-                .expect("contiguous");
+            // the query heads as a (R, Tn, NH·HS) view of the packed rows (no copy)
+            let width = qkv.ncols();
+            let q = ArrayView3::from_shape(
+                (rows, tn, qw).strides((tn * width, width, 1)),
+                qkv.as_slice().expect("a fresh standard-layout buffer"),
+            )
+            .expect("qkv holds R·Tn rows of width ≥ NH·HS");
             let mut y = Array3::<f32>::zeros((rows, tn, qw));
-            attention_cached(q.view(), cfg.heads(), keys, values, y.view_mut());
+            attention_cached(q, cfg.heads(), keys, values, y.view_mut());
             let y = y
                 .into_shape_with_order((rows * tn, qw))
                 .expect("contiguous");

@@ -121,61 +121,8 @@ impl Llama {
         layout: RopeLayout,
     ) -> Result<Self> {
         config.validate()?;
-        let (v, c, f) = (
-            config.vocab_size,
-            config.hidden_size,
-            config.intermediate_size,
-        );
-        let q = config.num_attention_heads * config.head_dim;
-        let kv = config.num_key_value_heads * config.head_dim;
-        let check = |name: String, w: &Weight, rows: usize, cols: usize| -> Result<()> {
-            if w.dim() != (rows, cols) {
-                return Err(Error::Param {
-                    name,
-                    message: format!(
-                        "expected shape [{rows}, {cols}] from the config, got {:?}",
-                        w.dim()
-                    ),
-                });
-            }
-            Ok(())
-        };
-        let check_norm = |name: String, p: &Param| -> Result<()> {
-            if p.shape() != [c] {
-                return Err(Error::Param {
-                    name,
-                    message: format!("expected shape [{c}] from the config, got {:?}", p.shape()),
-                });
-            }
-            Ok(())
-        };
-        check("model.embed_tokens.weight".into(), &embed, v, c)?;
-        if layers.len() != config.num_hidden_layers {
-            return Err(Error::Param {
-                name: "model.layers".into(),
-                message: format!(
-                    "expected {} layers from the config, got {}",
-                    config.num_hidden_layers,
-                    layers.len()
-                ),
-            });
-        }
-        for (i, l) in layers.iter().enumerate() {
-            let n = |s: &str| format!("model.layers.{i}.{s}.weight");
-            check_norm(n("input_layernorm"), &l.input_layernorm)?;
-            check_norm(n("post_attention_layernorm"), &l.post_attention_layernorm)?;
-            check(n("self_attn.q_proj"), &l.q_proj, q, c)?;
-            check(n("self_attn.k_proj"), &l.k_proj, kv, c)?;
-            check(n("self_attn.v_proj"), &l.v_proj, kv, c)?;
-            check(n("self_attn.o_proj"), &l.o_proj, c, q)?;
-            check(n("mlp.gate_proj"), &l.gate_proj, f, c)?;
-            check(n("mlp.up_proj"), &l.up_proj, f, c)?;
-            check(n("mlp.down_proj"), &l.down_proj, c, f)?;
-        }
-        check_norm("model.norm.weight".into(), &norm)?;
         match (&lm_head, config.tie_word_embeddings) {
-            (Some(h), false) => check("lm_head.weight".into(), h, v, c)?,
-            (None, true) => {}
+            (Some(_), false) | (None, true) => {}
             (Some(_), true) => {
                 return Err(Error::Param {
                     name: "lm_head.weight".into(),
@@ -197,7 +144,7 @@ impl Llama {
             config.max_position_embeddings,
             layout,
         );
-        Ok(Llama {
+        let model = Llama {
             config,
             embed,
             layers,
@@ -205,7 +152,74 @@ impl Llama {
             lm_head,
             rope,
             train: Default::default(),
-        })
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    /// Checks every weight's shape against the config (the loaders' check, and the forwards'
+    /// guard against parameters replaced through `params_mut()` with another shape).
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming the first weight whose shape differs, with both shapes.
+    pub fn check_shapes(&self) -> Result<()> {
+        let config = &self.config;
+        let (v, c, f) = (
+            config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+        );
+        let q = config.num_attention_heads * config.head_dim;
+        let kv = config.num_key_value_heads * config.head_dim;
+        let check = |name: String, w: &Weight, rows: usize, cols: usize| -> Result<()> {
+            if w.shape() != [rows, cols] {
+                return Err(Error::Param {
+                    name,
+                    message: format!(
+                        "expected shape [{rows}, {cols}] from the config, got {:?}",
+                        w.shape()
+                    ),
+                });
+            }
+            Ok(())
+        };
+        let check_norm = |name: String, p: &Param| -> Result<()> {
+            if p.shape() != [c] {
+                return Err(Error::Param {
+                    name,
+                    message: format!("expected shape [{c}] from the config, got {:?}", p.shape()),
+                });
+            }
+            Ok(())
+        };
+        check("model.embed_tokens.weight".into(), &self.embed, v, c)?;
+        if self.layers.len() != config.num_hidden_layers {
+            return Err(Error::Param {
+                name: "model.layers".into(),
+                message: format!(
+                    "expected {} layers from the config, got {}",
+                    config.num_hidden_layers,
+                    self.layers.len()
+                ),
+            });
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = |s: &str| format!("model.layers.{i}.{s}.weight");
+            check_norm(n("input_layernorm"), &l.input_layernorm)?;
+            check_norm(n("post_attention_layernorm"), &l.post_attention_layernorm)?;
+            check(n("self_attn.q_proj"), &l.q_proj, q, c)?;
+            check(n("self_attn.k_proj"), &l.k_proj, kv, c)?;
+            check(n("self_attn.v_proj"), &l.v_proj, kv, c)?;
+            check(n("self_attn.o_proj"), &l.o_proj, c, q)?;
+            check(n("mlp.gate_proj"), &l.gate_proj, f, c)?;
+            check(n("mlp.up_proj"), &l.up_proj, f, c)?;
+            check(n("mlp.down_proj"), &l.down_proj, c, f)?;
+        }
+        check_norm("model.norm.weight".into(), &self.norm)?;
+        if let Some(h) = &self.lm_head {
+            check("lm_head.weight".into(), h, v, c)?;
+        }
+        Ok(())
     }
 
     /// The configuration.
@@ -352,6 +366,7 @@ impl Llama {
             ));
         }
         self.check_ids(ids.iter(), "forward")?;
+        self.check_shapes()?;
         let flat: Vec<usize> = ids.iter().copied().collect();
         let positions: Vec<usize> = (0..b * t).map(|i| i % t).collect();
         let mut x = self.embed_rows(&flat);

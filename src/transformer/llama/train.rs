@@ -330,6 +330,7 @@ impl Llama {
             ));
         }
         self.check_ids(ids.iter(), op)?;
+        self.check_shapes()?;
         let v = cfg.vocab_size;
         if let Some(((bb, tt), &id)) = targets
             .indexed_iter()

@@ -66,8 +66,22 @@ impl Weight {
     /// `(rows, cols)` = `(out, in)`.
     pub fn dim(&self) -> (usize, usize) {
         match self {
-            Weight::Dense(p) => (p.shape()[0], p.shape()[1]),
+            Weight::Dense(p) => {
+                let s = p.shape();
+                (
+                    s.first().copied().unwrap_or(0),
+                    s.get(1).copied().unwrap_or(0),
+                )
+            }
             Weight::Quant(q) => (q.rows(), q.cols()),
+        }
+    }
+
+    /// The full shape (a dense parameter replaced by the user may have any rank).
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Weight::Dense(p) => p.shape().to_vec(),
+            Weight::Quant(q) => vec![q.rows(), q.cols()],
         }
     }
 
@@ -113,8 +127,10 @@ impl Weight {
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match self {
             Weight::Dense(p) => {
-                let m = Self::matrix(p);
-                out.copy_from_slice(m.row(r).as_slice().expect("standard layout"));
+                // any memory layout: a parameter replaced by the user need not be row-major
+                for (o, &v) in out.iter_mut().zip(Self::matrix(p).row(r)) {
+                    *o = v;
+                }
             }
             Weight::Quant(q) => q.dequantize_row(r, out),
         }
