@@ -24,7 +24,7 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() -> handgrad::Result<()> {
     let epochs = arg("--epochs", 30) as usize;
     let seed = arg("--seed", 0);
-    let (train, test) = digits()?.split(0.2, seed)?;
+    let (train, test) = digits()?.split(0.8, seed)?;
     println!(
         "UCI digits: {} training and {} test images of 8x8 pixels",
         train.len(),

@@ -90,8 +90,8 @@ fn run() -> handgrad::Result<()> {
             steps,
             batch_size: number("--batch-size", 4)?,
             lr: 3e-3,
-            min_lr: 3e-4,
-            warmup_steps: (steps / 10).max(1),
+            min_lr: Some(3e-4),
+            warmup_steps: Some((steps / 10).max(1)),
             eval_interval: (steps / 5).max(1),
             eval_windows: 16,
             ..Default::default()

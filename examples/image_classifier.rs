@@ -69,8 +69,8 @@ fn main() -> Result<()> {
         None => {
             // The embedded 10,000 Fashion-MNIST test images, split into train and test parts.
             let all = fashion_mnist()?;
-            let test_fraction = 1.0 - args.train.min(all.len() - 1) as f32 / all.len() as f32;
-            let (train, test) = all.split(test_fraction, args.seed)?;
+            let train_fraction = args.train.min(all.len() - 1) as f64 / all.len() as f64;
+            let (train, test) = all.split(train_fraction, args.seed)?;
             println!(
                 "embedded Fashion-MNIST (test split): {} train / {} test images",
                 train.len(),

@@ -63,10 +63,10 @@ fn run() -> Result<()> {
     // 1. See: the seed CNN on Fashion-MNIST ---------------------------------------------
     println!("== 1. An image classifier (Keras-style CNN) on Fashion-MNIST");
     let all = fashion_mnist()?;
-    let (train, test) = all.split(0.2, 0)?;
+    let (train, test) = all.split(0.8, 0)?;
     let (train, epochs) = if fast {
         let idx: Vec<usize> = (0..1000).collect();
-        let (x, y) = train.select(&idx);
+        let (x, y) = train.select(&idx)?;
         (Dataset::new(x, y)?, 1)
     } else {
         (train, 4)
@@ -107,8 +107,8 @@ fn run() -> Result<()> {
         steps,
         batch_size: 16,
         lr: 2e-3,
-        min_lr: 2e-4,
-        warmup_steps: (steps / 10).min(50),
+        min_lr: Some(2e-4),
+        warmup_steps: Some((steps / 10).min(50)),
         eval_interval: if fast { 5 } else { 100 },
         eval_windows: if fast { 4 } else { 32 },
         ..Default::default()
@@ -162,7 +162,7 @@ fn run() -> Result<()> {
         path: out.to_path_buf(),
         source,
     })?;
-    let (images, _) = test.select(&picks);
+    let (images, _) = test.select(&picks)?;
     write(
         &out.join("test_images.svg"),
         &image_grid_svg(&images, &captions, 4, 4)?,

@@ -69,8 +69,8 @@ fn run() -> handgrad::Result<()> {
             steps,
             batch_size: 16,
             lr: 1e-3,
-            min_lr: 1e-4,
-            warmup_steps: (steps / 10).min(100),
+            min_lr: Some(1e-4),
+            warmup_steps: Some((steps / 10).min(100)),
             eval_interval: if fast { 10 } else { 100 },
             eval_windows: if fast { 8 } else { 64 },
             ..Default::default()

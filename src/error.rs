@@ -61,7 +61,7 @@ pub enum Error {
     State(String),
 
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}", io_message(path, source))]
     Io {
         /// The file involved.
         path: PathBuf,
@@ -78,6 +78,27 @@ pub enum Error {
         /// What is wrong, e.g. `"IDX header declares 60000 images but holds 12 bytes"`.
         message: String,
     },
+}
+
+/// An I/O error without a file name (e.g. from a `Read` or `Write` the caller supplied) becomes
+/// an [`Error::Io`] with an empty path, so `?` works on `std::io::Result`s; prefer
+/// [`Error::io`], which names the file.
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Self {
+        Error::Io {
+            path: PathBuf::new(),
+            source,
+        }
+    }
+}
+
+/// `"path: error"`, or just the error when no path is known.
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    if path.as_os_str().is_empty() {
+        source.to_string()
+    } else {
+        format!("{}: {source}", path.display())
+    }
 }
 
 impl Error {
@@ -109,6 +130,27 @@ impl Error {
     pub fn label(op: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Label {
             op: op.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Builds an [`Error::Io`] naming the file an I/O error happened on.
+    ///
+    /// ```
+    /// let e = handgrad::Error::io("weights.bin", std::io::Error::other("disk full"));
+    /// assert_eq!(e.to_string(), "weights.bin: disk full");
+    /// ```
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Param`].
+    pub fn param(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Param {
+            name: name.into(),
             message: message.into(),
         }
     }

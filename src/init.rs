@@ -17,16 +17,43 @@ pub fn rng(seed: u64) -> Rng {
     Rng::seed_from_u64(seed)
 }
 
-/// Samples `U(-bound, bound)` of the given shape. `bound` must be finite and > 0.
-pub fn uniform(shape: &[usize], bound: f32, rng: &mut Rng) -> Tensor {
-    let dist = Uniform::new(-bound, bound).expect("uniform bound must be finite and > 0");
+/// Samples `U(-bound, bound)` of the given shape.
+///
+/// # Errors
+/// [`crate::Error::Config`] when `bound` is not finite and > 0.
+pub fn uniform(shape: &[usize], bound: f32, rng: &mut Rng) -> crate::Result<Tensor> {
+    if !(bound.is_finite() && bound > 0.0) {
+        return Err(crate::Error::config(
+            "init::uniform",
+            "bound",
+            bound,
+            "a finite number > 0",
+        ));
+    }
+    Ok(uniform_unchecked(shape, bound, rng))
+}
+
+/// [`uniform`] for a bound known to be finite and > 0.
+fn uniform_unchecked(shape: &[usize], bound: f32, rng: &mut Rng) -> Tensor {
+    let dist = Uniform::new(-bound, bound).expect("bound checked finite and > 0");
     Tensor::random_using(IxDyn(shape), dist, rng)
 }
 
-/// Samples `N(0, std²)` of the given shape. `std` must be finite and ≥ 0.
-pub fn normal(shape: &[usize], std: f32, rng: &mut Rng) -> Tensor {
-    let dist = Normal::new(0.0, std).expect("normal std must be finite and >= 0");
-    Tensor::random_using(IxDyn(shape), dist, rng)
+/// Samples `N(0, std²)` of the given shape (`std = 0` gives zeros).
+///
+/// # Errors
+/// [`crate::Error::Config`] when `std` is not finite and ≥ 0.
+pub fn normal(shape: &[usize], std: f32, rng: &mut Rng) -> crate::Result<Tensor> {
+    if !(std.is_finite() && std >= 0.0) {
+        return Err(crate::Error::config(
+            "init::normal",
+            "std",
+            std,
+            "a finite number >= 0",
+        ));
+    }
+    let dist = Normal::new(0.0, std).expect("std checked finite and >= 0");
+    Ok(Tensor::random_using(IxDyn(shape), dist, rng))
 }
 
 /// PyTorch's default for `nn.Linear` and `nn.Conv2d` weights and biases.
@@ -35,14 +62,14 @@ pub fn normal(shape: &[usize], std: f32, rng: &mut Rng) -> Tensor {
 /// same bound. `fan_in` is `in_features` (Linear) or `in_channels·kh·kw` (Conv2d).
 pub fn pytorch_default(shape: &[usize], fan_in: usize, rng: &mut Rng) -> Tensor {
     let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-    uniform(shape, bound, rng)
+    uniform_unchecked(shape, bound, rng)
 }
 
 /// Glorot / Xavier uniform (Keras's default for Dense and Conv2D kernels):
 /// `U(-a, a)` with `a = √(6 / (fan_in + fan_out))`.
 pub fn xavier_uniform(shape: &[usize], fan_in: usize, fan_out: usize, rng: &mut Rng) -> Tensor {
     let bound = (6.0 / ((fan_in + fan_out).max(1) as f32)).sqrt();
-    uniform(shape, bound, rng)
+    uniform_unchecked(shape, bound, rng)
 }
 
 /// The exact position of an [`Rng`] as text, `"<seed hex>:<stream>:<word position>"`, for

@@ -99,6 +99,11 @@ pub mod transformer;
 pub mod vision;
 pub mod viz;
 
+/// The `ndarray` version handgrad's tensors are built on, re-exported so that a dependent crate
+/// can slice and build [`Tensor`]s (`handgrad::ndarray::s![..]`) without pinning a matching
+/// `ndarray` dependency of its own.
+pub use ndarray;
+
 pub use error::{Error, Result};
 pub use layers::{Layer, Mode};
 pub use model::Sequential;

@@ -1,5 +1,6 @@
 //! `Param`: a trainable tensor and its gradient.
 
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// A trainable tensor together with its accumulated gradient.
@@ -61,6 +62,36 @@ impl Param {
     /// The shape of the value (and of the gradient).
     pub fn shape(&self) -> &[usize] {
         self.value.shape()
+    }
+
+    /// Checks that the value has shape `expected` and the gradient the value's shape: the
+    /// guard every layer runs before using a parameter that a user may have replaced through
+    /// `params_mut()`.
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming `name` (e.g. `"Dense(in=64, out=10).weight"`), the shape found
+    /// and the one expected.
+    pub fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
+        if self.value.shape() != expected {
+            return Err(Error::param(
+                name,
+                format!(
+                    "has shape {:?}, expected {expected:?} (was it replaced through params_mut()?)",
+                    self.value.shape()
+                ),
+            ));
+        }
+        if self.grad.shape() != expected {
+            return Err(Error::param(
+                name,
+                format!(
+                    "has a gradient of shape {:?} for a value of shape {expected:?} \
+                     (replace a parameter with Param::new(value), which resets the gradient)",
+                    self.grad.shape()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

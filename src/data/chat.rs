@@ -205,6 +205,15 @@ impl LmBatches for ChatDataset {
         self.batch_at(&idx)
     }
 
+    fn max_token_id(&self) -> Option<(usize, String)> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(c, (ids, _))| ids.iter().max().map(|&m| (m, c)))
+            .max_by_key(|&(m, c)| (m, std::cmp::Reverse(c)))
+            .map(|(m, c)| (m, format!("conversation {c}")))
+    }
+
     /// The first `max_rows` conversations in order.
     fn eval_batches(
         &self,

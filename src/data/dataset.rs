@@ -75,20 +75,43 @@ impl Dataset {
 
     /// The samples at `indices`, in that order, as a new batch `(len, …)` with its labels.
     ///
-    /// # Panics
-    /// When an index is `≥ N` (indices come from this crate's iterators).
-    pub fn select(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
+    /// # Errors
+    /// [`Error::Label`] naming the first index `≥ N`.
+    pub fn select(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
+        if let Some((pos, &i)) = indices.iter().enumerate().find(|(_, &i)| i >= self.len()) {
+            return Err(Error::label(
+                "Dataset::select",
+                format!(
+                    "index {i} at position {pos} is out of range for a data set of {} samples",
+                    self.len()
+                ),
+            ));
+        }
+        Ok(self.select_unchecked(indices))
+    }
+
+    /// [`Dataset::select`] for indices known to be in range (this crate's iterators).
+    fn select_unchecked(&self, indices: &[usize]) -> (Tensor, Vec<usize>) {
         let x = self.inputs.select(Axis(0), indices);
         let y = indices.iter().map(|&i| self.labels[i]).collect();
         (x, y)
     }
 
+    /// The first `min(n, N)` samples as a new data set, e.g. a few test images to `predict`:
+    /// `model.predict(test.take(5).inputs())`.
+    pub fn take(&self, n: usize) -> Dataset {
+        let idx: Vec<usize> = (0..n.min(self.len())).collect();
+        let (inputs, labels) = self.select_unchecked(&idx);
+        Dataset { inputs, labels }
+    }
+
     /// Splits into `(first, rest)` after shuffling the sample order with `seed`, with
-    /// `round(N·fraction)` samples in `rest` (e.g. a validation or test split).
+    /// `round(N·fraction)` samples in `first`: `split(0.9, seed)` gives 90 % for training and
+    /// 10 % for validation, the same convention as [`crate::data::LmDataset::split`].
     ///
     /// # Errors
     /// [`Error::Config`] when `fraction` is not in `[0, 1]`.
-    pub fn split(&self, fraction: f32, seed: u64) -> Result<(Dataset, Dataset)> {
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
         if !(0.0..=1.0).contains(&fraction) {
             return Err(Error::config(
                 "Dataset::split",
@@ -99,10 +122,10 @@ impl Dataset {
         }
         let mut idx: Vec<usize> = (0..self.len()).collect();
         idx.shuffle(&mut crate::init::rng(seed));
-        let n_rest = (self.len() as f32 * fraction).round() as usize;
-        let (a, b) = idx.split_at(self.len() - n_rest);
-        let (xa, ya) = self.select(a);
-        let (xb, yb) = self.select(b);
+        let n_first = ((self.len() as f64 * fraction).round() as usize).min(self.len());
+        let (a, b) = idx.split_at(n_first);
+        let (xa, ya) = self.select_unchecked(a);
+        let (xb, yb) = self.select_unchecked(b);
         Ok((
             Dataset {
                 inputs: xa,
@@ -180,7 +203,7 @@ impl Iterator for Batches<'_> {
             return None;
         }
         let end = (self.pos + self.batch_size).min(self.order.len());
-        let batch = self.data.select(&self.order[self.pos..end]);
+        let batch = self.data.select_unchecked(&self.order[self.pos..end]);
         self.pos = end;
         Some(batch)
     }

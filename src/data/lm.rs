@@ -46,7 +46,9 @@ impl LmDataset {
         Ok(LmDataset { tokens, block_size })
     }
 
-    /// Splits the stream at `fraction` (e.g. 0.9) into a training and a validation dataset.
+    /// Splits the stream at `fraction` (e.g. 0.9) into a training and a validation dataset: the
+    /// first holds the first `⌊fraction·len⌋` tokens, the same convention as
+    /// [`crate::data::Dataset::split`] (the fraction names the first, training part).
     ///
     /// # Errors
     /// [`Error::Config`] when `fraction` is not in `(0, 1)` or a part is too short.

@@ -60,7 +60,7 @@ impl BatchSource for Dataset {
 
     fn batch(&self, indices: &[usize], _epoch: Option<usize>) -> Result<(Tensor, Vec<usize>)> {
         check_indices("Dataset::batch", indices, Dataset::len(self))?;
-        Ok(self.select(indices))
+        self.select(indices)
     }
 }
 

@@ -26,7 +26,9 @@ pub struct GenerateConfig {
     pub num_return_sequences: usize,
     /// Sample from the processed distribution instead of taking the arg-max (default false).
     pub do_sample: bool,
-    /// Divides the logits before sampling (default 1.0; only when sampling).
+    /// Divides the logits before sampling (default 1.0). Only with `do_sample`: another value
+    /// without it is an error (`temperature`, `top_k` other than 50 and `top_p` shape sampling,
+    /// which greedy and beam search would silently ignore).
     pub temperature: f32,
     /// Keep only the `k` most likely tokens when sampling (HF default 50; `None`: all).
     pub top_k: Option<usize>,
@@ -151,7 +153,8 @@ impl GenerateConfig {
     /// or `top_k = 0` when sampling; `top_p` outside `(0, 1]`; `repetition_penalty ≤ 0`;
     /// `num_return_sequences` or `num_beams` of 0; greedy decoding with
     /// `num_return_sequences > 1`; `num_return_sequences > num_beams` in beam search; beam
-    /// sampling; a stop token `≥ vocab_size`.
+    /// sampling; a stop token `≥ vocab_size`; `temperature ≠ 1`, `top_p ≠ 1` or a `top_k`
+    /// other than the default 50 without `do_sample` (they would be ignored).
     pub fn validate(&self, vocab_size: usize, prompt_len: usize) -> Result<usize> {
         let op = "GenerateConfig";
         if prompt_len == 0 {
@@ -187,6 +190,33 @@ impl GenerateConfig {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::config(op, "top_p", self.top_p, "in (0, 1]"));
+        }
+        if !self.do_sample {
+            // Hugging Face warns and ignores these; a setting that silently does nothing
+            // misleads, so it is an error here (top_k = 50 is the default and cannot be told
+            // apart from an explicit top_k(50))
+            let ignored = [
+                (
+                    "temperature",
+                    self.temperature != 1.0,
+                    self.temperature.to_string(),
+                ),
+                ("top_p", self.top_p != 1.0, self.top_p.to_string()),
+                (
+                    "top_k",
+                    self.top_k.is_some_and(|k| k != 50),
+                    format!("{:?}", self.top_k),
+                ),
+            ];
+            if let Some((name, _, value)) = ignored.into_iter().find(|(_, set, _)| *set) {
+                return Err(Error::config(
+                    op,
+                    name,
+                    value,
+                    "its default unless do_sample(true): it only shapes sampling, and greedy \
+                     or beam search would ignore it",
+                ));
+            }
         }
         if self.top_k == Some(0) {
             return Err(Error::config(op, "top_k", 0, "at least 1 (or no_top_k())"));

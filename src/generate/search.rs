@@ -8,9 +8,11 @@ use super::{Decoder, GenerateConfig};
 use crate::error::{Error, Result};
 use ndarray::Array2;
 
-/// Checks the logits the decoder returned, `(rows, V)`, and puts them in row-major layout (a
-/// user's `Decoder` may return any layout).
-fn check(logits: &mut Array2<f32>, rows: usize, v: usize) -> Result<()> {
+/// Checks the logits the decoder returned at `step`, `(rows, V)`, and puts them in row-major
+/// layout (a user's `Decoder` may return any layout). Like PyTorch's `multinomial`, NaN or +inf
+/// logits are an error (they would silently pick token 0); `-inf` masks a token, but a row
+/// must keep at least one finite logit.
+fn check(logits: &mut Array2<f32>, rows: usize, v: usize, step: usize) -> Result<()> {
     if logits.dim() != (rows, v) {
         return Err(Error::shape(
             "generate: decoder logits",
@@ -20,6 +22,23 @@ fn check(logits: &mut Array2<f32>, rows: usize, v: usize) -> Result<()> {
     }
     if !logits.is_standard_layout() {
         *logits = logits.as_standard_layout().into_owned();
+    }
+    for (r, row) in logits.outer_iter().enumerate() {
+        if let Some((t, x)) = row
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.is_nan() || **x == f32::INFINITY)
+        {
+            return Err(Error::State(format!(
+                "generate: the model's logits at step {step} hold {x} (row {r}, token {t}); \
+                 expected finite numbers or -inf (are the weights or the input corrupt?)"
+            )));
+        }
+        if !row.iter().any(|x| x.is_finite()) {
+            return Err(Error::State(format!(
+                "generate: every logit of row {r} at step {step} is -inf: no token can be chosen"
+            )));
+        }
     }
     Ok(())
 }
@@ -43,7 +62,7 @@ pub(super) fn greedy_or_sample<D: Decoder + ?Sized>(
     let mut rng = crate::init::rng(cfg.seed);
     let mut logits = model.prefill(&seqs)?;
     for step in 0..max_new {
-        check(&mut logits, n, v)?;
+        check(&mut logits, n, v, step)?;
         let mut next = vec![pad; n];
         for r in 0..n {
             if done[r] {
@@ -156,7 +175,7 @@ pub(super) fn beam_search<D: Decoder + ?Sized>(
     let mut logits = model.prefill(&seqs)?;
     let mut done = false;
     for step in 0..max_new {
-        check(&mut logits, nb, v)?;
+        check(&mut logits, nb, v, step)?;
         // candidate scores (beam, token) → beam score + processed log-prob
         let mut cands: Vec<(f64, usize)> = Vec::with_capacity(nb * v);
         for b in 0..nb {

@@ -279,6 +279,23 @@ impl Conv2d {
 
     /// Checks a batch against the built geometry: `(N, C, H, W)`, with hints for NHWC input and
     /// for a single image without the batch axis.
+    /// Checks the weight `[O, C/groups, kh, kw]` and bias `[O]` against the geometry (a user
+    /// may have replaced them through `params_mut()`).
+    fn check_params(&self, g: &Conv2dGeom) -> Result<()> {
+        let w = self
+            .weight
+            .as_ref()
+            .ok_or_else(|| not_built(&self.name()))?;
+        w.check(
+            &format!("{}.weight", self.name()),
+            &[g.o, g.c / self.groups, g.kh, g.kw],
+        )?;
+        if let Some(b) = &self.bias {
+            b.check(&format!("{}.bias", self.name()), &[g.o])?;
+        }
+        Ok(())
+    }
+
     fn check_input(&self, x: &Tensor, g: &Conv2dGeom) -> Result<()> {
         if x.shape() == [g.c, g.h, g.w] {
             return Err(Error::shape(
@@ -297,8 +314,9 @@ impl Conv2d {
     /// The backward pass; `dx` only when `want_dx`.
     fn backward_impl(&mut self, dout: &Tensor, want_dx: bool) -> Result<Option<Array4<f32>>> {
         let name = self.name();
-        let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
         let g = self.geom.ok_or_else(|| not_built(&name))?;
+        self.check_params(&g)?;
+        let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
         let (oh, ow) = g.out_hw();
         let n = x.dim().0;
         if dout.shape() != [n, g.o, oh, ow] {
@@ -474,7 +492,13 @@ impl Layer for Conv2d {
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if self.geom.is_none() && self.weight.is_some() && x.ndim() == 4 {
+            // a layer from `Conv2d::from_weights` used on its own: its geometry comes from the
+            // first input (the weights exist, so the generator is never drawn from)
+            self.build(&x.shape()[1..], &mut crate::init::rng(0))?;
+        }
         let g = self.geom.ok_or_else(|| not_built(&self.name()))?;
+        self.check_params(&g)?;
         self.check_input(x, &g)?;
         let x = x.view().into_dimensionality::<Ix4>().expect("checked NCHW");
         let w = self

@@ -100,6 +100,19 @@ impl Dense {
         }
     }
 
+    /// Checks the weight `[out, in]` and bias `[out]` (a user may have replaced them through
+    /// `params_mut()`).
+    fn check_params(&self) -> Result<()> {
+        let (Some(inp), Some(w)) = (self.in_features, self.weight.as_ref()) else {
+            return Err(not_built(&self.name()));
+        };
+        w.check(&format!("{}.weight", self.name()), &[self.units, inp])?;
+        if let Some(b) = &self.bias {
+            b.check(&format!("{}.bias", self.name()), &[self.units])?;
+        }
+        Ok(())
+    }
+
     /// Checks `x: (B, …, in)` and returns it flattened to `(rows, in)` with the output shape.
     fn rows_of(&self, x: &Tensor) -> Result<(Array2<f32>, Vec<usize>)> {
         let inp = self.in_features.ok_or_else(|| not_built(&self.name()))?;
@@ -168,6 +181,7 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.check_params()?;
         let (rows, out_shape) = self.rows_of(x)?;
         let w = self
             .weight
@@ -216,6 +230,7 @@ impl Layer for Dense {
 impl Dense {
     /// The backward pass; `dx` only when `want_dx`.
     fn backward_impl(&mut self, dout: &Tensor, want_dx: bool) -> Result<Option<Tensor>> {
+        self.check_params()?;
         let name = self.name();
         let (x, in_shape) = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
         let rows = x.nrows();

@@ -61,7 +61,7 @@ impl Embedding {
             ));
         }
         Ok(Embedding {
-            weight: Param::new(normal(&[num_embeddings, dim], std, rng)),
+            weight: Param::new(normal(&[num_embeddings, dim], std, rng)?),
             ids: Vec::new(),
             shape: None,
         })
@@ -91,12 +91,29 @@ impl Embedding {
 
     /// The number of rows `V`.
     pub fn num_embeddings(&self) -> usize {
-        self.weight.shape()[0]
+        self.weight.shape().first().copied().unwrap_or(0)
     }
 
     /// The row width `C`.
     pub fn dim(&self) -> usize {
-        self.weight.shape()[1]
+        self.weight.shape().get(1).copied().unwrap_or(0)
+    }
+
+    /// Checks that the table is still a rank-2 `[V, C]` with a gradient of its shape (a user may
+    /// have replaced it through `params_mut()`).
+    fn check_table(&self) -> Result<()> {
+        if self.weight.value.ndim() != 2 {
+            return Err(Error::param(
+                "Embedding.weight",
+                format!(
+                    "has shape {:?}, expected a rank-2 [V, C] table (was it replaced through \
+                     params_mut()?)",
+                    self.weight.shape()
+                ),
+            ));
+        }
+        self.weight
+            .check("Embedding.weight", &[self.num_embeddings(), self.dim()])
     }
 
     /// The table `[V, C]`.
@@ -121,6 +138,7 @@ impl Embedding {
     /// [`Error::Shape`] when `ids.len() != B·T`; [`Error::Label`] naming the first id ≥ `V`,
     /// its position `(b, t)` and the vocabulary size.
     pub fn forward_ids(&mut self, ids: &[usize], shape: (usize, usize)) -> Result<Tensor> {
+        self.check_table()?;
         let (b, t) = shape;
         if ids.len() != b * t {
             return Err(Error::shape(
@@ -167,6 +185,7 @@ impl Embedding {
     /// # Errors
     /// [`Error::State`] without a preceding forward, [`Error::Shape`] when `dout` does not match.
     pub fn backward(&mut self, dout: &Tensor) -> Result<()> {
+        self.check_table()?;
         let name = self.name();
         let (b, t) = self.shape.ok_or_else(|| no_cache(&name))?;
         let c = self.dim();

@@ -192,6 +192,8 @@ impl Layer for LayerNorm {
             (Some(w), Some(b)) => (w, b),
             _ => return Err(not_built(&name)),
         };
+        w.check(&format!("{name}.weight"), &[c])?;
+        b.check(&format!("{name}.bias"), &[c])?;
         let stats_shape = &x.shape()[..x.ndim() - 1];
         let cache = &mut self.cache;
         if cache.mean.shape() != stats_shape {
@@ -237,6 +239,9 @@ impl Layer for LayerNorm {
             (Some(w), Some(b)) => (w, b),
             _ => return Err(not_built(&name)),
         };
+        let c = *self.cache.x.shape().last().unwrap_or(&0);
+        w.check(&format!("{name}.weight"), &[c])?;
+        b.check(&format!("{name}.bias"), &[c])?;
         let d = dout.as_standard_layout();
         let wv = w.value.as_standard_layout();
         let mut dx = Tensor::zeros(dout.raw_dim());

@@ -9,6 +9,51 @@ use std::path::{Path, PathBuf};
 /// The checkpoint `kind` of a Sequential model.
 const KIND: &str = "sequential";
 
+/// Everything [`Sequential::load_checkpoint`] may change, to roll back to on an error.
+struct Snapshot {
+    weights: std::collections::BTreeMap<String, crate::tensor::Tensor>,
+    frozen: Vec<String>,
+    optimizer: Option<(
+        std::collections::BTreeMap<String, crate::tensor::Tensor>,
+        f32,
+    )>,
+    rng: Vec<Option<String>>,
+    fit_seed: u64,
+}
+
+impl Snapshot {
+    fn take(model: &Sequential) -> Self {
+        Snapshot {
+            weights: model.state_dict(),
+            frozen: model.frozen_params(),
+            optimizer: model
+                .compiled
+                .as_ref()
+                .map(|c| (c.optimizer.state(), c.optimizer.learning_rate())),
+            rng: model.layers.iter().map(|l| l.rng_state()).collect(),
+            fit_seed: model.fit_seed,
+        }
+    }
+
+    /// Puts the model back; every part came from this model, so each restore fits.
+    fn restore(self, model: &mut Sequential) {
+        let _ = model.load_state_dict(&self.weights);
+        for (n, p) in model.params_mut() {
+            p.set_requires_grad(!self.frozen.contains(&n));
+        }
+        if let (Some(c), Some((state, lr))) = (model.compiled.as_mut(), self.optimizer) {
+            let _ = c.optimizer.load_state(&state);
+            c.optimizer.set_learning_rate(lr);
+        }
+        for (layer, s) in model.layers.iter_mut().zip(self.rng) {
+            if let Some(s) = s {
+                let _ = layer.set_rng_state(&s);
+            }
+        }
+        model.fit_seed = self.fit_seed;
+    }
+}
+
 impl Sequential {
     /// One line naming the input shape and every layer, stored in checkpoints and compared on
     /// load (so a checkpoint cannot be loaded into another architecture).
@@ -57,8 +102,20 @@ impl Sequential {
     /// [`Error::Io`] / [`Error::Format`] naming the file (not a checkpoint, a newer version,
     /// another kind, another architecture or optimizer); [`Error::Param`] for missing or
     /// misshapen weights.
+    ///
+    /// Nothing changes unless everything fits: on any error the model's weights, buffers,
+    /// frozen flags, optimizer state, learning rate and random streams are as before the call.
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<usize> {
-        let path = path.as_ref();
+        let before = Snapshot::take(self);
+        let result = self.load_checkpoint_unguarded(path.as_ref());
+        if result.is_err() {
+            before.restore(self);
+        }
+        result
+    }
+
+    /// [`Sequential::load_checkpoint`] without the rollback.
+    fn load_checkpoint_unguarded(&mut self, path: &Path) -> Result<usize> {
         let source = path.display().to_string();
         let ck = Checkpoint::load(path, KIND)?;
         let arch = ck.get("architecture", &source)?;

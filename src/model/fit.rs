@@ -239,7 +239,9 @@ impl Sequential {
     /// `model.compile`).
     ///
     /// # Errors
-    /// [`Error::Config`] when the optimizer's hyper-parameters are invalid.
+    /// [`Error::Config`] when the optimizer's hyper-parameters are invalid; [`Error::Shape`]
+    /// when a built model's output is not one score vector per sample `(K)` for a
+    /// cross-entropy loss (e.g. a `Dense` after a convolution without `Flatten`).
     pub fn compile(
         &mut self,
         optimizer: impl Optimizer + 'static,
@@ -247,6 +249,25 @@ impl Sequential {
         metrics: &[Metric],
     ) -> Result<&mut Self> {
         optimizer.validate()?;
+        let per_class = matches!(
+            loss,
+            Loss::SparseCategoricalCrossentropy | Loss::CategoricalCrossentropy
+        );
+        if self.check_built().is_ok() && per_class && self.output_shape().len() != 1 {
+            let flatten_hint = if self.output_shape().len() > 1 {
+                ": add a Flatten (or a global pooling) layer before the Dense head, which acts \
+                 on the last axis only"
+            } else {
+                ""
+            };
+            return Err(Error::shape(
+                format!("compile({})", loss.name()),
+                format!(
+                    "a model whose per-sample output is one score per class, (K){flatten_hint}"
+                ),
+                self.output_shape(),
+            ));
+        }
         self.compiled = Some(Compiled {
             optimizer: Box::new(optimizer),
             loss,
@@ -323,6 +344,10 @@ impl Sequential {
                 &shape,
             ));
         }
+        self.check_samples("fit: the training data", train.len(), &train.sample_shape())?;
+        if let Some(v) = opts.validation_data {
+            self.check_samples("fit: the validation data", v.len(), &v.sample_shape())?;
+        }
         let (held_in, held_out);
         let (train, val): (&dyn BatchSource, Option<&dyn BatchSource>) =
             match (opts.validation_data, opts.validation_split) {
@@ -398,9 +423,11 @@ impl Sequential {
                 let (value, logits) = self.loss_backward_targets(&x, Targets::Labels(&y), loss)?;
                 if !value.is_finite() {
                     return Err(Error::State(format!(
-                        "fit: the loss became {value} at epoch {} batch {} (of {steps}); training stopped before the update",
+                        "fit: the loss became {value} at epoch {} batch {} (of {steps}); training \
+                         stopped before the update{}",
                         epoch + 1,
-                        b + 1
+                        b + 1,
+                        non_finite_input(&x, idx)
                     )));
                 }
                 let when = format!("at epoch {} batch {}", epoch + 1, b + 1);
@@ -483,6 +510,16 @@ impl Sequential {
                 &shape,
             ));
         }
+        self.check_built()?;
+        self.check_samples(
+            if prefix.is_empty() {
+                "evaluate: the data"
+            } else {
+                "fit: the validation data"
+            },
+            data.len(),
+            &data.sample_shape(),
+        )?;
         let loss = self.loss();
         let metrics = self.metrics();
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;
@@ -539,6 +576,20 @@ impl Sequential {
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         Ok(ndarray::concatenate(Axis(0), &views).expect("batches share the output shape"))
+    }
+}
+
+/// Where a batch holds a NaN or ±inf input (`idx` are the samples' indices in the data set):
+/// `"; the input of sample 17 of the training data holds inf"`, or nothing.
+fn non_finite_input(x: &Tensor, idx: &[usize]) -> String {
+    let per = x.len() / idx.len().max(1);
+    match x.iter().position(|v| !v.is_finite()) {
+        Some(i) => format!(
+            "; the input of sample {} of the training data holds {} (clean or rescale the data)",
+            idx.get(i / per.max(1)).copied().unwrap_or(0),
+            x.iter().nth(i).copied().unwrap_or(f32::NAN)
+        ),
+        None => String::new(),
     }
 }
 

@@ -133,11 +133,61 @@ impl Sequential {
         if x.ndim() != self.input_shape.len() + 1 || x.shape()[1..] != self.input_shape[..] {
             return Err(Error::shape(
                 "Sequential",
-                format!("a batch of inputs shaped (B, {})", dims(&self.input_shape)),
+                format!(
+                    "a batch of inputs shaped (B, {}){}",
+                    dims(&self.input_shape),
+                    self.input_hint(x.shape())
+                ),
                 x.shape(),
             ));
         }
         Ok(())
+    }
+
+    /// Checks that a data set's per-sample shape is the model's input shape; `what` names the
+    /// data set in the error (e.g. `"fit: the training data"`).
+    /// `len` and `sample_shape` describe the data set (its shape `(N, …)` is reported).
+    pub(super) fn check_samples(
+        &self,
+        what: &str,
+        len: usize,
+        sample_shape: &[usize],
+    ) -> Result<()> {
+        if sample_shape != self.input_shape.as_slice() {
+            let full = [&[len][..], sample_shape].concat();
+            return Err(Error::shape(
+                what,
+                format!(
+                    "samples shaped ({}) like the model's input, i.e. data (N, {}){}; its \
+                     samples are shaped ({})",
+                    dims(&self.input_shape),
+                    dims(&self.input_shape),
+                    self.input_hint(&full),
+                    dims(sample_shape),
+                ),
+                &full,
+            ));
+        }
+        Ok(())
+    }
+
+    /// A hint for a batch shape that is close to the input shape: one sample without the batch
+    /// axis, or NHWC images for an NCHW model.
+    fn input_hint(&self, got: &[usize]) -> String {
+        let want = &self.input_shape;
+        if got == want.as_slice() {
+            return "; this is one sample without the batch axis: add it, e.g. \
+                    x.insert_axis(Axis(0))"
+                .into();
+        }
+        if let ([c, h, w], [_, gh, gw, gc]) = (want.as_slice(), got) {
+            if (gh, gw, gc) == (h, w, c) && c != h {
+                return "; this batch looks like NHWC (channels last), but handgrad expects NCHW \
+                        (PyTorch layout): permute the axes, e.g. x.permuted_axes([0, 3, 1, 2])"
+                    .into();
+            }
+        }
+        String::new()
     }
 
     /// Runs the model on a batch.

@@ -160,6 +160,17 @@ impl LrSchedule {
     pub fn apply(&self, opt: &mut dyn Optimizer, base_lr: f32, step: usize) -> Result<f32> {
         self.validate()?;
         let lr = self.lr_at(base_lr, step);
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::config(
+                OP,
+                format!("learning rate at step {step}"),
+                lr,
+                format!(
+                    "a finite rate >= 0: {self:?} with the base rate {base_lr} gives {lr} (the \
+                     optimizer was not changed)"
+                ),
+            ));
+        }
         opt.set_learning_rate(lr);
         Ok(lr)
     }

@@ -117,8 +117,8 @@ impl CausalSelfAttention {
                 "at least 1",
             ));
         }
-        let c_attn = Conv1D::new(n_embd, 3 * n_embd, INIT_STD, rng);
-        let c_proj = Conv1D::new(n_embd, n_embd, residual_init_std(n_layer), rng);
+        let c_attn = Conv1D::new(n_embd, 3 * n_embd, INIT_STD, rng)?;
+        let c_proj = Conv1D::new(n_embd, n_embd, residual_init_std(n_layer), rng)?;
         Ok(Self::assemble(n_embd, n_head, c_attn, c_proj))
     }
 

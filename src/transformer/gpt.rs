@@ -73,8 +73,8 @@ impl Gpt {
     pub fn new(config: GptConfig, rng: &mut Rng) -> Result<Self> {
         config.validate()?;
         let c = config.n_embd;
-        let wte = Param::new(normal(&[config.vocab_size, c], INIT_STD, rng));
-        let wpe = Param::new(normal(&[config.block_size, c], INIT_STD, rng));
+        let wte = Param::new(normal(&[config.vocab_size, c], INIT_STD, rng)?);
+        let wpe = Param::new(normal(&[config.block_size, c], INIT_STD, rng)?);
         let blocks = (0..config.n_layer)
             .map(|_| {
                 Block::new(c, config.n_head, config.n_layer, rng)?
@@ -176,6 +176,7 @@ impl Gpt {
     /// `ids: (B, T)` → `(B·T, C)`.
     fn hidden(&mut self, ids: ArrayView2<usize>, mode: Mode) -> Result<Array2<f32>> {
         self.check_ids(ids, "forward")?;
+        self.check_shapes()?;
         let (b, t) = ids.dim();
         let c = self.config.n_embd;
         let ids: Vec<usize> = ids.iter().copied().collect();

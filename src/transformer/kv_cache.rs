@@ -13,10 +13,17 @@ use ndarray::{s, Array2, Array3, ArrayView2, Ix2, IxDyn};
 ///
 /// Layout: `k[layer][r·NKV + g]` (key/value head `g`; `NKV = NH` for GPT-2) is a flat `(L, HS)` list that grows by one `HS` row per new
 /// position (`L` = [`KvCache::len`]). [`KvCache::reorder`] selects / duplicates rows (beam search).
+///
+/// A cache is tied to the model that fills it: every cached forward checks the cache's layer
+/// count, key/value head count and (once something is cached) head width against the model's,
+/// so a cache made for or filled by another model is an error, not wrong logits.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     rows: usize,
     len: usize,
+    n_kv_head: usize,
+    /// The width `HS` of the cached key/value rows, set by the first cached forward.
+    head_dim: Option<usize>,
     k: Vec<Vec<Vec<f32>>>,
     v: Vec<Vec<Vec<f32>>>,
 }
@@ -28,9 +35,57 @@ impl KvCache {
         KvCache {
             rows,
             len: 0,
+            n_kv_head,
+            head_dim: None,
             k: vec![vec![Vec::new(); rows * n_kv_head]; n_layer],
             v: vec![vec![Vec::new(); rows * n_kv_head]; n_layer],
         }
+    }
+
+    /// Checks that a model with `n_layer` blocks, `n_kv_head` key/value heads of width
+    /// `head_dim` can extend this cache with `tokens` (`(R, Tn)`, `Tn ≥ 1`, `R` = the cache's
+    /// rows), and ties the cache to that head width.
+    pub(crate) fn check_model(
+        &mut self,
+        who: &str,
+        (n_layer, n_kv_head, head_dim): (usize, usize, usize),
+        tokens: (usize, usize),
+    ) -> Result<()> {
+        let (rows, tn) = tokens;
+        if rows != self.rows || tn == 0 {
+            return Err(Error::shape(
+                who,
+                format!(
+                    "(R, Tn) tokens with R = the cache's {} rows and Tn ≥ 1",
+                    self.rows
+                ),
+                &[rows, tn],
+            ));
+        }
+        let made_for = format!(
+            "this cache holds {} layers of {} key/value heads{}",
+            self.n_layer(),
+            self.n_kv_head,
+            self.head_dim
+                .map_or(String::new(), |d| format!(" of width {d}"))
+        );
+        if self.n_layer() != n_layer
+            || self.n_kv_head != n_kv_head
+            || self.head_dim.is_some_and(|d| d != head_dim)
+        {
+            return Err(Error::State(format!(
+                "{who}: the cache belongs to another model: {made_for}, the model has \
+                 {n_layer} layers of {n_kv_head} key/value heads of width {head_dim} (make \
+                 the cache with the model's new_cache(rows))"
+            )));
+        }
+        self.head_dim = Some(head_dim);
+        Ok(())
+    }
+
+    /// The number of key/value heads per layer this cache was made for.
+    pub fn n_kv_head(&self) -> usize {
+        self.n_kv_head
     }
 
     /// The number of layers this cache holds.
@@ -67,16 +122,19 @@ impl KvCache {
     /// Keeps rows `order` (new row `i` is old row `order[i]`; rows may repeat or be dropped).
     ///
     /// # Errors
-    /// [`Error::Shape`] when an index is `≥ rows`.
+    /// [`Error::Label`] naming the first index `≥ rows` and its position in `order`.
     pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
-        if let Some(&bad) = order.iter().find(|&&r| r >= self.rows) {
-            return Err(Error::shape(
+        if let Some((pos, &bad)) = order.iter().enumerate().find(|(_, &r)| r >= self.rows) {
+            return Err(Error::label(
                 "KvCache::reorder",
-                format!("row indices < {}", self.rows),
-                &[bad],
+                format!(
+                    "row index {bad} at position {pos} of the order is out of range for a cache \
+                     of {} rows (indices must be < {})",
+                    self.rows, self.rows
+                ),
             ));
         }
-        let nh = self.k.first().map_or(0, |l| l.len() / self.rows.max(1));
+        let nh = self.n_kv_head;
         for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
             let old = std::mem::take(layer);
             *layer = order
@@ -167,26 +225,23 @@ impl Gpt {
     ///
     /// # Errors
     /// [`Error::Shape`] when `R` differs from the cache's rows or `len + Tn > block_size`
-    /// (crop the context and start a new cache); [`Error::Label`] for an id `≥ V`.
+    /// (crop the context and start a new cache); [`Error::State`] when the cache was made for
+    /// or filled by a model of another shape; [`Error::Label`] for an id `≥ V`;
+    /// [`Error::Param`] for a parameter replaced with another shape.
     pub fn forward_cached(
         &mut self,
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
         self.check_ids(tokens, "forward_cached")?;
+        self.check_shapes()?;
         let (rows, tn) = tokens.dim();
         let cfg = self.config.clone();
-        if rows != cache.rows || cache.k.len() != cfg.n_layer {
-            return Err(Error::shape(
-                "Gpt::forward_cached",
-                format!(
-                    "tokens for the cache's {} rows of a {}-layer model",
-                    cache.rows,
-                    cache.k.len()
-                ),
-                &[rows, tn],
-            ));
-        }
+        cache.check_model(
+            "Gpt::forward_cached",
+            (cfg.n_layer, cfg.n_head, cfg.head_size()),
+            (rows, tn),
+        )?;
         let start = cache.len;
         if start + tn > cfg.block_size {
             return Err(Error::shape(

@@ -61,8 +61,8 @@ impl Mlp {
         if n_layer == 0 {
             return Err(Error::config("Mlp", "n_layer", 0, "at least 1"));
         }
-        let c_fc = Conv1D::new(n_embd, 4 * n_embd, INIT_STD, rng);
-        let c_proj = Conv1D::new(4 * n_embd, n_embd, residual_init_std(n_layer), rng);
+        let c_fc = Conv1D::new(n_embd, 4 * n_embd, INIT_STD, rng)?;
+        let c_proj = Conv1D::new(4 * n_embd, n_embd, residual_init_std(n_layer), rng)?;
         Ok(Self::assemble(c_fc, c_proj))
     }
 

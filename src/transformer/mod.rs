@@ -64,11 +64,14 @@ pub struct Conv1D {
 
 impl Conv1D {
     /// A projection `n_in → n_out` with weight `N(0, std²)` and a zero bias.
-    pub fn new(n_in: usize, n_out: usize, std: f32, rng: &mut Rng) -> Self {
-        Conv1D {
-            weight: Param::new(normal(&[n_in, n_out], std, rng)),
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `std` is not finite and ≥ 0.
+    pub fn new(n_in: usize, n_out: usize, std: f32, rng: &mut Rng) -> Result<Self> {
+        Ok(Conv1D {
+            weight: Param::new(normal(&[n_in, n_out], std, rng)?),
             bias: Param::new(Tensor::zeros(IxDyn(&[n_out]))),
-        }
+        })
     }
 
     /// A projection from existing tensors; `what` names it in errors (e.g. `"attn.c_attn"`).

@@ -16,7 +16,63 @@ fn is_buffer(key: &str) -> bool {
     key.starts_with("h.") && (key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias"))
 }
 
+/// The parameters of block `h.i` and their shapes for width `c`, in state-dict order.
+pub(super) fn block_shapes(c: usize) -> [(&'static str, Vec<usize>); 12] {
+    [
+        ("ln_1.weight", vec![c]),
+        ("ln_1.bias", vec![c]),
+        ("attn.c_attn.weight", vec![c, 3 * c]),
+        ("attn.c_attn.bias", vec![3 * c]),
+        ("attn.c_proj.weight", vec![c, c]),
+        ("attn.c_proj.bias", vec![c]),
+        ("ln_2.weight", vec![c]),
+        ("ln_2.bias", vec![c]),
+        ("mlp.c_fc.weight", vec![c, 4 * c]),
+        ("mlp.c_fc.bias", vec![4 * c]),
+        ("mlp.c_proj.weight", vec![4 * c, c]),
+        ("mlp.c_proj.bias", vec![c]),
+    ]
+}
+
 impl Gpt {
+    /// Checks every parameter's shape against the config (and each gradient against its
+    /// value): what [`Gpt::forward`], the training forward and the cached forward run first, so
+    /// that a tensor replaced through [`Gpt::params_mut`] with another shape is an error naming
+    /// it, not a panic or a silent wrong result.
+    ///
+    /// # Errors
+    /// [`Error::Param`] naming the first parameter whose shape differs.
+    pub fn check_shapes(&self) -> Result<()> {
+        let cfg = self.config();
+        let c = cfg.n_embd;
+        let mut want = vec![
+            ("wte.weight".to_string(), vec![cfg.vocab_size, c]),
+            ("wpe.weight".to_string(), vec![cfg.block_size, c]),
+        ];
+        for i in 0..cfg.n_layer {
+            want.extend(
+                block_shapes(c)
+                    .into_iter()
+                    .map(|(n, s)| (format!("h.{i}.{n}"), s)),
+            );
+        }
+        want.push(("ln_f.weight".to_string(), vec![c]));
+        want.push(("ln_f.bias".to_string(), vec![c]));
+        let have = self.params();
+        if have.len() != want.len() {
+            return Err(Error::State(format!(
+                "Gpt: {} parameters, expected {} for this config",
+                have.len(),
+                want.len()
+            )));
+        }
+        for ((name, p), (want_name, shape)) in have.iter().zip(&want) {
+            debug_assert_eq!(name, want_name);
+            p.check(name, shape)?;
+        }
+        Ok(())
+    }
+
     /// A model from named tensors in Hugging Face GPT-2 layout (`wte.weight`,
     /// `h.0.attn.c_attn.weight` `[in, out]`, …, `ln_f.bias`), with or without the
     /// `transformer.` prefix. The `attn.bias` / `attn.masked_bias` buffers are skipped; an
@@ -72,24 +128,12 @@ impl Gpt {
         let wpe = take("wpe.weight", &[config.block_size, c])?;
         // dropout streams seeded deterministically (checkpoints restore their exact positions)
         let mut rng = crate::init::rng(0);
-        let mut blocks = Vec::with_capacity(config.n_layer);
+        // (no capacity from the config: a config.json may claim billions of layers; the loop
+        // stops at the first missing tensor)
+        let mut blocks = Vec::new();
         for i in 0..config.n_layer {
-            let shapes: [(&str, Vec<usize>); 12] = [
-                ("ln_1.weight", vec![c]),
-                ("ln_1.bias", vec![c]),
-                ("attn.c_attn.weight", vec![c, 3 * c]),
-                ("attn.c_attn.bias", vec![3 * c]),
-                ("attn.c_proj.weight", vec![c, c]),
-                ("attn.c_proj.bias", vec![c]),
-                ("ln_2.weight", vec![c]),
-                ("ln_2.bias", vec![c]),
-                ("mlp.c_fc.weight", vec![c, 4 * c]),
-                ("mlp.c_fc.bias", vec![4 * c]),
-                ("mlp.c_proj.weight", vec![4 * c, c]),
-                ("mlp.c_proj.bias", vec![c]),
-            ];
             let mut local = HashMap::new();
-            for (name, shape) in &shapes {
+            for (name, shape) in &block_shapes(c) {
                 local.insert(*name, take(&format!("h.{i}.{name}"), shape)?);
             }
             let block =

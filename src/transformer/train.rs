@@ -42,6 +42,11 @@ pub trait TrainableLm {
     /// The longest sequence the model accepts and the config field that says so
     /// (`("block_size", 1024)` for GPT-2).
     fn max_len(&self) -> (&'static str, usize);
+    /// The vocabulary size `V`: [`LmTrainer::train`] checks every token of the data against
+    /// it before the first step (default `usize::MAX`: unknown, no check).
+    fn vocab_size(&self) -> usize {
+        usize::MAX
+    }
 }
 
 impl TrainableLm for Gpt {
@@ -62,6 +67,9 @@ impl TrainableLm for Gpt {
     }
     fn max_len(&self) -> (&'static str, usize) {
         ("block_size", self.config().block_size)
+    }
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
     }
 }
 
@@ -85,11 +93,25 @@ pub trait LmBatches {
         max_rows: usize,
         batch_size: usize,
     ) -> Vec<(Array2<usize>, Array2<usize>)>;
+    /// The largest input token id anywhere in the data and where it is (e.g.
+    /// `"token 51234"`), checked against the model's vocabulary before training starts
+    /// (default `None`: not known).
+    fn max_token_id(&self) -> Option<(usize, String)> {
+        None
+    }
 }
 
 impl LmBatches for LmDataset {
     fn seq_len(&self) -> usize {
         self.block_size()
+    }
+    fn max_token_id(&self) -> Option<(usize, String)> {
+        let (pos, &id) = self
+            .tokens()
+            .iter()
+            .enumerate()
+            .max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i)))?;
+        Some((id, format!("token {pos} of the stream")))
     }
     fn sample_batch(&self, batch_size: usize, rng: &mut Rng) -> (Array2<usize>, Array2<usize>) {
         self.batch(batch_size, rng)
@@ -117,10 +139,11 @@ pub struct LmTrainOptions {
     pub batch_size: usize,
     /// Peak learning rate (default `1e-3`).
     pub lr: f32,
-    /// Final learning rate of the cosine decay (default `lr / 10`).
-    pub min_lr: f32,
-    /// Linear warmup steps (default 100).
-    pub warmup_steps: usize,
+    /// Final learning rate of the cosine decay (default `None`: `lr / 10`); at most `lr`.
+    pub min_lr: Option<f32>,
+    /// Linear warmup steps (default `None`: `min(100, steps / 10)`, so that short runs warm
+    /// up for a tenth of their steps); at most `steps`.
+    pub warmup_steps: Option<usize>,
     /// AdamW decoupled weight decay on ≥ 2-D weights only (default 0.1).
     pub weight_decay: f32,
     /// AdamW `(β₁, β₂)` (default `(0.9, 0.95)`, as nanoGPT / GPT-3).
@@ -143,8 +166,8 @@ impl Default for LmTrainOptions {
             steps: 1000,
             batch_size: 16,
             lr: 1e-3,
-            min_lr: 1e-4,
-            warmup_steps: 100,
+            min_lr: None,
+            warmup_steps: None,
             weight_decay: 0.1,
             betas: (0.9, 0.95),
             grad_clip: Some(1.0),
@@ -152,6 +175,184 @@ impl Default for LmTrainOptions {
             eval_windows: 32,
             seed: 1337,
             verbose: true,
+        }
+    }
+}
+
+impl LmTrainOptions {
+    /// The defaults (see the fields); set what differs with the builder methods:
+    ///
+    /// ```
+    /// use handgrad::transformer::LmTrainOptions;
+    /// let opts = LmTrainOptions::new().steps(300).lr(3e-4).batch_size(8).verbose(false);
+    /// assert_eq!((opts.warmup(), opts.final_lr()), (30, 3e-4 / 10.0));
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The warmup length used: `warmup_steps`, or `min(100, steps / 10)` when unset.
+    pub fn warmup(&self) -> usize {
+        self.warmup_steps.unwrap_or((self.steps / 10).min(100))
+    }
+
+    /// The final learning rate used: `min_lr`, or `lr / 10` when unset.
+    pub fn final_lr(&self) -> f32 {
+        self.min_lr.unwrap_or(self.lr / 10.0)
+    }
+
+    /// Optimizer steps in all.
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self
+    }
+
+    /// Rows per step `B`.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size;
+        self
+    }
+
+    /// Peak learning rate.
+    pub fn lr(mut self, lr: f32) -> Self {
+        self.lr = lr;
+        self
+    }
+
+    /// Final learning rate of the cosine decay.
+    pub fn min_lr(mut self, min_lr: f32) -> Self {
+        self.min_lr = Some(min_lr);
+        self
+    }
+
+    /// Linear warmup steps.
+    pub fn warmup_steps(mut self, steps: usize) -> Self {
+        self.warmup_steps = Some(steps);
+        self
+    }
+
+    /// AdamW decoupled weight decay (on ≥ 2-D weights).
+    pub fn weight_decay(mut self, weight_decay: f32) -> Self {
+        self.weight_decay = weight_decay;
+        self
+    }
+
+    /// AdamW `(β₁, β₂)`.
+    pub fn betas(mut self, beta1: f32, beta2: f32) -> Self {
+        self.betas = (beta1, beta2);
+        self
+    }
+
+    /// Clip the global gradient norm to `max_norm` (`None`: no clipping).
+    pub fn grad_clip(mut self, max_norm: Option<f32>) -> Self {
+        self.grad_clip = max_norm;
+        self
+    }
+
+    /// Validate every this many steps (and after the last).
+    pub fn eval_interval(mut self, steps: usize) -> Self {
+        self.eval_interval = steps;
+        self
+    }
+
+    /// Validation windows per validation loss.
+    pub fn eval_windows(mut self, windows: usize) -> Self {
+        self.eval_windows = windows;
+        self
+    }
+
+    /// Seed of the batch sampling.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Print a progress line at each validation.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Checks every option; errors name the option (not the optimizer or schedule behind it).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero `steps` / `batch_size` / `eval_interval`, a `lr`, `betas`,
+    /// `weight_decay` or `grad_clip` out of range, `min_lr` outside `[0, lr]`, or a warmup
+    /// longer than the run.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "LmTrainOptions";
+        for (field, v) in [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("eval_interval", self.eval_interval),
+        ] {
+            if v == 0 {
+                return Err(Error::config(OP, field, 0, "at least 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::config(OP, "lr", self.lr, "a finite number > 0"));
+        }
+        let min_lr = self.final_lr();
+        if !(min_lr.is_finite() && (0.0..=self.lr).contains(&min_lr)) {
+            return Err(Error::config(
+                OP,
+                "min_lr",
+                min_lr,
+                format!("a finite number in [0, lr = {}]", self.lr),
+            ));
+        }
+        if self.warmup() > self.steps {
+            return Err(Error::config(
+                OP,
+                "warmup_steps",
+                self.warmup(),
+                format!("at most steps = {}", self.steps),
+            ));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(OP, "grad_clip", c, "a finite number > 0"));
+            }
+        }
+        // the optimizer's own checks, reported under the option's name
+        self.optimizer().validate().map_err(|e| match e {
+            Error::Config {
+                name,
+                value,
+                expected,
+                ..
+            } => {
+                let field = match name.as_str() {
+                    "beta1" | "beta2" | "betas" => "betas",
+                    "weight_decay" => "weight_decay",
+                    _ => "lr",
+                };
+                Error::Config {
+                    op: OP.into(),
+                    name: field.into(),
+                    value: format!("{value} ({name})"),
+                    expected,
+                }
+            }
+            e => e,
+        })
+    }
+
+    /// The AdamW these options describe.
+    fn optimizer(&self) -> AdamW {
+        AdamW::new(self.lr)
+            .betas(self.betas.0, self.betas.1)
+            .weight_decay(self.weight_decay)
+            .decay_min_rank(2)
+    }
+
+    /// The warmup + cosine schedule these options describe.
+    fn schedule(&self) -> LrSchedule {
+        LrSchedule::WarmupCosine {
+            warmup_steps: self.warmup(),
+            total_steps: self.steps,
+            min_lr: self.final_lr(),
         }
     }
 }
@@ -181,8 +382,7 @@ pub struct LmHistory {
 /// let tokens: Vec<usize> = (0..200).map(|i| i % 5).collect();
 /// let data = LmDataset::new(tokens, 8)?;
 /// let mut gpt = Gpt::new(GptConfig::new(5, 8, 1, 2, 16), &mut handgrad::init::rng(0))?;
-/// let opts = LmTrainOptions { steps: 30, batch_size: 4, warmup_steps: 5, lr: 1e-2,
-///                             verbose: false, ..Default::default() };
+/// let opts = LmTrainOptions::new().steps(30).batch_size(4).lr(1e-2).verbose(false);
 /// let history = LmTrainer::new(opts)?.train(&mut gpt, &data, None)?;
 /// assert!(history.loss[29] < history.loss[0]);
 /// # Ok::<(), handgrad::Error>(())
@@ -200,38 +400,11 @@ impl LmTrainer {
     /// A trainer at step 0.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero `steps` / `batch_size` / `eval_interval`, invalid AdamW
-    /// hyper-parameters, or a warmup longer than the run.
+    /// As [`LmTrainOptions::validate`].
     pub fn new(opts: LmTrainOptions) -> Result<Self> {
-        for (field, v) in [
-            ("steps", opts.steps),
-            ("batch_size", opts.batch_size),
-            ("eval_interval", opts.eval_interval),
-        ] {
-            if v == 0 {
-                return Err(Error::config("LmTrainOptions", field, 0, "at least 1"));
-            }
-        }
-        if let Some(c) = opts.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::config(
-                    "LmTrainOptions",
-                    "grad_clip",
-                    c,
-                    "a finite number > 0",
-                ));
-            }
-        }
-        let optimizer = AdamW::new(opts.lr)
-            .betas(opts.betas.0, opts.betas.1)
-            .weight_decay(opts.weight_decay)
-            .decay_min_rank(2);
-        optimizer.validate()?;
-        let schedule = LrSchedule::WarmupCosine {
-            warmup_steps: opts.warmup_steps,
-            total_steps: opts.steps,
-            min_lr: opts.min_lr,
-        };
+        opts.validate()?;
+        let optimizer = opts.optimizer();
+        let schedule = opts.schedule();
         schedule.validate()?;
         Ok(LmTrainer {
             rng: rng(opts.seed),
@@ -350,6 +523,20 @@ impl LmTrainer {
                 format!("windows of at most {field} = {limit} tokens"),
                 &[t],
             ));
+        }
+        let v = gpt.vocab_size();
+        for (what, data) in [("training", Some(train)), ("validation", val)] {
+            if let Some((id, at)) = data.and_then(|d| d.max_token_id()) {
+                if id >= v {
+                    return Err(Error::label(
+                        "LmTrainer::train",
+                        format!(
+                            "the {what} data holds token id {id} ({at}), out of range for the \
+                             model's vocabulary of {v} (ids must be < {v}); nothing was trained"
+                        ),
+                    ));
+                }
+            }
         }
         let mut history = LmHistory::default();
         let start = Instant::now();

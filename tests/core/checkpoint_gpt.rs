@@ -21,7 +21,7 @@ fn opts(steps: usize) -> LmTrainOptions {
     LmTrainOptions {
         steps,
         batch_size: 4,
-        warmup_steps: 3,
+        warmup_steps: Some(3),
         lr: 3e-3,
         verbose: false,
         ..Default::default()

@@ -17,7 +17,7 @@ fn tmp(name: &str) -> PathBuf {
 fn data() -> Dataset {
     let d = digits().unwrap();
     let idx: Vec<usize> = (0..300).collect();
-    let (x, y) = d.select(&idx);
+    let (x, y) = d.select(&idx).unwrap();
     let x = x
         .into_shape_with_order(ndarray::IxDyn(&[300, 1, 8, 8]))
         .unwrap()
@@ -188,7 +188,7 @@ fn gpt_training_stops_on_a_non_finite_loss_naming_the_step() {
     let data = LmDataset::new((0..100).map(|i| i % 5).collect(), 8).unwrap();
     let opts = LmTrainOptions {
         steps: 3,
-        warmup_steps: 1,
+        warmup_steps: Some(1),
         verbose: false,
         ..Default::default()
     };

@@ -9,7 +9,7 @@ fn seed_cnn(seed: u64) -> Sequential {
 
 #[test]
 fn seed_cnn_reaches_85_percent_on_fashion_mnist() {
-    let (train, test) = fashion_mnist().unwrap().split(0.2, 0).unwrap();
+    let (train, test) = fashion_mnist().unwrap().split(0.8, 0).unwrap();
     assert_eq!((train.len(), test.len()), (8000, 2000));
     let mut model = seed_cnn(0);
     model
@@ -41,7 +41,7 @@ fn seed_cnn_reaches_85_percent_on_fashion_mnist() {
 fn cnn_training_is_bit_identical_on_1_and_2_threads() {
     let data = fashion_mnist().unwrap();
     let idx: Vec<usize> = (0..256).collect();
-    let (x, y) = data.select(&idx);
+    let (x, y) = data.select(&idx).unwrap();
     let small = Dataset::new(x, y).unwrap();
     let run = |threads: usize| {
         rayon::ThreadPoolBuilder::new()

@@ -52,7 +52,7 @@ fn describe_classifies_fills_the_template_and_continues_it() {
         steps: 200,
         batch_size: 8,
         lr: 1e-2,
-        warmup_steps: 10,
+        warmup_steps: Some(10),
         weight_decay: 0.0,
         verbose: false,
         ..Default::default()

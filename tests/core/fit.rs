@@ -16,7 +16,7 @@ fn model(seed: u64) -> Sequential {
 }
 
 fn data() -> (Dataset, Dataset) {
-    digits().unwrap().split(0.2, 1).unwrap()
+    digits().unwrap().split(0.8, 1).unwrap()
 }
 
 fn quiet() -> FitOptions<'static> {
@@ -132,7 +132,7 @@ fn validation_split_holds_out_the_last_samples() {
     // The held-out part is the last quarter, evaluated as val_*.
     let n = train.len();
     let idx: Vec<usize> = (n - (n as f32 * 0.25).round() as usize..n).collect();
-    let (x, y) = train.select(&idx);
+    let (x, y) = train.select(&idx).unwrap();
     let (loss, acc) = m.evaluate_batch(&x, &y).unwrap();
     assert!((h.val_loss()[0] - loss).abs() < 1e-5);
     assert!((h.val_accuracy()[0] - acc).abs() < 1e-6);
@@ -298,7 +298,7 @@ fn evaluate_rejects_empty_and_mismatched_data() {
     );
     let wrong = Dataset::new(Tensor::zeros(ndarray::IxDyn(&[3, 63])), vec![0, 1, 2]).unwrap();
     let msg = m.evaluate(&wrong).unwrap_err().to_string();
-    assert!(msg.contains("(B, 64)") && msg.contains("[3, 63]"), "{msg}");
+    assert!(msg.contains("(N, 64)") && msg.contains("[3, 63]"), "{msg}");
     let msg = Dataset::new(Tensor::zeros(ndarray::IxDyn(&[3, 64])), vec![0, 1])
         .unwrap_err()
         .to_string();

@@ -105,7 +105,7 @@ fn user_errors_are_err_with_clear_messages() {
     let data = LmDataset::new((0..50).map(|i| i % 7).collect(), 8).unwrap();
     let opts = LmTrainOptions {
         steps: 1,
-        warmup_steps: 0,
+        warmup_steps: Some(0),
         verbose: false,
         ..Default::default()
     };
@@ -171,8 +171,8 @@ fn tiny_gpt_overfits_a_string_and_generates_it_back() {
         steps: 300,
         batch_size: 8,
         lr: 1e-2,
-        min_lr: 1e-3,
-        warmup_steps: 20,
+        min_lr: Some(1e-3),
+        warmup_steps: Some(20),
         weight_decay: 0.0,
         verbose: false,
         ..Default::default()
@@ -207,7 +207,7 @@ fn training_is_bit_identical_for_the_same_seed_on_one_or_two_threads() {
             let opts = LmTrainOptions {
                 steps: 5,
                 batch_size: 4,
-                warmup_steps: 2,
+                warmup_steps: Some(2),
                 verbose: false,
                 ..Default::default()
             };

@@ -1,6 +1,7 @@
 //! The crate's integration tests in one binary (one link instead of one per file): the
 //! original CNN, GPT, data, I/O and tokenizer suites, one module per file.
 
+mod api_hardening;
 mod batch_norm;
 mod checkpoint_gpt;
 mod checkpoint_sequential;

@@ -130,7 +130,7 @@ fn shape_and_label_errors_are_reported() {
 
 #[test]
 fn mlp_learns_uci_digits_above_95_percent() {
-    let (train, test) = digits().unwrap().split(0.2, 0).unwrap();
+    let (train, test) = digits().unwrap().split(0.8, 0).unwrap();
     assert_eq!((train.len(), test.len()), (1438, 359));
     let mut rng = handgrad::init::rng(0);
     let mut model = Sequential::new(&[64])

@@ -160,7 +160,10 @@ fn bad_input_gives_errors_that_say_what_was_expected() {
         .forward_cached(x.view(), &mut cache)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("3-layer") && e.contains("2 layers"), "{e}");
+    assert!(
+        e.contains("holds 3 layers") && e.contains("the model has 2 layers"),
+        "{e}"
+    );
     // config dimensions that do not match the tensors
     let dir = std::env::temp_dir().join(format!("handgrad-llama-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -29,7 +29,7 @@ fn snapshot(m: &Sequential) -> Vec<(String, Vec<u32>)> {
 }
 
 fn train_data() -> Dataset {
-    digits().unwrap().split(0.9, 3).unwrap().0
+    digits().unwrap().split(0.1, 3).unwrap().0
 }
 
 #[test]

@@ -26,9 +26,10 @@ impl Llama {
     /// `tokens: (R, Tn)` → `(R, V)`.
     ///
     /// # Errors
-    /// [`Error::Shape`] when `R` differs from the cache's rows, the cache belongs to a model of
-    /// another depth, `Tn = 0`, or `len + Tn > max_position_embeddings`; [`Error::Label`] for an
-    /// id `≥ V`.
+    /// [`Error::Shape`] when `R` differs from the cache's rows, `Tn = 0`, or
+    /// `len + Tn > max_position_embeddings`; [`Error::State`] when the cache was made for or
+    /// filled by a model of another shape; [`Error::Label`] for an id `≥ V`;
+    /// [`Error::Param`] for a weight replaced with another shape.
     pub fn forward_cached(
         &self,
         tokens: ArrayView2<usize>,
@@ -36,19 +37,11 @@ impl Llama {
     ) -> Result<Array2<f32>> {
         let (rows, tn) = tokens.dim();
         let cfg = &self.config;
-        if rows != cache.rows() || cache.n_layer() != cfg.num_hidden_layers || tn == 0 {
-            return Err(Error::shape(
-                "Llama::forward_cached",
-                format!(
-                    "(R, Tn) tokens with Tn ≥ 1 for the cache's {} rows of a {}-layer model \
-                     (this model has {} layers)",
-                    cache.rows(),
-                    cache.n_layer(),
-                    cfg.num_hidden_layers
-                ),
-                &[rows, tn],
-            ));
-        }
+        cache.check_model(
+            "Llama::forward_cached",
+            (cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim),
+            (rows, tn),
+        )?;
         let start = cache.len();
         if start + tn > cfg.max_position_embeddings {
             return Err(Error::shape(

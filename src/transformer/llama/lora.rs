@@ -206,7 +206,11 @@ impl LoraLlama {
                 if wanted[k] {
                     let (out, inp) = w.dim();
                     l[k] = Some(LoraPair {
-                        a: Param::new(uniform(&[config.r, inp], 1.0 / (inp as f32).sqrt(), &mut g)),
+                        a: Param::new(uniform(
+                            &[config.r, inp],
+                            1.0 / (inp as f32).sqrt(),
+                            &mut g,
+                        )?),
                         b: Param::new(Tensor::zeros(IxDyn(&[out, config.r]))),
                         scale,
                     });
@@ -344,6 +348,9 @@ impl TrainableLm for LoraLlama {
             "max_position_embeddings",
             self.base.config.max_position_embeddings,
         )
+    }
+    fn vocab_size(&self) -> usize {
+        self.base.config.vocab_size
     }
 }
 

@@ -89,6 +89,9 @@ impl TrainableLm for Llama {
             self.config.max_position_embeddings,
         )
     }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
 }
 
 impl LlamaLayer {
