@@ -107,7 +107,9 @@ fn greedy(gpt: &mut Gpt, prompt: &[usize], new: usize, cached: bool) -> Vec<usiz
     } else {
         for _ in 0..new {
             let x = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("seq");
-            let logits = gpt.forward(x.view(), false).expect("forward");
+            let logits = gpt
+                .forward(x.view(), handgrad::Mode::Eval)
+                .expect("forward");
             let last = logits
                 .index_axis(ndarray::Axis(1), seq.len() - 1)
                 .to_owned();

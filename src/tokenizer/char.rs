@@ -4,6 +4,7 @@ use super::Tokenizer;
 use crate::error::{Error, Result};
 use std::collections::BTreeSet;
 use std::collections::HashMap;
+use std::path::Path;
 
 /// A character-level tokenizer: the vocabulary is the sorted set of distinct characters of the
 /// text it was built from (as nanoGPT's `shakespeare_char`), id = rank in that order.
@@ -58,7 +59,49 @@ impl CharTokenizer {
     pub fn to_vocab_string(&self) -> String {
         self.chars.iter().collect()
     }
+
+    /// Writes the vocabulary to `dir/`[`CHAR_VOCAB_FILE`] (UTF-8, the characters in id order),
+    /// creating `dir`; [`CharTokenizer::load`] and [`super::from_dir`] read it back.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the folder or file.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(CHAR_VOCAB_FILE);
+        std::fs::write(&path, self.to_vocab_string()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a vocabulary written by [`CharTokenizer::save`]: `path` is the file or the folder
+    /// holding [`CHAR_VOCAB_FILE`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file; [`Error::Format`] when it is empty or a character repeats.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = if path.is_dir() {
+            path.join(CHAR_VOCAB_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        if text.is_empty() {
+            return Err(Error::format(
+                file.display().to_string(),
+                "an empty character vocabulary",
+            ));
+        }
+        Self::from_chars(text.chars().collect()).map_err(|e| {
+            Error::format(
+                file.display().to_string(),
+                format!("not a character vocabulary: {e}"),
+            )
+        })
+    }
 }
+
+/// The file name [`CharTokenizer::save`] writes: `char_vocab.txt`.
+pub const CHAR_VOCAB_FILE: &str = "char_vocab.txt";
 
 impl Tokenizer for CharTokenizer {
     fn vocab_size(&self) -> usize {

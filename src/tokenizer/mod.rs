@@ -28,7 +28,7 @@ mod stream;
 mod train;
 mod unicode_classes;
 
-pub use self::char::CharTokenizer;
+pub use self::char::{CharTokenizer, CHAR_VOCAB_FILE};
 pub use bpe_tokenizer::{BpeOptions, BpeTokenizer, EncodeOptions};
 pub use chat::{ChatTemplate, Message};
 pub use gpt2::{Gpt2Tokenizer, ENDOFTEXT};
@@ -43,4 +43,55 @@ pub trait Tokenizer {
     fn encode(&self, text: &str) -> crate::Result<Vec<usize>>;
     /// Decodes ids. Errors: an id >= vocab_size (message names the id and the vocab size).
     fn decode(&self, ids: &[usize]) -> crate::Result<String>;
+}
+
+/// A boxed tokenizer (e.g. from [`from_dir`]) is a tokenizer.
+impl<T: Tokenizer + ?Sized> Tokenizer for Box<T> {
+    fn vocab_size(&self) -> usize {
+        (**self).vocab_size()
+    }
+    fn encode(&self, text: &str) -> crate::Result<Vec<usize>> {
+        (**self).encode(text)
+    }
+    fn decode(&self, ids: &[usize]) -> crate::Result<String> {
+        (**self).decode(ids)
+    }
+}
+
+/// The tokenizer saved in a model folder, whichever kind it is: `tokenizer.json`,
+/// `encoder.json` + `vocab.bpe` or `vocab.json` + `merges.txt` (byte-level BPE, see
+/// [`BpeTokenizer::from_dir`]), else [`CHAR_VOCAB_FILE`] (a [`CharTokenizer`]).
+///
+/// ```no_run
+/// use handgrad::tokenizer::Tokenizer;
+/// let tok = handgrad::tokenizer::from_dir("checkpoints/char-gpt")?;
+/// println!("{} tokens", tok.vocab_size());
+/// # Ok::<(), handgrad::Error>(())
+/// ```
+///
+/// # Errors
+/// [`crate::Error::Io`] naming the folder and listing the files looked for when it holds none
+/// of them; otherwise the loader's errors.
+pub fn from_dir(dir: impl AsRef<std::path::Path>) -> crate::Result<Box<dyn Tokenizer>> {
+    let dir = dir.as_ref();
+    let has = |f: &str| dir.join(f).is_file();
+    let bpe = has("tokenizer.json")
+        || (has("encoder.json") && has("vocab.bpe"))
+        || (has("vocab.json") && has("merges.txt"));
+    if bpe {
+        return Ok(Box::new(BpeTokenizer::from_dir(dir)?));
+    }
+    if has(CHAR_VOCAB_FILE) {
+        return Ok(Box::new(CharTokenizer::load(dir)?));
+    }
+    Err(crate::Error::io(
+        dir,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "no tokenizer here; expected tokenizer.json, encoder.json + vocab.bpe, \
+                 vocab.json + merges.txt or {CHAR_VOCAB_FILE}"
+            ),
+        ),
+    ))
 }

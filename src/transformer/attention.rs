@@ -223,14 +223,15 @@ impl CausalSelfAttention {
         )
     }
 
-    /// Runs the module; with `train = true` it keeps what [`CausalSelfAttention::backward`] needs.
+    /// Runs the module; with `Mode::Train` it keeps what [`CausalSelfAttention::backward`] needs.
     ///
     /// # Shapes
     /// `x: (B, T, C) → (B, T, C)`.
     ///
     /// # Errors
     /// [`Error::Shape`] when `x` is not `(B, T, C)`.
-    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let train = mode == Mode::Train;
         let (b, t) = check_btc(x, self.n_embd, &self.name())?;
         let (c, nh) = (self.n_embd, self.n_head);
         let rows = b * t;
@@ -298,7 +299,7 @@ impl CausalSelfAttention {
     /// `dout: (B, T, C) → dx: (B, T, C)`.
     ///
     /// # Errors
-    /// [`Error::State`] without a preceding `train = true` forward, [`Error::Shape`] when `dout`
+    /// [`Error::State`] without a preceding `Mode::Train` forward, [`Error::Shape`] when `dout`
     /// is not shaped like the last output.
     pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
         let name = self.name();

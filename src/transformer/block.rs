@@ -186,27 +186,26 @@ impl Block {
         )
     }
 
-    /// Runs the block; with `train = true` every sub-module keeps what the backward needs.
+    /// Runs the block; with `Mode::Train` every sub-module keeps what the backward needs.
     ///
     /// # Shapes
     /// `x: (B, T, C) → (B, T, C)`.
     ///
     /// # Errors
     /// [`Error::Shape`] when `x` is not `(B, T, C)`.
-    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         check_btc(x, self.n_embd(), &self.name())?;
-        let mode = if train { Mode::Train } else { Mode::Eval };
         // x1 = x + attn(ln_1(x))
         let h1 = self.ln_1.forward(x, mode)?;
-        let mut x1 = self.attn.forward(&h1, train)?;
-        if train && self.drop[0].p() > 0.0 {
+        let mut x1 = self.attn.forward(&h1, mode)?;
+        if mode == Mode::Train && self.drop[0].p() > 0.0 {
             x1 = self.drop[0].forward(&x1, mode)?;
         }
         x1 += x;
         // out = x1 + mlp(ln_2(x1))
         let h2 = self.ln_2.forward(&x1, mode)?;
-        let mut out = self.mlp.forward(&h2, train)?;
-        if train && self.drop[1].p() > 0.0 {
+        let mut out = self.mlp.forward(&h2, mode)?;
+        if mode == Mode::Train && self.drop[1].p() > 0.0 {
             out = self.drop[1].forward(&out, mode)?;
         }
         out += &x1;
@@ -225,7 +224,7 @@ impl Block {
     /// `dout: (B, T, C) → dx: (B, T, C)`.
     ///
     /// # Errors
-    /// [`Error::State`] without a preceding `train = true` forward, [`Error::Shape`] when `dout`
+    /// [`Error::State`] without a preceding `Mode::Train` forward, [`Error::Shape`] when `dout`
     /// is not shaped like the last output.
     pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
         let dh2 = if self.drop[1].p() > 0.0 {

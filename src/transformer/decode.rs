@@ -55,7 +55,7 @@ impl CachedLm for Gpt {
         Gpt::forward_cached(self, tokens, cache)
     }
     fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
-        let logits = self.forward(tokens, false)?;
+        let logits = self.forward(tokens, crate::Mode::Eval)?;
         let t = tokens.ncols();
         Ok(logits
             .index_axis(Axis(1), t - 1)

@@ -30,7 +30,7 @@ use ndarray::{Array2, ArrayView2, Ix2, IxDyn};
 /// let mut rng = handgrad::init::rng(0);
 /// let mut gpt = Gpt::new(GptConfig::tiny(10), &mut rng)?;
 /// let ids = ndarray::array![[1usize, 2, 3, 4]];
-/// let logits = gpt.forward(ids.view(), false)?;          // (B, T, V) = (1, 4, 10)
+/// let logits = gpt.forward(ids.view(), handgrad::Mode::Eval)?;          // (B, T, V) = (1, 4, 10)
 /// assert_eq!(logits.shape(), &[1, 4, 10]);
 /// let targets = ndarray::array![[2usize, 3, 4, 5]];
 /// let loss = gpt.forward_loss(ids.view(), targets.view())?; // ≈ ln 10 at init
@@ -199,7 +199,7 @@ impl Gpt {
             x = self.drop.forward(&x, mode)?;
         }
         for block in &mut self.blocks {
-            x = block.forward(&x, train)?;
+            x = block.forward(&x, mode)?;
         }
         let h = self.ln_f.forward(&x, mode)?;
         self.cache.ids = ids;
@@ -221,7 +221,7 @@ impl Gpt {
         matmul_nt_into(h, wte, out, false);
     }
 
-    /// Logits for every position. `train = true` runs dropout (when configured) but keeps
+    /// Logits for every position. `Mode::Train` runs dropout (when configured) but keeps
     /// nothing for a backward; training goes through [`Gpt::forward_loss`].
     ///
     /// # Shapes
@@ -230,8 +230,7 @@ impl Gpt {
     /// # Errors
     /// [`Error::Shape`] when `B` or `T` is 0 or `T > block_size`; [`Error::Label`] naming the
     /// first id `≥ V` and its position.
-    pub fn forward(&mut self, ids: ArrayView2<usize>, train: bool) -> Result<Tensor> {
-        let mode = if train { Mode::Train } else { Mode::Eval };
+    pub fn forward(&mut self, ids: ArrayView2<usize>, mode: Mode) -> Result<Tensor> {
         let h = self.hidden(ids, mode)?;
         self.cache.ready = false;
         let (b, t) = ids.dim();

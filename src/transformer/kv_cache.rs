@@ -207,7 +207,7 @@ impl Block {
         let mut x1 = self.attn.forward_cached(&h1, k, v)?;
         x1 += x;
         let h2 = self.ln_2.forward(&x1, Mode::Eval)?;
-        let mut out = self.mlp.forward(&h2, false)?;
+        let mut out = self.mlp.forward(&h2, Mode::Eval)?;
         out += &x1;
         Ok(out)
     }

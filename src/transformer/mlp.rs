@@ -123,14 +123,15 @@ impl Mlp {
         format!("Mlp(n_embd={}, n_inner={})", self.n_embd, self.n_inner())
     }
 
-    /// Runs the MLP; with `train = true` it keeps what [`Mlp::backward`] needs.
+    /// Runs the MLP; with `Mode::Train` it keeps what [`Mlp::backward`] needs.
     ///
     /// # Shapes
     /// `x: (B, T, C) → (B, T, C)`.
     ///
     /// # Errors
     /// [`Error::Shape`] when `x` is not `(B, T, C)`.
-    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let train = mode == Mode::Train;
         let (b, t) = check_btc(x, self.n_embd, &self.name())?;
         let (c, h, rows) = (self.n_embd, self.n_inner(), b * t);
         let x = x.as_standard_layout();
@@ -175,7 +176,7 @@ impl Mlp {
     /// `dout: (B, T, C) → dx: (B, T, C)`.
     ///
     /// # Errors
-    /// [`Error::State`] without a preceding `train = true` forward, [`Error::Shape`] when `dout`
+    /// [`Error::State`] without a preceding `Mode::Train` forward, [`Error::Shape`] when `dout`
     /// is not shaped like the last output.
     pub fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
         let name = self.name();

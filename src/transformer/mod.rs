@@ -6,7 +6,7 @@
 //! weights `N(0, 0.02)`, biases 0, LayerNorm weight 1 and bias 0, and the residual projections
 //! (`attn.c_proj.weight`, `mlp.c_proj.weight`) `N(0, 0.02/√(2·n_layer))`.
 //!
-//! Every module has `forward(x, train)` and `backward(dout)`: a `train = true` forward keeps what
+//! Every module has `forward(x, mode)` and `backward(dout)`: a `Mode::Train` forward keeps what
 //! the backward needs in buffers owned by the module (reused while the shape stays the same);
 //! `backward` accumulates (`+=`) into each [`Param::grad`] and returns `dL/dx`.
 

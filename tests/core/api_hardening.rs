@@ -63,7 +63,10 @@ fn a_gpt_parameter_replaced_with_another_shape_is_an_error_naming_it() {
         }
     }
     let ids = Array2::from_shape_vec((1, 3), vec![1, 9, 10]).unwrap();
-    let e = gpt.forward(ids.view(), false).unwrap_err().to_string();
+    let e = gpt
+        .forward(ids.view(), handgrad::Mode::Eval)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("wte.weight") && e.contains("[11, 8]"), "{e}");
     let mut cache = gpt.new_cache(1);
     let e = gpt.forward_cached(ids.view(), &mut cache).unwrap_err();
@@ -74,7 +77,10 @@ fn a_gpt_parameter_replaced_with_another_shape_is_an_error_naming_it() {
             *p = Param::new(Tensor::zeros(IxDyn(&[8, 16])));
         }
     }
-    let e = gpt.forward(ids.view(), false).unwrap_err().to_string();
+    let e = gpt
+        .forward(ids.view(), handgrad::Mode::Eval)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("h.1.attn.c_attn.weight"), "{e}");
 }
 
@@ -435,4 +441,32 @@ fn common_weight() -> Tensor {
         (0..54).map(|i| i as f32 * 0.01).collect(),
     )
     .unwrap()
+}
+
+#[test]
+fn char_tokenizer_saves_and_loads_and_from_dir_finds_any_tokenizer() {
+    use handgrad::tokenizer::{from_dir, CharTokenizer, Tokenizer};
+    let dir = std::env::temp_dir().join(format!("handgrad-tok-{}", std::process::id()));
+    let tok = CharTokenizer::from_text("Call me Ishmael.\nSome years ago");
+    tok.save(&dir).unwrap();
+    assert_eq!(CharTokenizer::load(&dir).unwrap(), tok);
+    let any = from_dir(&dir).unwrap();
+    assert_eq!(any.vocab_size(), tok.vocab_size());
+    assert_eq!(
+        any.encode("Ishmael").unwrap(),
+        tok.encode("Ishmael").unwrap()
+    );
+    std::fs::write(dir.join("char_vocab.txt"), "aba").unwrap();
+    let e = CharTokenizer::load(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("char_vocab.txt") && e.contains("'a' twice"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join("char_vocab.txt")).unwrap();
+    let e = from_dir(&dir).err().unwrap().to_string();
+    assert!(
+        e.contains("tokenizer.json") && e.contains("char_vocab.txt"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

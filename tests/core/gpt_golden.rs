@@ -32,7 +32,7 @@ fn tiny_gpt2_logits_loss_and_every_gradient_match_hf() {
         (2, 4, 32, 32, 101)
     );
     let ids = ids2(&fx, "input_ids", (2, 16));
-    let logits = gpt.forward(ids.view(), false).unwrap();
+    let logits = gpt.forward(ids.view(), handgrad::Mode::Eval).unwrap();
     fx.check("logits", &logits);
 
     // HF shifts inside the loss: position t predicts ids[t + 1]; the last position is ignored.
@@ -79,8 +79,8 @@ fn saved_model_reloads_with_identical_logits() {
     let mut back = Gpt::from_pretrained(&dir).unwrap();
     let ids = ids2(&fx, "input_ids", (2, 16));
     assert_eq!(
-        gpt.forward(ids.view(), false).unwrap(),
-        back.forward(ids.view(), false).unwrap()
+        gpt.forward(ids.view(), handgrad::Mode::Eval).unwrap(),
+        back.forward(ids.view(), handgrad::Mode::Eval).unwrap()
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -116,7 +116,7 @@ fn tiny_gpt2_greedy_with_kv_cache_matches_hf_generate() {
                 Array2::from_shape_vec((1, seq.len()), seq.clone())
                     .unwrap()
                     .view(),
-                false,
+                handgrad::Mode::Eval,
             )
             .unwrap();
         let last = full.index_axis(ndarray::Axis(1), seq.len() - 1).to_owned();

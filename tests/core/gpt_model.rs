@@ -71,7 +71,9 @@ fn full_gpt_loss_gradient_matches_finite_differences_for_every_parameter() {
 fn user_errors_are_err_with_clear_messages() {
     let mut gpt = Gpt::new(GptConfig::new(7, 6, 1, 2, 8), &mut rng(0)).unwrap();
     // a token id out of the vocabulary
-    let e = gpt.forward(arr2(&[[1usize, 7]]).view(), false).unwrap_err();
+    let e = gpt
+        .forward(arr2(&[[1usize, 7]]).view(), handgrad::Mode::Eval)
+        .unwrap_err();
     assert!(matches!(e, Error::Label { .. }));
     assert!(
         e.to_string().contains("token id 7") && e.to_string().contains("vocabulary of 7"),
@@ -225,7 +227,7 @@ fn training_is_bit_identical_for_the_same_seed_on_one_or_two_threads() {
 fn weights_replaced_in_another_memory_layout_still_work() {
     let mut gpt = Gpt::new(GptConfig::new(7, 6, 1, 2, 8), &mut rng(0)).unwrap();
     let ids = arr2(&[[1usize, 2, 3]]);
-    let before = gpt.forward(ids.view(), false).unwrap();
+    let before = gpt.forward(ids.view(), handgrad::Mode::Eval).unwrap();
     for (name, p) in gpt.params_mut() {
         if name == "wte.weight" || name == "wpe.weight" {
             // the same values, stored column-major
@@ -240,7 +242,7 @@ fn weights_replaced_in_another_memory_layout_still_work() {
         }
     }
     // the same logits up to the summation order of the strided matrix product
-    let after = gpt.forward(ids.view(), false).unwrap();
+    let after = gpt.forward(ids.view(), handgrad::Mode::Eval).unwrap();
     let diff = (&after - &before).iter().fold(0f32, |m, &d| m.max(d.abs()));
     assert!(diff < 1e-6, "max difference {diff}");
     gpt.forward_loss(ids.view(), ids.view()).unwrap();

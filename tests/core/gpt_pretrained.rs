@@ -32,7 +32,7 @@ fn folder(name: &str, tensors: &BTreeMap<String, Tensor>) -> PathBuf {
 }
 
 fn logits(gpt: &mut Gpt) -> Tensor {
-    gpt.forward(arr2(&[[1usize, 5, 9, 2, 77]]).view(), false)
+    gpt.forward(arr2(&[[1usize, 5, 9, 2, 77]]).view(), handgrad::Mode::Eval)
         .unwrap()
 }
 

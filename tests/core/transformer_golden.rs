@@ -190,7 +190,7 @@ fn causal_self_attention_matches_hf_gpt2_attention() {
     )
     .unwrap();
     assert_eq!((attn.n_embd(), attn.n_head()), (16, 4));
-    let out = attn.forward(&fx.f32("x"), true).unwrap();
+    let out = attn.forward(&fx.f32("x"), handgrad::Mode::Train).unwrap();
     fx.check("out", &out);
     fx.check("debug.att", &attn.att().unwrap().to_owned().into_dyn());
     fx.check("debug.qkv", &attn.qkv().unwrap().to_owned().into_dyn());
@@ -241,7 +241,7 @@ const BLOCK_PARAMS: [&str; 12] = [
 ];
 
 fn check_block(fx: &Fixture, block: &mut Block) {
-    let out = block.forward(&fx.f32("x"), true).unwrap();
+    let out = block.forward(&fx.f32("x"), handgrad::Mode::Train).unwrap();
     fx.check("out", &out);
     let dx = block.backward(&fx.f32("grad_out")).unwrap();
     fx.check("grad.x", &dx);
@@ -275,7 +275,7 @@ fn gpt2_block_loaded_through_params_mut_matches_hf_gpt2_block() {
     }
     check_block(&fx, &mut block);
     // A second forward/backward on the same shapes reuses the buffers and doubles the grads.
-    let out = block.forward(&fx.f32("x"), true).unwrap();
+    let out = block.forward(&fx.f32("x"), handgrad::Mode::Train).unwrap();
     fx.check("out", &out);
     block.backward(&fx.f32("grad_out")).unwrap();
     for (name, p) in block.params() {

@@ -54,7 +54,15 @@ macro_rules! module {
     ($t:ty) => {
         impl Module for $t {
             fn fwd(&mut self, x: &Tensor, train: bool) -> Tensor {
-                self.forward(x, train).unwrap()
+                self.forward(
+                    x,
+                    if train {
+                        handgrad::Mode::Train
+                    } else {
+                        handgrad::Mode::Eval
+                    },
+                )
+                .unwrap()
             }
             fn bwd(&mut self, dout: &Tensor) -> Tensor {
                 self.backward(dout).unwrap()
@@ -452,7 +460,7 @@ fn n_embd_not_divisible_by_n_head_is_an_error_naming_both() {
 fn wrong_input_width_or_rank_is_a_shape_error() {
     let mut attn = CausalSelfAttention::new(16, 4, 1, &mut rng(0)).unwrap();
     let err = attn
-        .forward(&Tensor::zeros(IxDyn(&[2, 3, 12])), true)
+        .forward(&Tensor::zeros(IxDyn(&[2, 3, 12])), handgrad::Mode::Train)
         .unwrap_err();
     assert!(matches!(err, Error::Shape { .. }));
     let msg = err.to_string();
@@ -464,7 +472,7 @@ fn wrong_input_width_or_rank_is_a_shape_error() {
     );
     let mut block = Block::new(16, 4, 1, &mut rng(0)).unwrap();
     let err = block
-        .forward(&Tensor::zeros(IxDyn(&[6, 16])), false)
+        .forward(&Tensor::zeros(IxDyn(&[6, 16])), handgrad::Mode::Eval)
         .unwrap_err();
     assert!(
         err.to_string()
@@ -473,7 +481,7 @@ fn wrong_input_width_or_rank_is_a_shape_error() {
     );
     let mut mlp = Mlp::new(16, 1, &mut rng(0)).unwrap();
     assert!(mlp
-        .forward(&Tensor::zeros(IxDyn(&[1, 2, 8])), true)
+        .forward(&Tensor::zeros(IxDyn(&[1, 2, 8])), handgrad::Mode::Train)
         .is_err());
     let mut ln =
         LayerNorm::from_weights(Tensor::ones(IxDyn(&[8])), Tensor::zeros(IxDyn(&[8]))).unwrap();
@@ -482,7 +490,7 @@ fn wrong_input_width_or_rank_is_a_shape_error() {
         .unwrap_err();
     assert!(err.to_string().contains("LayerNorm(8"), "{err}");
     // a dout of the wrong shape
-    attn.forward(&Tensor::zeros(IxDyn(&[2, 3, 16])), true)
+    attn.forward(&Tensor::zeros(IxDyn(&[2, 3, 16])), handgrad::Mode::Train)
         .unwrap();
     let err = attn
         .backward(&Tensor::zeros(IxDyn(&[2, 4, 16])))
@@ -520,11 +528,11 @@ fn backward_needs_a_training_forward() {
     let d = rand(&[1, 3, 8], 2, 1.0);
     let mut attn = CausalSelfAttention::new(8, 2, 1, &mut rng(0)).unwrap();
     assert!(matches!(attn.backward(&d), Err(Error::State(_))));
-    attn.forward(&x, false).unwrap();
+    attn.forward(&x, handgrad::Mode::Eval).unwrap();
     assert!(attn.att().is_some(), "eval forwards still expose att");
     assert!(matches!(attn.backward(&d), Err(Error::State(_))));
     let mut block = Block::new(8, 2, 1, &mut rng(0)).unwrap();
-    block.forward(&x, false).unwrap();
+    block.forward(&x, handgrad::Mode::Eval).unwrap();
     assert!(matches!(block.backward(&d), Err(Error::State(_))));
     let mut mlp = Mlp::new(8, 1, &mut rng(0)).unwrap();
     assert!(matches!(mlp.backward(&d), Err(Error::State(_))));

@@ -141,7 +141,7 @@ fn greedy_generation_matches_transformers_with_and_without_cache() {
 
 #[test]
 fn bad_input_gives_errors_that_say_what_was_expected() {
-    let mut model = Llama::from_pretrained(TINY).unwrap();
+    let model = Llama::from_pretrained(TINY).unwrap();
     // token id out of range
     let x = Array2::from_shape_vec((1, 2), vec![1, 333]).unwrap();
     let e = model.forward(x.view()).unwrap_err().to_string();
@@ -281,4 +281,21 @@ fn a_parameter_replaced_with_another_shape_is_an_error_not_a_panic() {
             other => panic!("{other}"),
         }
     }
+}
+
+#[test]
+fn one_model_generates_from_several_threads_through_shared_references() {
+    let model = Llama::from_pretrained(TINY).unwrap();
+    let cfg = handgrad::generate::GenerateConfig::new()
+        .max_new_tokens(6)
+        .do_sample(true)
+        .seed(3);
+    let alone = model.generate(&[1, 2, 3], &cfg).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| model.generate(&[1, 2, 3], &cfg).unwrap());
+        let b = s.spawn(|| model.generate(&[1, 2, 3], &cfg).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a, alone);
+    assert_eq!(b, alone);
 }

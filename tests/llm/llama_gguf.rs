@@ -63,7 +63,7 @@ fn batched_sampling_is_the_same_on_one_and_two_threads() {
             .build()
             .unwrap();
         pool.install(|| {
-            let mut m = Llama::from_gguf(fixture_path("llama_tiny.q4_1.gguf")).unwrap();
+            let m = Llama::from_gguf(fixture_path("llama_tiny.q4_1.gguf")).unwrap();
             let cfg = GenerateConfig::new()
                 .max_new_tokens(12)
                 .do_sample(true)

@@ -47,7 +47,7 @@ fn ids(v: &Value) -> Vec<usize> {
 #[test]
 fn greedy_chat_continuations_match_transformers() {
     let Some(path) = smollm2_path() else { return };
-    let mut model = Llama::from_gguf(&path).unwrap();
+    let model = Llama::from_gguf(&path).unwrap();
     let c = model.config().clone();
     assert_eq!(
         (
@@ -120,7 +120,7 @@ fn sampling_is_the_same_on_one_and_two_threads() {
             .build()
             .unwrap();
         pool.install(|| {
-            let mut m = Llama::from_gguf(&path).unwrap();
+            let m = Llama::from_gguf(&path).unwrap();
             let cfg = GenerateConfig::new()
                 .max_new_tokens(16)
                 .do_sample(true)

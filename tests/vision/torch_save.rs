@@ -114,7 +114,7 @@ fn gpt2_folder_with_pytorch_model_bin_gives_the_same_logits() {
     let ids = ndarray::arr2(&[[1usize, 5, 9, 2, 77]]);
     let want = Gpt::from_pretrained(&tiny)
         .unwrap()
-        .forward(ids.view(), false)
+        .forward(ids.view(), handgrad::Mode::Eval)
         .unwrap();
     let mut sd = handgrad::io::read_safetensors(tiny.join("model.safetensors"))
         .unwrap()
@@ -133,7 +133,7 @@ fn gpt2_folder_with_pytorch_model_bin_gives_the_same_logits() {
     save_tensors(dir.join("pytorch_model.bin"), &sd).unwrap();
     let got = Gpt::from_pretrained(&dir)
         .unwrap()
-        .forward(ids.view(), false)
+        .forward(ids.view(), handgrad::Mode::Eval)
         .unwrap();
     assert_eq!(got, want);
     // a broken pytorch_model.bin names itself

@@ -116,13 +116,16 @@ impl Llama {
 
     /// Generates with Hugging Face `generate` semantics through the KV cache (greedy,
     /// sampling, beam search, penalties, stop tokens: see [`crate::generate::generate`]).
+    /// Takes `&self`: the model keeps no state while generating (the cache is the decoder's),
+    /// so one model can serve several threads.
     ///
     /// # Errors
     /// [`Error::Shape`] when the prompt is longer than `max_position_embeddings`; as
     /// [`crate::generate::generate`] otherwise.
-    pub fn generate(&mut self, prompt: &[usize], cfg: &GenerateConfig) -> Result<Vec<Vec<usize>>> {
+    pub fn generate(&self, prompt: &[usize], cfg: &GenerateConfig) -> Result<Vec<Vec<usize>>> {
         self.check_prompt(prompt)?;
-        crate::generate::generate(&mut self.decoder(), prompt, cfg)
+        let mut model = self;
+        crate::generate::generate(&mut LmDecoder::new(&mut model, true), prompt, cfg)
     }
 
     /// [`Llama::generate`] with a callback that receives each new token as it is chosen
@@ -131,13 +134,15 @@ impl Llama {
     /// # Errors
     /// As [`Llama::generate`]; beam search is not streamed ([`Error::Config`]).
     pub fn generate_streaming(
-        &mut self,
+        &self,
         prompt: &[usize],
         cfg: &GenerateConfig,
         on_token: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<Vec<Vec<usize>>> {
         self.check_prompt(prompt)?;
-        crate::generate::generate_streaming(&mut self.decoder(), prompt, cfg, on_token)
+        let mut model = self;
+        let mut decoder = LmDecoder::new(&mut model, true);
+        crate::generate::generate_streaming(&mut decoder, prompt, cfg, on_token)
     }
 
     /// Checks that `prompt` fits the context.
@@ -154,7 +159,9 @@ impl Llama {
     }
 }
 
-impl CachedLm for Llama {
+/// A shared reference drives generation too: the cached forward needs only `&Llama`
+/// ([`Llama::generate`] takes `&self`).
+impl CachedLm for &Llama {
     fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
@@ -175,5 +182,27 @@ impl CachedLm for Llama {
         let logits = self.forward(tokens)?;
         let t = tokens.ncols();
         Ok(logits.slice(s![.., t - 1, ..]).to_owned())
+    }
+}
+
+impl CachedLm for Llama {
+    fn vocab_size(&self) -> usize {
+        (&self).vocab_size()
+    }
+    fn context_len(&self) -> usize {
+        (&self).context_len()
+    }
+    fn new_cache(&self, rows: usize) -> KvCache {
+        Llama::new_cache(self, rows)
+    }
+    fn forward_cached(
+        &mut self,
+        tokens: ArrayView2<usize>,
+        cache: &mut KvCache,
+    ) -> Result<Array2<f32>> {
+        (&*self).forward_cached(tokens, cache)
+    }
+    fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
+        (&*self).forward_last(tokens)
     }
 }
