@@ -22,8 +22,7 @@ mod models;
 
 use args::{opt, switch, Args, Flag};
 use handgrad::describe::{
-    html_page, percent, top_classes, CausalLm, Describer, Description, ImageClassifier,
-    PageEntry,
+    html_page, percent, top_classes, CausalLm, Describer, Description, ImageClassifier, PageEntry,
 };
 use handgrad::generate::GenerateConfig;
 use handgrad::tokenizer::Tokenizer;

@@ -156,7 +156,11 @@ fn run() -> Result<()> {
             100.0 * d.best().probability,
             d.text
         );
-        captions.push(format!("{} {:.0}%", d.best().name, 100.0 * d.best().probability));
+        captions.push(format!(
+            "{} {:.0}%",
+            d.best().name,
+            100.0 * d.best().probability
+        ));
     }
 
     // 4. Pictures --------------------------------------------------------------------------

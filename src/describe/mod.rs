@@ -129,12 +129,7 @@ impl<C: ImageClassifier, L: LanguageModel> Describer<C, L> {
     /// [`Error::Config`] for 0.
     pub fn top_k_classes(mut self, k: usize) -> Result<Self> {
         if k == 0 {
-            return Err(Error::config(
-                "Describer",
-                "top_k_classes",
-                k,
-                "at least 1",
-            ));
+            return Err(Error::config("Describer", "top_k_classes", k, "at least 1"));
         }
         self.top_k = k;
         Ok(self)
