@@ -32,8 +32,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const ABOUT: &str = "Recognise photos with EfficientNet-Lite0 and describe them with SmolLM2 \
-                     (default: two embedded photos).";
+const ABOUT: &str = "Recognise photos with EfficientNet-Lite0 and describe them with SmolLM2.\n\
+                     Arguments: JPEG or PNG files (default: two embedded photos).";
 const FLAGS: &[Flag] = &[
     opt(
         "--model",
