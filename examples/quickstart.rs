@@ -16,7 +16,7 @@
 //!    `quickstart-output/gpt_training.svg` (the GPT's loss per step).
 
 use handgrad::data::{fashion_mnist, moby_dick, LmDataset};
-use handgrad::describe::Describer;
+use handgrad::describe::{CausalLm, Describer, SequentialClassifier};
 use handgrad::generate::GenerateConfig;
 use handgrad::model::small_cnn;
 use handgrad::prelude::*;
@@ -133,8 +133,11 @@ fn run() -> Result<()> {
 
     // 3. See and describe ------------------------------------------------------------------
     println!("\n== 3. See and describe: the CNN recognises, the GPT writes");
-    let mut describer =
-        Describer::new(cnn, &NAMES, gpt, tok)?.template("Ishmael looked at the {class} and ");
+    let mut describer = Describer::new(
+        SequentialClassifier::new(cnn, &NAMES)?,
+        CausalLm::new(gpt, tok)?,
+    )?
+    .template("Ishmael looked at the {class} and ")?;
     let picks: Vec<usize> = (0..8).map(|i| i * 97 % test.len()).collect();
     let mut captions = Vec::new();
     for &i in &picks {
@@ -149,11 +152,15 @@ fn run() -> Result<()> {
         let truth = NAMES[test.labels()[i]];
         println!(
             "image {i:>4}: the CNN sees: {} ({:.0} %; the label says: {truth})\n            the GPT writes: {:?}",
-            d.label,
-            100.0 * d.probability,
+            d.best().name,
+            100.0 * d.best().probability,
             d.text
         );
-        captions.push(format!("{} {:.0}%", d.label, 100.0 * d.probability));
+        captions.push(format!(
+            "{} {:.0}%",
+            d.best().name,
+            100.0 * d.best().probability
+        ));
     }
 
     // 4. Pictures --------------------------------------------------------------------------
@@ -200,7 +207,10 @@ fn run() -> Result<()> {
     println!(
         "\nwrote {0}/test_images.svg (the images above with what the CNN saw), \
          {0}/cnn_training.svg and {0}/gpt_training.svg (the training curves); open them in a \
-         browser.\ntotal time {1:.0} s",
+         browser.\ntotal time {1:.0} s\n\nnext, the same on real pretrained models (a photo recognised by \
+         EfficientNet-Lite0 and described by SmolLM2):\n  \
+         export HANDGRAD_MODELS=\"$(scripts/fetch-models.sh | tail -1)\"\n  \
+         cargo run --release --example describe",
         out.display(),
         total.elapsed().as_secs_f64()
     );

@@ -29,7 +29,8 @@
 //! - [`optim`]: optimizers, clipping and schedules; [`data`]: embedded data sets and loaders;
 //!   [`tokenizer`]: text ↔ token ids (character-level; byte-level BPE of GPT-2 and Llama-family
 //!   models from GGUF or Hugging Face files; streaming decode; chat templates);
-//!   [`io`]: safetensors and checkpoints; [`describe`]: a classifier and a GPT together;
+//!   [`io`]: safetensors and checkpoints; [`describe`]: any image classifier and any causal
+//!   language model together (a photo recognised and described);
 //!   [`viz`]: SVG pictures.
 //!
 //! ## Quickstart

@@ -1,7 +1,7 @@
 //! The describe pipeline on a tiny trained pair: a digits classifier and a char-level GPT.
 
 use handgrad::data::{digits, LmDataset};
-use handgrad::describe::Describer;
+use handgrad::describe::{CausalLm, Describer, SequentialClassifier};
 use handgrad::generate::GenerateConfig;
 use handgrad::layers::Flatten;
 use handgrad::prelude::*;
@@ -62,30 +62,39 @@ fn describe_classifies_fills_the_template_and_continues_it() {
         .train(&mut gpt, &data, None)
         .unwrap();
 
-    let mut describer = Describer::new(cnn, &NAMES, gpt, tok)
-        .unwrap()
-        .template("a {class}");
+    let mut describer = Describer::new(
+        SequentialClassifier::new(cnn, &NAMES).unwrap(),
+        CausalLm::new(gpt, tok).unwrap(),
+    )
+    .unwrap()
+    .template("a {class}")
+    .unwrap();
     let cfg = GenerateConfig::new().max_new_tokens(12);
     let mut right = 0;
     #[allow(clippy::needless_range_loop)]
     for i in 0..20 {
         let image = x.index_axis(Axis(0), i).to_owned();
         let out = describer.describe(&image, &cfg).unwrap();
-        assert_eq!(out.label, NAMES[out.class]);
+        let best = out.best().clone();
+        assert_eq!(best.name, NAMES[best.class]);
+        assert_eq!(out.classes.len(), 3, "the default 3 top classes");
+        assert_eq!(out.probabilities.len(), 10);
+        assert_eq!(out.probabilities[best.class], best.probability);
         assert_eq!(
             out.prompt,
-            format!("a {}", out.label),
+            format!("a {}", best.name),
             "the class is in the prompt"
         );
+        assert_eq!(out.message, out.prompt, "no chat template");
         assert!(
             out.text.starts_with(&out.prompt) && out.text.len() == out.prompt.len() + 12,
             "{out:?}"
         );
-        assert!((0.0..=1.0).contains(&out.probability));
-        right += usize::from(out.class == y[i]);
+        assert!((0.0..=1.0).contains(&best.probability));
+        right += usize::from(best.class == y[i]);
         if i == 0 {
             assert!(
-                out.text.starts_with(&format!("a {} is a digit", out.label)),
+                out.text.starts_with(&format!("a {} is a digit", best.name)),
                 "{out:?}"
             );
         }
@@ -109,16 +118,19 @@ fn mismatched_parts_are_errors() {
     let tok = CharTokenizer::from_text("abc");
     let gpt = Gpt::new(GptConfig::new(3, 8, 1, 1, 4), &mut rng(0)).unwrap();
     assert!(
-        Describer::new(cnn, &["a", "b"], gpt.clone(), tok.clone()).is_err(),
+        SequentialClassifier::new(cnn, &["a", "b"])
+            .unwrap_err()
+            .to_string()
+            .contains("2 scores"),
         "2 names, 3 outputs"
     );
+    assert!(CausalLm::new(gpt, tok.clone()).is_ok());
     let cnn = Sequential::new(&[4])
         .add(Dense::new(2).softmax())
         .build(&mut rng(0))
         .unwrap();
+    assert!(SequentialClassifier::new(cnn, &["a", "b"]).is_ok());
     let big = Gpt::new(GptConfig::new(5, 8, 1, 1, 4), &mut rng(0)).unwrap();
-    assert!(
-        Describer::new(cnn, &["a", "b"], big, tok).is_err(),
-        "vocab sizes differ"
-    );
+    let e = CausalLm::new(big, tok).unwrap_err().to_string();
+    assert!(e.contains("vocab_size = 3") && e.contains("5"), "{e}");
 }

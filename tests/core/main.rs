@@ -15,6 +15,8 @@ mod data_idx;
 mod data_image;
 mod dense;
 mod describe;
+mod describe_page;
+mod describe_parts;
 mod determinism;
 mod dropout;
 mod fit;
