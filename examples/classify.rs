@@ -16,22 +16,31 @@
 #[path = "common/args.rs"]
 mod args;
 
-use args::{opt, Args, Flag};
+use args::{opt, CliResult, Command, Flag};
 use handgrad::vision::{self, imagenet, EfficientNetLite, Preprocess};
 use handgrad::{Error, Mode, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const ABOUT: &str =
-    "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).";
 const FLAGS: &[Flag] = &[
     opt(
         "--weights",
         "FILE",
         "state dict (.pth/.bin or .safetensors; default: the fetched EfficientNet-Lite0)",
     ),
-    opt("--top-k", "K", "how many classes to print (default 5)"),
+    opt(
+        "--top-k",
+        "K",
+        "how many classes to print, 1 to 1000 (default 5)",
+    ),
 ];
+const CMD: Command = Command {
+    program: "classify",
+    about:
+        "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).",
+    flags: FLAGS,
+    positional: Some("[PHOTO.jpg|PHOTO.png ...]"),
+};
 
 /// The fetched package checkpoint inside `$HANDGRAD_MODELS` (scripts/fetch-models.sh).
 fn default_weights() -> Result<PathBuf> {
@@ -60,11 +69,11 @@ fn load(path: &Path) -> Result<EfficientNetLite> {
     EfficientNetLite::lite0_from_state_dict(&state)
 }
 
-fn run() -> Result<()> {
-    let a = Args::parse("classify", ABOUT, FLAGS, true)?;
-    let k = a.int("--top-k", 1, 1000)?.unwrap_or(5) as usize;
-    let weights = match a.string("--weights") {
-        Some(w) => PathBuf::from(w),
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    let k = a.usize_or("--top-k", 5, 1, 1000)?;
+    let weights = match a.path("--weights")? {
+        Some(w) => w,
         None => default_weights()?,
     };
     let t0 = Instant::now();
@@ -106,8 +115,5 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }
