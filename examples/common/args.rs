@@ -254,24 +254,24 @@ pub struct Args {
     pub positional: Vec<String>,
 }
 
-/// Why `text` is not a whole number in `lo..=hi`, or `None` if it is one.
+/// Why `text` is not a whole number in `lo..=hi` ("is negative", …), or `None` if it is one.
 fn int_problem(text: &str, lo: u64, hi: u64) -> Option<String> {
     let t = text.trim();
     if let Ok(n) = t.parse::<u64>() {
         return if n < lo {
-            Some(format!("below the minimum {lo}"))
+            Some(format!("is below the minimum {lo}"))
         } else if n > hi {
-            Some(format!("above the maximum {hi}"))
+            Some(format!("is above the maximum {hi}"))
         } else {
             None
         };
     }
     Some(match t.parse::<f64>() {
-        Ok(x) if x.is_nan() || x.is_infinite() => "not a finite number".to_string(),
-        Ok(x) if x < 0.0 => "negative".to_string(),
-        Ok(x) if x.fract() != 0.0 => "not a whole number".to_string(),
-        Ok(_) => format!("above the maximum {hi}"),
-        Err(_) => "not a number".to_string(),
+        Ok(x) if x.is_nan() || x.is_infinite() => "is not a finite number".to_string(),
+        Ok(x) if x < 0.0 => "is negative".to_string(),
+        Ok(x) if x.fract() != 0.0 => "is not a whole number".to_string(),
+        Ok(_) => format!("is above the maximum {hi}"),
+        Err(_) => "is not a number".to_string(),
     })
 }
 
@@ -326,8 +326,8 @@ impl Args {
     /// A whole number in `lo..=hi`, if given.
     ///
     /// # Errors
-    /// A usage error saying why the value is not one (`2.9`: not whole; `-1`: negative;
-    /// `1e30`: above the maximum; `abc`: not a number).
+    /// A usage error saying why the value is not one (`2.9` is not a whole number, `-1` is
+    /// negative, `1e30` is above the maximum, `abc` is not a number).
     pub fn int(&self, name: &str, lo: u64, hi: u64) -> CliResult<Option<u64>> {
         let Some(v) = self.string(name) else {
             return Ok(None);
@@ -335,7 +335,7 @@ impl Args {
         match int_problem(v, lo, hi) {
             None => Ok(Some(v.trim().parse().expect("checked by int_problem"))),
             Some(why) => Err(CliError::usage(format!(
-                "{name} {v}: expected {}, got something {why}",
+                "{name} {v}: {v} {why}; expected {}",
                 int_range(lo, hi)
             ))),
         }
@@ -375,13 +375,13 @@ impl Args {
         match v.trim().parse::<f64>() {
             Ok(x) if x.is_finite() && (x > lo || (!open_lo && x == lo)) && x <= hi => Ok(Some(x)),
             Ok(x) if !x.is_finite() => Err(CliError::usage(format!(
-                "{name} {v}: expected {range}, got a number that is not finite"
+                "{name} {v}: {v} is not a finite number; expected {range}"
             ))),
             Ok(_) => Err(CliError::usage(format!(
-                "{name} {v}: expected {range}, got a number outside it"
+                "{name} {v}: {v} is out of range; expected {range}"
             ))),
             Err(_) => Err(CliError::usage(format!(
-                "{name} {v}: expected {range}, got something that is not a number"
+                "{name} {v}: {v} is not a number; expected {range}"
             ))),
         }
     }
@@ -399,8 +399,8 @@ impl Args {
         for (k, part) in v.split(',').enumerate() {
             if let Some(why) = int_problem(part, 0, hi) {
                 return Err(CliError::usage(format!(
-                    "{name} {v}: entry {} ({:?}) is {why}; expected comma-separated ids from 0 \
-                     to {hi}",
+                    "{name} {v}: entry {} ({:?}) {why}; expected comma-separated ids from 0 to \
+                     {hi}",
                     k + 1,
                     part.trim()
                 )));

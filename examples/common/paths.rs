@@ -43,9 +43,14 @@ pub struct Part {
 }
 
 impl Part {
+    /// `"model.safetensors or model.safetensors.index.json (the weights)"`.
     fn describe(&self) -> String {
         let alts: Vec<String> = self.alternatives.iter().map(|a| a.join(" + ")).collect();
-        format!("{} ({})", self.what, alts.join(", or "))
+        let files = match alts.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{}, or {last}", rest.join(", ")),
+            _ => alts.join(""),
+        };
+        format!("{files} ({})", self.what)
     }
 
     fn present(&self, dir: &Path) -> bool {
@@ -101,10 +106,9 @@ pub fn model_description(parts: &[&Part], gguf: bool) -> String {
 /// or, when `gguf` is true, a `.gguf` file.
 ///
 /// # Errors
-/// A runtime error naming the path, what is missing and what a model folder must hold.
+/// A runtime error naming the path and what it lacks (and what a model is).
 pub fn check_model(flag: &str, path: &Path, parts: &[&Part], gguf: bool) -> CliResult {
     let shown = path.display();
-    let needs = model_description(parts, gguf);
     if path.is_file() {
         if gguf
             && path
@@ -114,12 +118,14 @@ pub fn check_model(flag: &str, path: &Path, parts: &[&Part], gguf: bool) -> CliR
             return Ok(());
         }
         return Err(CliError::failed(format!(
-            "{flag} {shown}: is a file, not a model folder; {needs}"
+            "{flag} {shown}: is a file, not a model folder; {}",
+            model_description(parts, gguf)
         )));
     }
     if !path.is_dir() {
         return Err(CliError::failed(format!(
-            "{flag} {shown}: does not exist; {needs}"
+            "{flag} {shown}: does not exist; {}",
+            model_description(parts, gguf)
         )));
     }
     let missing: Vec<String> = parts
@@ -130,8 +136,13 @@ pub fn check_model(flag: &str, path: &Path, parts: &[&Part], gguf: bool) -> CliR
     if missing.is_empty() {
         return Ok(());
     }
+    let gguf_hint = if gguf {
+        "; or give a .gguf file (weights, tokenizer and chat template in one)"
+    } else {
+        ""
+    };
     Err(CliError::failed(format!(
-        "{flag} {shown}: this folder lacks {}; {needs}",
-        missing.join(" and ")
+        "{flag} {shown}: this model folder lacks {}{gguf_hint}",
+        missing.join("; and ")
     )))
 }
