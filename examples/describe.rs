@@ -20,7 +20,7 @@ mod args;
 #[path = "common/models.rs"]
 mod models;
 
-use args::{opt, switch, Args, Flag};
+use args::{opt, switch, Args, CliResult, Command, Flag};
 use handgrad::describe::{
     html_page, percent, top_classes, CausalLm, Describer, Description, ImageClassifier, PageEntry,
 };
@@ -76,18 +76,24 @@ const FLAGS: &[Flag] = &[
     ),
     opt("--threads", "N", "worker threads (default: one per core)"),
 ];
+const CMD: Command = Command {
+    program: "describe",
+    about: ABOUT,
+    flags: FLAGS,
+    positional: Some("[PHOTO.jpg|PHOTO.png ...]"),
+};
 
-fn generate_config(a: &Args) -> Result<GenerateConfig> {
+fn generate_config(a: &Args) -> CliResult<GenerateConfig> {
     let mut cfg = GenerateConfig::new()
         .max_new_tokens(a.int("--max-new-tokens", 1, 1 << 16)?.unwrap_or(60) as usize);
     cfg.do_sample = a.flag("--do-sample");
-    if let Some(t) = a.float("--temperature", 1e-6, 100.0)? {
+    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
         cfg.temperature = t as f32;
     }
     if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
         cfg.top_k = Some(k as usize);
     }
-    if let Some(p) = a.float("--top-p", 1e-6, 1.0)? {
+    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
         cfg.top_p = p as f32;
     }
     if let Some(s) = a.int("--seed", 0, u64::MAX)? {
@@ -129,8 +135,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-fn run() -> Result<()> {
-    let a = Args::parse("describe", ABOUT, FLAGS, true)?;
+fn run() -> CliResult {
+    let a = CMD.parse()?;
     if let Some(n) = a.int("--threads", 1, 1024)? {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n as usize)
@@ -256,8 +262,5 @@ fn run() -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }

@@ -1,29 +1,47 @@
 //! A small MLP on the embedded UCI digits (8×8 images of 0–9), trained Keras-style.
 //!
-//! `cargo run --release --example digits_mlp [-- --epochs N --seed S]`
+//! `cargo run --release --example digits_mlp [-- --epochs N --batch-size B --seed S]`
 //!
 //! Splits the 1,797 images 80/20 (seeded), trains 64 → 128 (ReLU) → 10 with Adam and sparse
 //! categorical cross-entropy, validating every epoch, and prints the final test accuracy.
 
+#[path = "common/args.rs"]
+mod args;
+
+use args::{opt, CliResult, Command, Flag};
 use handgrad::data::digits;
 use handgrad::prelude::*;
 use std::time::Instant;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number, got {v}"))
-        })
-        .unwrap_or(default)
+const FLAGS: &[Flag] = &[
+    opt("--epochs", "N", "training epochs, 1 to 10000 (default 30)"),
+    opt(
+        "--batch-size",
+        "B",
+        "images per step, 1 to 1437 (default 32)",
+    ),
+    opt(
+        "--seed",
+        "S",
+        "seed of the split and the initialisation, ≥ 0 (default 0)",
+    ),
+];
+const CMD: Command = Command {
+    program: "digits_mlp",
+    about: "A 64 → 128 → 10 MLP on the embedded UCI digits (8×8 images), trained with Adam.",
+    flags: FLAGS,
+    positional: None,
+};
+
+fn main() {
+    args::main(CMD.program, run)
 }
 
-fn main() -> handgrad::Result<()> {
-    let epochs = arg("--epochs", 30) as usize;
-    let seed = arg("--seed", 0);
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    let epochs = a.usize_or("--epochs", 30, 1, 10_000)?;
+    let batch_size = a.usize_or("--batch-size", 32, 1, 1437)?;
+    let seed = a.u64_or("--seed", 0)?;
     let (train, test) = digits()?.split(0.8, seed)?;
     println!(
         "UCI digits: {} training and {} test images of 8x8 pixels",
@@ -48,7 +66,7 @@ fn main() -> handgrad::Result<()> {
         &train,
         FitOptions::new()
             .epochs(epochs)
-            .batch_size(32)
+            .batch_size(batch_size)
             .validation_data(&test),
     )?;
     let logs = model.evaluate(&test)?;

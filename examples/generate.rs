@@ -11,8 +11,15 @@
 //! Without `--model` it uses `checkpoints/char-gpt` (what `train_gpt` saves). The tokenizer is
 //! the folder's (`vocab.json` + `merges.txt`, `encoder.json` + `vocab.bpe`, or `char_vocab.txt`),
 //! or the embedded GPT-2 one with `--tokenizer gpt2`. `--score-ids` prints `loss <value>`, the
-//! mean next-token cross-entropy of that sequence.
+//! mean next-token cross-entropy of that sequence. Lengths are checked against the model's
+//! context (`block_size`) and ids against its vocabulary before anything is generated.
 
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/paths.rs"]
+mod paths;
+
+use args::{opt, switch, Args, CliError, CliResult, Command, Flag};
 use handgrad::generate::GenerateConfig;
 use handgrad::tokenizer::{CharTokenizer, Gpt2Tokenizer, Tokenizer};
 use handgrad::transformer::{Gpt, IGNORE_INDEX};
@@ -22,92 +29,93 @@ use std::path::{Path, PathBuf};
 
 const DEFAULT_MODEL: &str = "checkpoints/char-gpt";
 
-struct Args {
-    model: PathBuf,
-    prompt: Option<String>,
-    prompt_ids: Option<Vec<usize>>,
-    score_ids: Option<Vec<usize>>,
-    tokenizer: Option<String>,
-    print_ids: bool,
-    cfg: GenerateConfig,
-}
+const FLAGS: &[Flag] = &[
+    opt(
+        "--model",
+        "DIR",
+        "a GPT-2 folder: config.json + model.safetensors (default checkpoints/char-gpt)",
+    ),
+    opt(
+        "--prompt",
+        "TEXT",
+        "the text to continue (default \"Hello, how are you?\")",
+    ),
+    opt("--prompt-ids", "1,2,3", "the prompt as token ids"),
+    opt(
+        "--max-length",
+        "N",
+        "total length, prompt included, up to the model's context (default 50)",
+    ),
+    opt(
+        "--max-new-tokens",
+        "N",
+        "new tokens (instead of --max-length); prompt + N up to the context",
+    ),
+    opt(
+        "--num-return-sequences",
+        "N",
+        "sequences to return, 1 to 256 (default 1)",
+    ),
+    switch("--do-sample", "sample instead of greedy decoding"),
+    opt(
+        "--temperature",
+        "T",
+        "sampling temperature, in (0, 100] (default 1.0)",
+    ),
+    opt(
+        "--top-k",
+        "K",
+        "keep the K most likely tokens when sampling, ≥ 1 (default 50)",
+    ),
+    opt(
+        "--top-p",
+        "P",
+        "nucleus sampling mass, in (0, 1] (default 1.0)",
+    ),
+    opt(
+        "--repetition-penalty",
+        "R",
+        "HF repetition penalty, in (0, 100] (default 1.0: none)",
+    ),
+    opt(
+        "--num-beams",
+        "N",
+        "beam search with N beams, 1 to 64 (default 1: none)",
+    ),
+    opt("--seed", "S", "sampling seed, ≥ 0 (default 0)"),
+    switch("--print-ids", "print token ids instead of decoded text"),
+    opt(
+        "--tokenizer",
+        "gpt2",
+        "use the embedded GPT-2 tokenizer instead of the folder's",
+    ),
+    opt(
+        "--score-ids",
+        "1,2,3",
+        "print the mean next-token loss of these ids instead of generating",
+    ),
+];
+const CMD: Command = Command {
+    program: "generate",
+    about: "Generate text with a GPT-2-architecture model (train_gpt's, or a Hugging Face folder).",
+    flags: FLAGS,
+    positional: None,
+};
 
-fn ids(flag: &str, s: &str) -> Result<Vec<usize>> {
-    s.split(',')
-        .map(|t| {
-            t.trim()
-                .parse()
-                .map_err(|_| Error::config("generate", flag, s, "comma-separated token ids"))
-        })
-        .collect()
-}
-
-fn parse_args() -> Result<Args> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut a = Args {
-        model: PathBuf::from(DEFAULT_MODEL),
-        prompt: None,
-        prompt_ids: None,
-        score_ids: None,
-        tokenizer: None,
-        print_ids: false,
-        cfg: GenerateConfig::new().max_length(50),
-    };
-    let mut i = 0;
-    while i < argv.len() {
-        let flag = argv[i].as_str();
-        let val = || {
-            argv.get(i + 1)
-                .cloned()
-                .ok_or_else(|| Error::config("generate", flag, "nothing", "a value after it"))
-        };
-        let num = |v: String| -> Result<f64> {
-            v.parse()
-                .map_err(|_| Error::config("generate", flag, &v, "a number"))
-        };
-        let mut takes_value = true;
-        match flag {
-            "--model" => a.model = PathBuf::from(val()?),
-            "--prompt" => a.prompt = Some(val()?),
-            "--prompt-ids" => a.prompt_ids = Some(ids(flag, &val()?)?),
-            "--score-ids" => a.score_ids = Some(ids(flag, &val()?)?),
-            "--tokenizer" => a.tokenizer = Some(val()?),
-            "--max-length" => a.cfg.max_length = num(val()?)? as usize,
-            "--max-new-tokens" => a.cfg.max_new_tokens = Some(num(val()?)? as usize),
-            "--num-return-sequences" => a.cfg.num_return_sequences = num(val()?)? as usize,
-            "--temperature" => a.cfg.temperature = num(val()?)? as f32,
-            "--top-k" => a.cfg.top_k = Some(num(val()?)? as usize),
-            "--top-p" => a.cfg.top_p = num(val()?)? as f32,
-            "--repetition-penalty" => a.cfg.repetition_penalty = num(val()?)? as f32,
-            "--num-beams" => a.cfg.num_beams = num(val()?)? as usize,
-            "--seed" => a.cfg.seed = num(val()?)? as u64,
-            "--do-sample" => {
-                a.cfg.do_sample = true;
-                takes_value = false;
-            }
-            "--print-ids" => {
-                a.print_ids = true;
-                takes_value = false;
-            }
-            other => {
-                return Err(Error::config(
-                    "generate",
-                    "argument",
-                    other,
-                    "one of the flags listed in `examples/generate.rs`",
-                ))
-            }
-        }
-        i += if takes_value { 2 } else { 1 };
-    }
-    Ok(a)
+fn main() {
+    args::main(CMD.program, run)
 }
 
 /// The folder's tokenizer, or the embedded GPT-2 one when asked.
-fn tokenizer(dir: &Path, which: Option<&str>) -> Result<Option<Box<dyn Tokenizer>>> {
+fn tokenizer(dir: &Path, which: Option<&str>) -> CliResult<Option<Box<dyn Tokenizer>>> {
     match which {
         Some("gpt2") => return Ok(Some(Box::new(Gpt2Tokenizer::embedded()?))),
-        Some(other) => return Err(Error::config("generate", "--tokenizer", other, "\"gpt2\"")),
+        Some(other) => {
+            return Err(CliError::usage(format!(
+                "--tokenizer {other}: the only tokenizer to choose is gpt2 (the embedded GPT-2 \
+                 one); without --tokenizer the model folder's is used"
+            )))
+        }
         None => {}
     }
     let has = |f: &str| dir.join(f).is_file();
@@ -124,61 +132,109 @@ fn tokenizer(dir: &Path, which: Option<&str>) -> Result<Option<Box<dyn Tokenizer
     Ok(None)
 }
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+/// The generation settings of the command line (lengths are checked against the model later).
+fn generate_config(a: &Args) -> CliResult<GenerateConfig> {
+    let mut cfg = GenerateConfig::new().max_length(50);
+    if let Some(n) = a.int("--max-length", 1, u32::MAX as u64)? {
+        cfg.max_length = n as usize;
     }
+    if let Some(n) = a.int("--max-new-tokens", 1, u32::MAX as u64)? {
+        cfg.max_new_tokens = Some(n as usize);
+    }
+    cfg.num_return_sequences = a.usize_or("--num-return-sequences", 1, 1, 256)?;
+    cfg.do_sample = a.flag("--do-sample");
+    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
+        cfg.temperature = t as f32;
+    }
+    if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
+        cfg.top_k = Some(k as usize);
+    }
+    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
+        cfg.top_p = p as f32;
+    }
+    if let Some(r) = a.float("--repetition-penalty", 0.0, 100.0, true)? {
+        cfg.repetition_penalty = r as f32;
+    }
+    cfg.num_beams = a.usize_or("--num-beams", 1, 1, 64)?;
+    cfg.seed = a.u64_or("--seed", 0)?;
+    Ok(cfg)
 }
 
-fn run() -> Result<()> {
-    let args = parse_args()?;
-    if !args.model.join("config.json").is_file() && args.model == Path::new(DEFAULT_MODEL) {
-        eprintln!(
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    a.at_most_one(&["--prompt", "--prompt-ids", "--score-ids"])?;
+    a.at_most_one(&["--max-length", "--max-new-tokens"])?;
+    let cfg = generate_config(&a)?;
+    let print_ids = a.flag("--print-ids");
+    let model = a.path("--model")?;
+    let dir = model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    if model.is_none() && !dir.join("config.json").is_file() {
+        return Err(CliError::usage(format!(
             "no model in {DEFAULT_MODEL}: train one first with\n  cargo run --release --example \
              train_gpt\nor pass --model DIR with a Hugging Face GPT-2 folder (config.json + \
              model.safetensors)"
-        );
-        std::process::exit(2);
+        )));
     }
-    let mut gpt = Gpt::from_pretrained(&args.model)?;
-    let tok = tokenizer(&args.model, args.tokenizer.as_deref())?;
+    paths::check_model(
+        "--model",
+        &dir,
+        &[&paths::CONFIG, &paths::GPT_WEIGHTS],
+        false,
+    )?;
+    let tok = tokenizer(&dir, a.string("--tokenizer"))?;
+    let mut gpt = Gpt::from_pretrained(&dir)?;
+    let (vocab, context) = (gpt.config().vocab_size, gpt.config().block_size);
 
-    if let Some(seq) = &args.score_ids {
-        if seq.len() < 2 {
-            return Err(Error::config(
-                "generate",
-                "--score-ids",
-                seq.len(),
-                "at least 2 ids",
-            ));
+    if let Some(seq) = a.ids("--score-ids", vocab)? {
+        if !(2..=context).contains(&seq.len()) {
+            return Err(CliError::usage(format!(
+                "--score-ids: {} ids given; expected 2 to {context} (the model's context)",
+                seq.len()
+            )));
         }
-        let t = seq.len();
-        let x = Array2::from_shape_vec((1, t), seq.clone()).expect("1×T");
-        let mut y = Array2::from_elem((1, t), IGNORE_INDEX);
-        for i in 0..t - 1 {
-            y[[0, i]] = seq[i + 1];
-        }
-        println!("loss {}", gpt.loss(x.view(), y.view())?);
+        println!("loss {}", score(&mut gpt, &seq)?);
         return Ok(());
     }
 
-    let prompt: Vec<usize> = match (&args.prompt_ids, &args.prompt, &tok) {
-        (Some(ids), _, _) => ids.clone(),
+    let prompt: Vec<usize> = match (a.ids("--prompt-ids", vocab)?, a.string("--prompt"), &tok) {
+        (Some(ids), _, _) => ids,
         (None, Some(text), Some(tok)) => tok.encode(text)?,
         (None, None, Some(tok)) => tok.encode("Hello, how are you?")?,
         (None, _, None) => {
-            return Err(Error::config(
-                "generate",
-                "--prompt",
-                "text without a tokenizer",
-                "--prompt-ids, or a folder with a tokenizer, or --tokenizer gpt2",
-            ))
+            return Err(CliError::usage(format!(
+                "{} holds no tokenizer (vocab.json + merges.txt, encoder.json + vocab.bpe, or \
+                 char_vocab.txt): pass --prompt-ids 1,2,3, or --tokenizer gpt2",
+                dir.display()
+            )))
         }
     };
-    let out = gpt.generate(&prompt, &args.cfg)?;
+    let total = match cfg.max_new_tokens {
+        Some(n) => prompt.len().saturating_add(n),
+        None => cfg.max_length,
+    };
+    if total > context {
+        let given = match cfg.max_new_tokens {
+            Some(n) => format!("--max-new-tokens {n} after a {}-token prompt", prompt.len()),
+            None => format!("--max-length {total}"),
+        };
+        return Err(CliError::usage(format!(
+            "{given} goes past the model's context of {context} tokens (block_size); ask for at \
+             most {context} tokens in all"
+        )));
+    }
+    if cfg.max_new_tokens.is_none() && cfg.max_length <= prompt.len() {
+        return Err(CliError::usage(format!(
+            "--max-length {} is not above the prompt's {} tokens (it counts the prompt; \
+             --max-new-tokens counts new tokens only)",
+            cfg.max_length,
+            prompt.len()
+        )));
+    }
+    let out = gpt.generate(&prompt, &cfg)?;
     for (i, seq) in out.iter().enumerate() {
-        match (&tok, args.print_ids) {
+        match (&tok, print_ids) {
             (Some(tok), false) => println!("{}: {:?}", i + 1, tok.decode(seq)?),
             _ => println!(
                 "{}: {}",
@@ -191,4 +247,15 @@ fn run() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mean next-token cross-entropy of `seq` (`2 ≤ len ≤ block_size`).
+fn score(gpt: &mut Gpt, seq: &[usize]) -> Result<f32> {
+    let t = seq.len();
+    let x = Array2::from_shape_vec((1, t), seq.to_vec()).expect("1×T");
+    let mut y = Array2::from_elem((1, t), IGNORE_INDEX);
+    for i in 0..t - 1 {
+        y[[0, i]] = seq[i + 1];
+    }
+    gpt.loss(x.view(), y.view())
 }

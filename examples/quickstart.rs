@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example quickstart             # ≈ 2 minutes on 2 cores, offline
-//! HANDGRAD_FAST=1 cargo run --release --example quickstart   # a few seconds (CI)
+//! cargo run --release --example quickstart -- --fast   # a few seconds (CI; also HANDGRAD_FAST=1)
+//! cargo run --release --example quickstart -- --out DIR  # the pictures go to DIR
 //! ```
 //!
 //! 1. Trains the Keras seed CNN on the embedded Fashion-MNIST images and prints its test
@@ -11,10 +12,16 @@
 //!    of "Hello, how are you?".
 //! 3. For a few test images, prints what the CNN sees (class and probability) and a sentence the
 //!    GPT writes from a prompt built from that class (`handgrad::describe::Describer`).
-//! 4. Writes `quickstart-output/test_images.svg` (those images with their predicted labels),
-//!    `quickstart-output/cnn_training.svg` (loss and accuracy per epoch) and
-//!    `quickstart-output/gpt_training.svg` (the GPT's loss per step).
+//! 4. Writes into `--out` (default `quickstart-output/`): `test_images.svg` (those images with
+//!    the predicted and the true label, mistakes in red), `cnn_training.svg` (loss and accuracy
+//!    per epoch, two panels) and `gpt_training.svg` (the GPT's loss per step).
 
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/paths.rs"]
+mod paths;
+
+use args::{opt, switch, CliResult, Command, Flag};
 use handgrad::data::{fashion_mnist, moby_dick, LmDataset};
 use handgrad::describe::{CausalLm, Describer, SequentialClassifier};
 use handgrad::generate::GenerateConfig;
@@ -22,10 +29,29 @@ use handgrad::model::small_cnn;
 use handgrad::prelude::*;
 use handgrad::tokenizer::{CharTokenizer, Tokenizer};
 use handgrad::transformer::{Gpt, GptConfig, LmTrainOptions, LmTrainer};
-use handgrad::viz::{image_grid_svg, line_chart_svg};
+use handgrad::viz::{image_grid_svg, line_chart_svg, training_curves_svg, Caption};
 use ndarray::Axis;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+const FLAGS: &[Flag] = &[
+    switch(
+        "--fast",
+        "a few seconds instead of two minutes (also HANDGRAD_FAST=1)",
+    ),
+    opt(
+        "--out",
+        "DIR",
+        "where the pictures go (default quickstart-output)",
+    ),
+];
+const CMD: Command = Command {
+    program: "quickstart",
+    about: "See and describe: a CNN recognises Fashion-MNIST images, a character GPT trained on \
+            Moby-Dick writes about them; writes the pictures of both trainings.",
+    flags: FLAGS,
+    positional: None,
+};
 
 /// Fashion-MNIST's classes, as words the Moby-Dick vocabulary can spell.
 const NAMES: [&str; 10] = [
@@ -42,10 +68,7 @@ const NAMES: [&str; 10] = [
 ];
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -55,9 +78,13 @@ fn write(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-fn run() -> Result<()> {
-    let fast =
-        std::env::var_os("HANDGRAD_FAST").is_some() || std::env::args().any(|a| a == "--fast");
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    let fast = a.flag("--fast") || std::env::var_os("HANDGRAD_FAST").is_some();
+    let out = a
+        .path("--out")?
+        .unwrap_or_else(|| PathBuf::from("quickstart-output"));
+    paths::prepare_out_dir("--out", &out)?;
     let total = Instant::now();
 
     // 1. See: the seed CNN on Fashion-MNIST ---------------------------------------------
@@ -156,40 +183,20 @@ fn run() -> Result<()> {
             100.0 * d.best().probability,
             d.text
         );
-        captions.push(format!(
-            "{} {:.0}%",
-            d.best().name,
-            100.0 * d.best().probability
-        ));
+        captions.push(
+            Caption::new(d.best().name.clone())
+                .probability(d.best().probability)
+                .truth(truth),
+        );
     }
 
     // 4. Pictures --------------------------------------------------------------------------
-    let out = Path::new("quickstart-output");
-    std::fs::create_dir_all(out).map_err(|source| Error::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
     let (images, _) = test.select(&picks)?;
     write(
         &out.join("test_images.svg"),
         &image_grid_svg(&images, &captions, 4, 4)?,
     )?;
-    let per_epoch = |v: &[f32]| -> Vec<(f32, f32)> {
-        v.iter()
-            .enumerate()
-            .map(|(i, &y)| ((i + 1) as f32, y))
-            .collect()
-    };
-    let cnn_chart = line_chart_svg(
-        "CNN on Fashion-MNIST",
-        "epoch",
-        &[
-            ("loss", per_epoch(history.loss())),
-            ("val_loss", per_epoch(history.val_loss())),
-            ("accuracy", per_epoch(history.accuracy())),
-            ("val_accuracy", per_epoch(history.val_accuracy())),
-        ],
-    );
+    let cnn_chart = training_curves_svg("CNN on Fashion-MNIST", &history);
     write(&out.join("cnn_training.svg"), &cnn_chart)?;
     let gpt_loss: Vec<(f32, f32)> = lm
         .loss
@@ -201,11 +208,13 @@ fn run() -> Result<()> {
     let gpt_chart = line_chart_svg(
         "char GPT on Moby-Dick",
         "step",
+        "cross-entropy (nats per character)",
         &[("loss", gpt_loss), ("val_loss", gpt_val)],
     );
     write(&out.join("gpt_training.svg"), &gpt_chart)?;
     println!(
-        "\nwrote {0}/test_images.svg (the images above with what the CNN saw), \
+        "\nwrote {0}/test_images.svg (the images above, the CNN's label and the true one, \
+         mistakes in red), \
          {0}/cnn_training.svg and {0}/gpt_training.svg (the training curves); open them in a \
          browser.\ntotal time {1:.0} s\n\nnext, the same on real pretrained models (a photo recognised by \
          EfficientNet-Lite0 and described by SmolLM2):\n  \

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example train_gpt                 # ≈ 2 minutes on 2 cores
 //! cargo run --release --example train_gpt -- --steps 3000 --out checkpoints/char-gpt
-//! cargo run --release --example train_gpt -- --resume     # continue the saved run exactly
+//! cargo run --release --example train_gpt -- --resume --steps 1500   # extend a saved run
 //! cargo run --release --example train_gpt -- --fast       # a few steps (CI; also HANDGRAD_FAST=1)
 //! ```
 //!
@@ -11,41 +11,114 @@
 //! (weight decay on matrices only), warmup + cosine learning rate, gradient clipping, validation
 //! loss on the last 10 % of the book. Saves a Hugging Face–style folder (`config.json`,
 //! `model.safetensors`) plus `char_vocab.txt` (the tokenizer) and `trainer.ckpt` (the exact
-//! training state) into `--out`, then prints `num_return_sequences = 5` samples of
-//! `max_length = 50` characters continuing "Hello, how are you?".
+//! training state) into `--out` (checked writable before training starts), then prints
+//! `num_return_sequences = 5` samples of `max_length = 50` characters continuing "Hello, how
+//! are you?".
+//!
+//! `--resume` continues the run saved in `--out` exactly. A run that already did the steps
+//! asked for (`--steps`, by default the run's own) is finished: the example says so and stops.
+//! `--steps N` above the saved run's steps extends it to N steps in all, keeping its
+//! learning-rate schedule: the warmup + cosine still ends at the run's original length, and the
+//! extra steps run at the final learning rate (`min_lr`).
 
+#[path = "common/args.rs"]
+mod args;
+#[path = "common/paths.rs"]
+mod paths;
+
+use args::{opt, switch, CliError, CliResult, Command, Flag};
 use handgrad::data::{moby_dick, LmDataset};
 use handgrad::generate::GenerateConfig;
+use handgrad::optim::LrSchedule;
 use handgrad::tokenizer::{CharTokenizer, Tokenizer};
 use handgrad::transformer::{Gpt, GptConfig, LmTrainOptions, LmTrainer};
 use std::path::PathBuf;
 use std::time::Instant;
 
+const FLAGS: &[Flag] = &[
+    opt(
+        "--steps",
+        "N",
+        "optimizer steps in all, 1 to 10000000 (default 1000; 20 with --fast)",
+    ),
+    opt(
+        "--out",
+        "DIR",
+        "where the model and the training state go (default checkpoints/char-gpt)",
+    ),
+    switch(
+        "--resume",
+        "continue the run saved in --out (extend it with --steps N)",
+    ),
+    switch("--fast", "a short run for CI (also HANDGRAD_FAST=1)"),
+];
+const CMD: Command = Command {
+    program: "train_gpt",
+    about: "Train a character-level GPT on the embedded Moby-Dick, save it, and generate.",
+    flags: FLAGS,
+    positional: None,
+};
+
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }
 
-fn run() -> handgrad::Result<()> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let fast = argv.iter().any(|a| a == "--fast") || std::env::var_os("HANDGRAD_FAST").is_some();
-    let resume = argv.iter().any(|a| a == "--resume");
-    let value = |flag: &str| {
-        argv.iter()
-            .position(|a| a == flag)
-            .and_then(|i| argv.get(i + 1).cloned())
-    };
-    let steps: usize = match value("--steps") {
-        Some(s) => s
-            .parse()
-            .map_err(|_| handgrad::Error::config("train_gpt", "--steps", &s, "a whole number"))?,
-        None if fast => 20,
-        None => 1000,
-    };
-    let out = PathBuf::from(value("--out").unwrap_or_else(|| "checkpoints/char-gpt".into()));
+/// The saved run in `ckpt`, made ready to train up to `steps` (the run's own steps when
+/// `None`), or `None` when it already did them.
+fn resume(ckpt: &std::path::Path, steps: Option<usize>) -> CliResult<Option<(Gpt, LmTrainer)>> {
+    if !ckpt.is_file() {
+        return Err(CliError::failed(format!(
+            "--resume: there is no saved run in {} (no trainer.ckpt); train first without \
+             --resume, or pass the --out of an earlier run",
+            ckpt.parent()
+                .map_or("?".into(), |p| p.display().to_string())
+        )));
+    }
+    println!("resuming from {}", ckpt.display());
+    let (gpt, mut trainer) = LmTrainer::resume(ckpt)?;
+    let done = trainer.step_count();
+    let planned = trainer.options().steps;
+    let target = steps.unwrap_or(planned);
+    if done >= target {
+        let asked = if target == planned {
+            String::new()
+        } else {
+            format!(", and --steps {target} asks for no more")
+        };
+        println!(
+            "the saved run is finished: it did {done} steps{asked}; pass --steps N with N > \
+             {done} to extend it"
+        );
+        return Ok(None);
+    }
+    if target > planned {
+        trainer.extend_to(target)?;
+        if let LrSchedule::WarmupCosine {
+            total_steps,
+            min_lr,
+            ..
+        } = *trainer.schedule()
+        {
+            println!(
+                "extending the run from {done} to {target} steps; its learning-rate schedule \
+                 keeps its length: the cosine ends at step {total_steps}, steps after it run at \
+                 min_lr = {min_lr:e}"
+            );
+        }
+    }
+    Ok(Some((gpt, trainer)))
+}
+
+fn run() -> CliResult {
+    let a = CMD.parse()?;
+    let fast = a.flag("--fast") || std::env::var_os("HANDGRAD_FAST").is_some();
+    let resume_run = a.flag("--resume");
+    let steps = a.int("--steps", 1, 10_000_000)?.map(|n| n as usize);
+    let out = a
+        .path("--out")?
+        .unwrap_or_else(|| PathBuf::from("checkpoints/char-gpt"));
     let ckpt = out.join("trainer.ckpt");
+    paths::prepare_out_dir("--out", &out)?;
 
     let text = moby_dick();
     let tok = CharTokenizer::from_text(text);
@@ -59,10 +132,13 @@ fn run() -> handgrad::Result<()> {
         val.len()
     );
 
-    let (mut gpt, mut trainer) = if resume {
-        println!("resuming from {}", ckpt.display());
-        LmTrainer::resume(&ckpt)?
+    let (mut gpt, mut trainer) = if resume_run {
+        match resume(&ckpt, steps)? {
+            Some(run) => run,
+            None => return Ok(()),
+        }
     } else {
+        let steps = steps.unwrap_or(if fast { 20 } else { 1000 });
         let cfg = GptConfig::char_small(tok.vocab_size()).dropout(0.0);
         let gpt = Gpt::new(cfg, &mut handgrad::init::rng(1337))?;
         let opts = LmTrainOptions {
@@ -77,19 +153,23 @@ fn run() -> handgrad::Result<()> {
         };
         (gpt, LmTrainer::new(opts)?)
     };
+    let todo = match steps {
+        Some(n) if resume_run => n - trainer.step_count(),
+        _ => trainer.options().steps - trainer.step_count(),
+    };
     println!(
-        "GPT: {} layers, {} heads, {} wide, context {}: {} parameters; {} steps of {}×{} tokens",
+        "GPT: {} layers, {} heads, {} wide, context {}: {} parameters; {todo} steps of {}×{} \
+         tokens",
         gpt.config().n_layer,
         gpt.config().n_head,
         gpt.config().n_embd,
         gpt.config().block_size,
         gpt.num_params(),
-        trainer.options().steps,
         trainer.options().batch_size,
         train.block_size()
     );
     let start = Instant::now();
-    let history = trainer.train(&mut gpt, &train, Some(&val))?;
+    let history = trainer.train_for(&mut gpt, &train, Some(&val), todo)?;
     if let (Some(first), Some(last)) = (history.loss.first(), history.val_loss.last()) {
         println!(
             "trained in {:.0} s ({:.0} tokens/s): loss {first:.3} at the first step, validation \
@@ -110,7 +190,8 @@ fn run() -> handgrad::Result<()> {
     })?;
     trainer.save_checkpoint(&gpt, &ckpt)?;
     println!(
-        "saved the model, its tokenizer and the training state in {}",
+        "saved the model, its tokenizer and the training state ({} steps) in {}",
+        trainer.step_count(),
         out.display()
     );
 

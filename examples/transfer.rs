@@ -16,15 +16,13 @@
 #[path = "common/args.rs"]
 mod args;
 
-use args::{opt, switch, Args, Flag};
+use args::{opt, switch, CliResult, Command, Flag};
 use handgrad::data::ImageFolder;
 use handgrad::prelude::*;
 use handgrad::vision::{EfficientNetConfig, EfficientNetLite, Filter, Preprocess, TrainTransform};
 use handgrad::{Error, Result};
 use std::path::{Path, PathBuf};
 
-const ABOUT: &str =
-    "Fine-tune the pretrained EfficientNet-Lite0 (frozen backbone, new head) on an image folder.";
 const FLAGS: &[Flag] = &[
     opt(
         "--data",
@@ -36,14 +34,21 @@ const FLAGS: &[Flag] = &[
         "FILE",
         "the EfficientNet-Lite0 state dict (default: the fetched one)",
     ),
-    opt("--epochs", "N", "training epochs (default 4)"),
+    opt("--epochs", "N", "training epochs, 1 to 1000 (default 4)"),
     opt(
         "--size",
         "PX",
-        "input resolution (default 96; 224 for ImageNet-sized photos)",
+        "input resolution, 32 to 1024 (default 96; 224 for ImageNet-sized photos)",
     ),
     switch("--fast", "one epoch on fewer images (what CI runs)"),
 ];
+const CMD: Command = Command {
+    program: "transfer",
+    about: "Fine-tune the pretrained EfficientNet-Lite0 (frozen backbone, new head) on an image \
+            folder.",
+    flags: FLAGS,
+    positional: None,
+};
 
 /// Writes `root/{train,val}/{tshirt,trouser,sneaker}/*.png` from Fashion-MNIST.
 fn build_folder(root: &Path, per_class: (usize, usize)) -> Result<()> {
@@ -90,15 +95,18 @@ fn default_weights() -> Result<PathBuf> {
         .ok_or_else(|| Error::State(format!("{} is missing: {hint}", p.display())))
 }
 
-fn run() -> Result<()> {
-    let a = Args::parse("transfer", ABOUT, FLAGS, false)?;
+fn run() -> CliResult {
+    let a = CMD.parse()?;
     let fast = a.flag("--fast") || std::env::var_os("HANDGRAD_FAST").is_some();
-    let size = a.int("--size", 32, 1024)?.unwrap_or(96) as usize;
-    let epochs = a
-        .int("--epochs", 1, 1000)?
-        .unwrap_or(if fast { 1 } else { 4 }) as usize;
-    let root = match a.string("--data") {
-        Some(d) => PathBuf::from(d),
+    let size = a.usize_or("--size", 96, 32, 1024)?;
+    let epochs = a.usize_or("--epochs", if fast { 1 } else { 4 }, 1, 1000)?;
+    let data = a.path("--data")?;
+    let weights = match a.path("--weights")? {
+        Some(w) => w,
+        None => default_weights()?,
+    };
+    let root = match &data {
+        Some(d) => d.clone(),
         None => {
             let root =
                 std::env::temp_dir().join(format!("handgrad-transfer-{}", std::process::id()));
@@ -106,10 +114,6 @@ fn run() -> Result<()> {
             println!("wrote a Fashion-MNIST image folder to {}", root.display());
             root
         }
-    };
-    let weights = match a.string("--weights") {
-        Some(w) => PathBuf::from(w),
-        None => default_weights()?,
     };
     let eval = Preprocess::new(size, size, Filter::Bilinear, [0.5; 3], [0.5; 3]);
     let train = ImageFolder::new(root.join("train"), eval.clone())?
@@ -157,15 +161,12 @@ fn run() -> Result<()> {
         t.elapsed().as_secs_f64(),
         100.0 * after["accuracy"]
     );
-    if a.string("--data").is_none() {
+    if data.is_none() {
         std::fs::remove_dir_all(&root).ok();
     }
     Ok(())
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    args::main(CMD.program, run)
 }

@@ -70,8 +70,9 @@ impl Gpt {
 
 impl LmTrainer {
     /// Saves everything needed to continue this run exactly: the model's config and weights,
-    /// the AdamW state, the step, the options, the batch RNG and every dropout stream. The
-    /// write is atomic, so a crash mid-save leaves the previous checkpoint intact.
+    /// the AdamW state, the step, the options, the learning-rate schedule, the batch RNG and
+    /// every dropout stream. The write is atomic, so a crash mid-save leaves the previous
+    /// checkpoint intact.
     ///
     /// # Errors
     /// [`Error::Io`] naming the path.
@@ -92,6 +93,7 @@ impl LmTrainer {
             serde_json::to_string(&self.opts).expect("options serialise"),
         );
         ck.meta.insert("rng.batches".into(), rng_state(&self.rng));
+        ck.meta.insert("schedule".into(), self.schedule_meta());
         for (k, v) in gpt.dropout_states() {
             ck.meta.insert(format!("rng.{k}"), v);
         }
@@ -124,6 +126,7 @@ impl LmTrainer {
         trainer.optimizer.load_state(&ck.optimizer)?;
         trainer.step = ck.parse("step", &source)?;
         trainer.rng = rng_from_state(ck.get("rng.batches", &source)?)?;
+        trainer.restore_schedule(ck.meta.get("schedule"), &source)?;
         Ok((gpt, trainer))
     }
 }

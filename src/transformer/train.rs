@@ -425,6 +425,52 @@ impl LmTrainer {
         &self.opts
     }
 
+    /// The learning-rate schedule (built from the options by [`LmTrainer::new`]; restored from
+    /// the checkpoint by `resume`).
+    pub fn schedule(&self) -> &LrSchedule {
+        &self.schedule
+    }
+
+    /// Extends the run to `steps` optimizer steps in all (e.g. a finished run restored by
+    /// [`LmTrainer::resume`]), keeping the learning-rate schedule as it is: the warmup + cosine
+    /// still reaches `min_lr` at the original [`LmTrainOptions::steps`], and the steps after it
+    /// run at `min_lr`. Checkpoints store the schedule, so a run extended, saved and resumed
+    /// continues exactly as one that never stopped.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `steps` is not above the steps taken and to be taken
+    /// (`max(step_count(), options().steps)`); nothing changes then.
+    pub fn extend_to(&mut self, steps: usize) -> Result<()> {
+        let floor = self.step.max(self.opts.steps);
+        if steps <= floor {
+            return Err(Error::config(
+                "LmTrainer::extend_to",
+                "steps",
+                steps,
+                format!("more than the run's {floor} steps ({} taken)", self.step),
+            ));
+        }
+        self.opts.steps = steps;
+        Ok(())
+    }
+
+    /// The schedule as checkpoint metadata.
+    pub(super) fn schedule_meta(&self) -> String {
+        serde_json::to_string(&self.schedule).expect("schedules serialise")
+    }
+
+    /// Restores [`LmTrainer::schedule_meta`] (absent in checkpoints written before it existed:
+    /// then the schedule of the options is kept).
+    pub(super) fn restore_schedule(&mut self, meta: Option<&String>, source: &str) -> Result<()> {
+        if let Some(text) = meta {
+            let schedule: LrSchedule = serde_json::from_str(text)
+                .map_err(|e| Error::format(source, format!("learning-rate schedule: {e}")))?;
+            schedule.validate()?;
+            self.schedule = schedule;
+        }
+        Ok(())
+    }
+
     /// One optimizer step on the batch `(x, y)`: zero the gradients, forward + loss, backward,
     /// clip, set the scheduled learning rate, AdamW. Returns the loss.
     ///

@@ -14,8 +14,9 @@ const KIND: &str = "llama";
 
 impl LmTrainer {
     /// Saves everything needed to continue a Llama fine-tuning run exactly: the config, every
-    /// weight (Hugging Face names and layout), the AdamW state, the step, the options and the
-    /// batch RNG. The write is atomic (a crash mid-save keeps the previous file).
+    /// weight (Hugging Face names and layout), the AdamW state, the step, the options, the
+    /// learning-rate schedule and the batch RNG. The write is atomic (a crash mid-save keeps
+    /// the previous file).
     ///
     /// # Errors
     /// [`Error::State`] for a model with encoded weights or GGUF's permuted q/k rows (train
@@ -42,6 +43,7 @@ impl LmTrainer {
             serde_json::to_string(&self.opts).expect("options serialise"),
         );
         ck.meta.insert("rng.batches".into(), rng_state(&self.rng));
+        ck.meta.insert("schedule".into(), self.schedule_meta());
         ck.save(path)
     }
 
@@ -63,6 +65,7 @@ impl LmTrainer {
         trainer.optimizer.load_state(&ck.optimizer)?;
         trainer.step = ck.parse("step", &source)?;
         trainer.rng = rng_from_state(ck.get("rng.batches", &source)?)?;
+        trainer.restore_schedule(ck.meta.get("schedule"), &source)?;
         Ok((model, trainer))
     }
 }
