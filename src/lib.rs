@@ -83,6 +83,7 @@
 
 pub mod data;
 pub mod describe;
+pub mod distributed;
 pub mod error;
 pub mod generate;
 pub mod init;
