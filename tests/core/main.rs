@@ -15,6 +15,7 @@ mod data_image;
 mod dense;
 mod describe;
 mod determinism;
+mod distributed;
 mod dropout;
 mod fit;
 mod flatten;
