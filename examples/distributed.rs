@@ -370,27 +370,46 @@ fn bench(world: &Distributed) -> handgrad::Result<()> {
             );
         }
     }
-    // the collectives alone
+    // the collectives alone: MPI's all-reduce, and the deterministic mode's all-to-all of
+    // chunks + all-gather (one aligned node per rank) on the same vector
     let comm = world.communicator();
-    for n in [1usize << 18, 1 << 20, 1 << 24] {
+    let r = world.rank();
+    for n in [820_352usize, 1 << 22, 1 << 24] {
+        let reps = if n >= 1 << 24 { 5 } else { 20 };
+        let bytes = (4 * n) as f64;
+        let bus = |secs: f64| bytes * 2.0 * (p as f64 - 1.0) / p as f64 / secs / 1e9;
         let mut buf = vec![1.0f32; n];
         comm.all_reduce_sum(&mut buf)?;
-        let reps = if n >= 1 << 24 { 5 } else { 20 };
         world.barrier()?;
         let start = Instant::now();
         for _ in 0..reps {
             comm.all_reduce_sum(&mut buf)?;
         }
         world.barrier()?;
-        let secs = start.elapsed().as_secs_f64() / reps as f64;
-        let bytes = (4 * n) as f64;
+        let all_reduce = start.elapsed().as_secs_f64() / reps as f64;
+        let chunk = |q: usize| q * n / p..(q + 1) * n / p;
+        let counts: Vec<usize> = (0..p).map(|q| chunk(q).len()).collect();
+        let mut recv = vec![0.0f32; p * counts[r]];
+        let mut out = vec![0.0f32; n];
+        world.barrier()?;
+        let start = Instant::now();
+        for _ in 0..reps {
+            comm.all_to_all_v(&buf, &counts, &mut recv, &vec![counts[r]; p])?;
+            let mine: Vec<f32> = (0..counts[r])
+                .map(|i| (0..p).map(|s| recv[s * counts[r] + i]).sum())
+                .collect();
+            comm.all_gather_v(&mine, &mut out, &counts)?;
+        }
+        world.barrier()?;
+        let tree = start.elapsed().as_secs_f64() / reps as f64;
         if root {
             println!(
-                "all_reduce_sum {:>6.1} MB, {p} rank(s): {:.2} ms, {:.2} GB/s of buffer, bus {:.2} GB/s (x 2(p-1)/p)",
+                "{:>5.1} MB vector, {p} rank(s): all_reduce_sum {:.2} ms (bus {:.2} GB/s), all-to-all + all-gather {:.2} ms (bus {:.2} GB/s)",
                 bytes / 1e6,
-                secs * 1e3,
-                bytes / secs / 1e9,
-                bytes * 2.0 * (p as f64 - 1.0) / p as f64 / secs / 1e9
+                all_reduce * 1e3,
+                bus(all_reduce),
+                tree * 1e3,
+                bus(tree)
             );
         }
     }

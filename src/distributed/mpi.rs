@@ -22,7 +22,8 @@ const LAUNCHER_SIZE_VARS: [&str; 2] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"];
 /// MPI is initialised with `MPI_THREAD_SERIALIZED` and every call holds a lock, so the world
 /// can be shared between threads; rayon's worker threads never call MPI.
 pub struct MpiWorld {
-    universe: Mutex<Universe>,
+    /// The universe (finalised on drop) and the all-reduce's receive buffer, reused.
+    universe: Mutex<(Universe, Vec<f32>)>,
     rank: usize,
     size: usize,
 }
@@ -78,19 +79,19 @@ impl MpiWorld {
             }
         }
         Ok(MpiWorld {
-            universe: Mutex::new(universe),
+            universe: Mutex::new((universe, Vec::new())),
             rank,
             size,
         })
     }
 
     /// The world communicator, with the lock that serialises MPI calls.
-    fn world(&self) -> Result<(MutexGuard<'_, Universe>, SimpleCommunicator)> {
+    fn world(&self) -> Result<(MutexGuard<'_, (Universe, Vec<f32>)>, SimpleCommunicator)> {
         let guard = self
             .universe
             .lock()
             .map_err(|_| Error::State("MpiWorld: a thread panicked inside an MPI call".into()))?;
-        let world = guard.world();
+        let world = guard.0.world();
         Ok((guard, world))
     }
 }
@@ -199,8 +200,9 @@ impl Communicator for MpiWorld {
         Ok(out)
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        let (_g, world) = self.world()?;
-        let mut out = vec![0f32; buf.len().min(1 << 28)];
+        let (mut guard, world) = self.world()?;
+        let out = &mut guard.1;
+        out.resize(buf.len().min(1 << 28), 0.0);
         for piece in buf.chunks_mut(1 << 28) {
             let out = &mut out[..piece.len()];
             world.all_reduce_into(&*piece, out, SystemOperation::sum());
