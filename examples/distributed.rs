@@ -132,7 +132,11 @@ fn fashion(n: usize) -> handgrad::Result<(Dataset, Dataset)> {
 /// The seed CNN, compiled (Adam 1e-3, sparse CE, accuracy), built from seed 42 on every rank.
 fn seed_cnn() -> handgrad::Result<Sequential> {
     let mut m = handgrad::model::small_cnn(&[1, 28, 28], 10, &mut handgrad::init::rng(42))?;
-    m.compile(Adam::new(1e-3), Loss::SparseCategoricalCrossentropy, &[Metric::Accuracy])?;
+    m.compile(
+        Adam::new(1e-3),
+        Loss::SparseCategoricalCrossentropy,
+        &[Metric::Accuracy],
+    )?;
     Ok(m)
 }
 
@@ -272,7 +276,10 @@ fn selftest(world: &Distributed, a: &Args) -> handgrad::Result<i32> {
                 Reduction::Deterministic => "deterministic",
                 Reduction::AllReduce => "all-reduce",
             };
-            println!("selftest {name} {mode}: {} ranks, weights {h:016x}", world.size());
+            println!(
+                "selftest {name} {mode}: {} ranks, weights {h:016x}",
+                world.size()
+            );
             if !same {
                 println!("FAIL {name} {mode}: the ranks hold different weights");
                 ok = false;
@@ -289,7 +296,11 @@ fn selftest(world: &Distributed, a: &Args) -> handgrad::Result<i32> {
                     path: file.clone(),
                     source,
                 })?;
-                println!("reference {name}: {} weights written to {}", weights.len(), file.display());
+                println!(
+                    "reference {name}: {} weights written to {}",
+                    weights.len(),
+                    file.display()
+                );
                 continue;
             }
             let bytes = std::fs::read(&file).map_err(|source| handgrad::Error::Io {
@@ -311,7 +322,9 @@ fn selftest(world: &Distributed, a: &Args) -> handgrad::Result<i32> {
                     println!("PASS {name} {mode}: bit-identical to one process")
                 }
                 Reduction::AllReduce if want.len() == weights.len() && diff < 1e-3 => {
-                    println!("PASS {name} {mode}: within {diff:.2e} of one process (tolerance 1e-3)")
+                    println!(
+                        "PASS {name} {mode}: within {diff:.2e} of one process (tolerance 1e-3)"
+                    )
                 }
                 _ => {
                     println!("FAIL {name} {mode}: max |difference| {diff:e} from one process");
@@ -332,7 +345,8 @@ fn bench(world: &Distributed) -> handgrad::Result<()> {
         let (train, _) = fashion(64 * 32)?;
         let mut cnn = seed_cnn()?;
         let warm = Dataset::new(train.select(&(0..128).collect::<Vec<_>>()).0, vec![0; 128])?;
-        let quiet = |o: FitOptions<'static>| o.verbose(Verbose::Silent).batch_size(64).micro_batch(16);
+        let quiet =
+            |o: FitOptions<'static>| o.verbose(Verbose::Silent).batch_size(64).micro_batch(16);
         cnn.fit(&warm, quiet(FitOptions::new()).distributed(&w))?;
         let (x, y) = train.select(&(128..train.len()).collect::<Vec<_>>());
         let data = Dataset::new(x, y)?;

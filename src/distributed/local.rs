@@ -137,7 +137,10 @@ impl Communicator for LocalWorld {
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let all = Self::floats(self.exchange(Payload::Floats(buf.to_vec(), Vec::new()))?);
-        if let Some((s, (v, _))) = all.iter().enumerate().find(|(_, (v, _))| v.len() != buf.len())
+        if let Some((s, (v, _))) = all
+            .iter()
+            .enumerate()
+            .find(|(_, (v, _))| v.len() != buf.len())
         {
             return Err(Error::shape(
                 "all_reduce_sum",
@@ -163,9 +166,8 @@ impl Communicator for LocalWorld {
     ) -> Result<()> {
         check_counts("all_to_all_v", self.size, send_counts, send.len(), "send")?;
         check_counts("all_to_all_v", self.size, recv_counts, recv.len(), "recv")?;
-        let all = Self::floats(
-            self.exchange(Payload::Floats(send.to_vec(), send_counts.to_vec()))?,
-        );
+        let all =
+            Self::floats(self.exchange(Payload::Floats(send.to_vec(), send_counts.to_vec()))?);
         let mut at = 0;
         for (s, (v, counts)) in all.iter().enumerate() {
             let offset: usize = counts[..self.rank].iter().sum();

@@ -226,7 +226,11 @@ impl Distributed {
                 (root_layout.lines().count() > layout.lines().count()).then(|| {
                     (
                         String::new(),
-                        root_layout.lines().nth(layout.lines().count()).unwrap_or("").into(),
+                        root_layout
+                            .lines()
+                            .nth(layout.lines().count())
+                            .unwrap_or("")
+                            .into(),
                     )
                 })
             });
@@ -243,10 +247,9 @@ impl Distributed {
         };
         self.agree(check, "comparing the parameters with rank 0's")?;
         for (_, p) in params.iter_mut() {
-            let buf = p
-                .value
-                .as_slice_mut()
-                .ok_or_else(|| Error::State("broadcast_params: a non-contiguous parameter".into()))?;
+            let buf = p.value.as_slice_mut().ok_or_else(|| {
+                Error::State("broadcast_params: a non-contiguous parameter".into())
+            })?;
             self.comm.broadcast_f32(0, buf)?;
         }
         Ok(())

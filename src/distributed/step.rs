@@ -149,9 +149,9 @@ pub(crate) fn round_robin(
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (s, j) = (i % p, i / p);
-        let rec = decoded[s]
-            .get(j * k..(j + 1) * k)
-            .ok_or_else(|| Error::State(format!("rank {s} sent fewer results than expected {when}")))?;
+        let rec = decoded[s].get(j * k..(j + 1) * k).ok_or_else(|| {
+            Error::State(format!("rank {s} sent fewer results than expected {when}"))
+        })?;
         out.push(rec.to_vec());
     }
     Ok(out)

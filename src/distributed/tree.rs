@@ -137,7 +137,11 @@ pub(crate) fn reduce_tree(
             at += n;
         }
     }
-    let part = if m == 0 { vec![0.0; n] } else { finish((0, m), &known) };
+    let part = if m == 0 {
+        vec![0.0; n]
+    } else {
+        finish((0, m), &known)
+    };
     let counts: Vec<usize> = (0..p).map(|q| chunk(len, p, q).len()).collect();
     let mut out = vec![0.0f32; len];
     comm.all_gather_v(&part, &mut out, &counts)?;

@@ -4,7 +4,9 @@
 use super::fit::{Logs, Tally};
 use super::{Loss, Metric, Sequential, Targets};
 use crate::data::{Augment, BatchSource};
-use crate::distributed::step::{add_grads, grad_len, reduce_step, round_robin, set_grads, StepPlan};
+use crate::distributed::step::{
+    add_grads, grad_len, reduce_step, round_robin, set_grads, StepPlan,
+};
 use crate::distributed::{Distributed, Reduction};
 use crate::error::{Error, Result};
 use crate::layers::Mode;

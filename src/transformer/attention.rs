@@ -9,7 +9,6 @@ use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2};
 
-
 /// Mixed into the seeds of step-keyed attention dropout, so they never equal a plain forward's.
 const SEEK_TAG: u64 = 0x5EED_0F57_E9B0_0000;
 /// Multi-head causal self-attention (Hugging Face `GPT2Attention`, eager, no dropout):

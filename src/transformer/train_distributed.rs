@@ -126,9 +126,18 @@ impl LmTrainer {
     ) -> Result<f32> {
         let mut item = |i: usize| -> Result<Vec<f64>> {
             let (x, y) = &batches[i];
-            Ok(vec![gpt.eval_loss(x.view(), y.view())? as f64, x.nrows() as f64])
+            Ok(vec![
+                gpt.eval_loss(x.view(), y.view())? as f64,
+                x.nrows() as f64,
+            ])
         };
-        let recs = round_robin(world, batches.len(), 2, "evaluating the validation loss", &mut item)?;
+        let recs = round_robin(
+            world,
+            batches.len(),
+            2,
+            "evaluating the validation loss",
+            &mut item,
+        )?;
         let mut total = 0.0f64;
         let mut rows = 0usize;
         for r in recs {

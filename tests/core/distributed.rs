@@ -5,9 +5,9 @@
 
 use crate::common;
 use handgrad::data::LmDataset;
-use handgrad::model::Logs;
 use handgrad::distributed::{Distributed, LocalWorld, Reduction};
 use handgrad::layers::{Conv2d, Flatten, MaxPool2d};
+use handgrad::model::Logs;
 use handgrad::prelude::*;
 use handgrad::transformer::{Gpt, GptConfig, LmBatches, LmTrainOptions, LmTrainer, IGNORE_INDEX};
 use ndarray::Array2;
@@ -47,7 +47,10 @@ fn floats(params: Vec<(String, &Param)>) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// A small CNN with dropout on (1, 12, 12) images, 5 classes.
@@ -131,7 +134,10 @@ fn fit_all_reduce_mode_agrees_within_rounding() {
     let w: Vec<f32> = runs[0].0.iter().map(|b| f32::from_bits(*b)).collect();
     let d = max_abs_diff(&w, &single);
     // 10 Adam steps at lr 1e-2 from sums taken in another order
-    assert!(d < 2e-3, "all-reduce weights differ from the deterministic ones by {d}");
+    assert!(
+        d < 2e-3,
+        "all-reduce weights differ from the deterministic ones by {d}"
+    );
 }
 
 #[test]
@@ -253,7 +259,12 @@ fn stopping_is_decided_for_every_rank() {
             .epochs(30)
             .batch_size(8)
             .verbose(Verbose::Silent)
-            .callback(EarlyStopping::new().monitor("loss").patience(0).min_delta(10.0))
+            .callback(
+                EarlyStopping::new()
+                    .monitor("loss")
+                    .patience(0)
+                    .min_delta(10.0),
+            )
             .distributed(&w);
         m.fit(&data, opts).unwrap().epochs()
     });
@@ -295,7 +306,10 @@ fn distributed_fit_refuses_what_it_cannot_do() {
     let data = images(8, 8);
     let mut m = cnn(0);
     let e = m
-        .fit(&data, FitOptions::new().micro_batch(0).verbose(Verbose::Silent))
+        .fit(
+            &data,
+            FitOptions::new().micro_batch(0).verbose(Verbose::Silent),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("micro_batch = 0"), "{e}");
     let mut bn = Sequential::new(&[1, 12, 12])
@@ -309,7 +323,12 @@ fn distributed_fit_refuses_what_it_cannot_do() {
         .unwrap();
     let world = Distributed::single();
     let e = bn
-        .fit(&data, FitOptions::new().verbose(Verbose::Silent).distributed(&world))
+        .fit(
+            &data,
+            FitOptions::new()
+                .verbose(Verbose::Silent)
+                .distributed(&world),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("running statistics"), "{e}");
     assert!(LocalWorld::new(0).is_err());
@@ -394,9 +413,15 @@ fn lm_trainer_deterministic_mode_is_bit_identical_on_1_2_3_and_4_ranks() {
     for size in [1, 2, 3, 4] {
         let runs = on_ranks(size, Reduction::Deterministic, |w| lm_run(Some(&w)));
         for (rank, r) in runs.iter().enumerate() {
-            assert!(r.0 == single.0, "{size} ranks: rank {rank}'s weights differ");
+            assert!(
+                r.0 == single.0,
+                "{size} ranks: rank {rank}'s weights differ"
+            );
             assert_eq!(r.1, single.1, "{size} ranks: rank {rank}'s losses");
-            assert_eq!(r.2, single.2, "{size} ranks: rank {rank}'s validation losses");
+            assert_eq!(
+                r.2, single.2,
+                "{size} ranks: rank {rank}'s validation losses"
+            );
         }
     }
     // the all-reduce mode: the same within rounding
@@ -412,8 +437,8 @@ fn lm_micro_batches_weight_masked_targets_by_token() {
     let (train, _, v) = char_data();
     let data = Masked(train);
     let step = |micro: Option<usize>| {
-        let mut model = Gpt::new(GptConfig::new(v, 16, 1, 2, 16), &mut handgrad::init::rng(3))
-            .unwrap();
+        let mut model =
+            Gpt::new(GptConfig::new(v, 16, 1, 2, 16), &mut handgrad::init::rng(3)).unwrap();
         let mut opts = lm_opts(micro);
         opts.steps = 1;
         opts.warmup_steps = 0;
@@ -485,7 +510,8 @@ fn local_world_collectives_move_the_right_values() {
             counts.push(q + 1);
         }
         let mut recv = vec![0.0; 3 * (r + 1)];
-        c.all_to_all_v(&send, &counts, &mut recv, &[r + 1; 3]).unwrap();
+        c.all_to_all_v(&send, &counts, &mut recv, &[r + 1; 3])
+            .unwrap();
         let mut gathered = vec![0.0; 6];
         let mine = vec![r as f32; r + 1];
         c.all_gather_v(&mine, &mut gathered, &[1, 2, 3]).unwrap();
