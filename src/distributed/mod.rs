@@ -7,7 +7,7 @@
 //!   [`Reduction`] mode.
 //! - [`Communicator`]: the collectives, with [`SingleProcess`] and [`LocalWorld`] (ranks as
 //!   threads of one process) always compiled, and `MpiWorld` behind the `mpi` feature
-//!   ([`Distributed::init`]).
+//!   (`Distributed::init()`).
 //!
 //! # What is bit-identical
 //!
