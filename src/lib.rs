@@ -84,6 +84,7 @@
 
 pub mod data;
 pub mod describe;
+pub mod distributed;
 pub mod error;
 pub mod generate;
 pub mod init;

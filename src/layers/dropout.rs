@@ -23,6 +23,10 @@ const MASK_CHUNK: usize = 1 << 13;
 /// to each chunk's first word, which yields exactly the sequential draw, so masks are identical
 /// whatever the rayon thread count. Each forward continues the stream (a new mask every step).
 ///
+/// After [`Layer::seek_examples`]`(step, first_row)` the next training forward draws instead from
+/// stream `1 + step` (stream 0 is the plain sequence) at word `first_row · (elements per row)`:
+/// row `i` of a global batch gets the same mask whichever micro-batch or rank computes it.
+///
 /// `p = 0` is the identity and draws nothing; `p = 1` zeroes everything (no division by zero).
 ///
 /// # Shapes
@@ -33,6 +37,8 @@ pub struct Dropout {
     /// A seed fixed by [`Dropout::with_seed`]; `build` then keeps it.
     seed: Option<u64>,
     rng: Option<Rng>,
+    /// `(step, first_row)` given by [`Layer::seek_examples`] for the next training forward.
+    seek: Option<(u64, usize)>,
     /// `mask·scale` of the last training forward (`None`: identity, `p = 0`), and its shape.
     cache: Option<(Vec<usize>, Option<Tensor>)>,
 }
@@ -51,6 +57,7 @@ impl Dropout {
             p,
             seed: None,
             rng: None,
+            seek: None,
             cache: None,
         }
     }
@@ -62,6 +69,7 @@ impl Dropout {
             p,
             seed: Some(seed),
             rng: Some(Rng::seed_from_u64(seed)),
+            seek: None,
             cache: None,
         }
     }
@@ -103,6 +111,11 @@ impl Dropout {
         let mut mask = Tensor::zeros(shape);
         let m = mask.as_slice_mut().expect("fresh tensor is contiguous");
         let n = m.len();
+        if let Some((step, first_row)) = self.seek.take() {
+            let per_row = shape.iter().skip(1).product::<usize>();
+            rng.set_stream(step.wrapping_add(1));
+            rng.set_word_pos((first_row as u128) * per_row as u128);
+        }
         let start = rng.get_word_pos();
         let fill = |(c, chunk): (usize, &mut [f32])| {
             let mut r = rng.clone();
@@ -134,6 +147,10 @@ impl Layer for Dropout {
         self.rng.as_ref().map(crate::init::rng_state)
     }
 
+    fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.seek = Some((step, first_row));
+    }
+
     fn set_rng_state(&mut self, state: &str) -> Result<()> {
         if self.rng.is_none() {
             return Err(not_built(&self.describe()));
@@ -152,6 +169,9 @@ impl Layer for Dropout {
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.validate()?;
         if mode == Mode::Eval || self.p == 0.0 {
+            if mode == Mode::Train {
+                self.seek = None;
+            }
             self.cache = match mode {
                 Mode::Train => Some((x.shape().to_vec(), None)),
                 Mode::Eval => None,

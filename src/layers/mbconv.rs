@@ -89,6 +89,10 @@ impl MbConv {
 }
 
 impl Layer for MbConv {
+    fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.chain.seek_examples(step, first_row);
+    }
+
     fn describe(&self) -> String {
         let (c, ce) = match self.channels {
             Some((c, ce)) => (c.to_string(), ce.to_string()),

@@ -153,6 +153,14 @@ pub trait Layer: Send + Sync {
         None
     }
 
+    /// Keys the randomness of the next training forward by the global training `step` and the
+    /// global index `first_row` of the first example (row) of the batch it sees, instead of the
+    /// position in the layer's stream: data-parallel and micro-batched training
+    /// ([`crate::distributed`]) call it before every micro-batch, so that an example's dropout
+    /// mask does not depend on which rank, or which micro-batch, computes it. Layers without
+    /// randomness ignore it (the default); containers pass it on.
+    fn seek_examples(&mut self, _step: u64, _first_row: usize) {}
+
     /// Restores a position from [`Layer::rng_state`].
     ///
     /// # Errors

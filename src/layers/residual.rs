@@ -31,6 +31,13 @@ impl Chain {
         &self.layers
     }
 
+    /// Passes [`Layer::seek_examples`] to every sub-layer.
+    pub fn seek_examples(&mut self, step: u64, first_row: usize) {
+        for (_, layer) in &mut self.layers {
+            layer.seek_examples(step, first_row);
+        }
+    }
+
     /// Whether the chain has no layers.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
@@ -222,6 +229,10 @@ impl Residual {
 }
 
 impl Layer for Residual {
+    fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.chain.seek_examples(step, first_row);
+    }
+
     fn describe(&self) -> String {
         format!("Residual({} + x)", self.chain.describe())
     }

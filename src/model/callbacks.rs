@@ -33,6 +33,14 @@ pub trait Callback {
     fn on_train_end(&mut self, _model: &mut Sequential) -> Result<()> {
         Ok(())
     }
+    /// Whether, in a data-parallel `fit` ([`super::FitOptions::distributed`]), only rank 0 runs
+    /// this callback (default `false`: every rank runs it on the same reduced logs, so decisions
+    /// such as early stopping agree). Callbacks that write files, such as
+    /// [`super::ModelCheckpoint`], return `true`; a `Stop` or an error from them still reaches
+    /// every rank.
+    fn root_only(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a monitored quantity should go down or up.

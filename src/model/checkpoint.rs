@@ -118,6 +118,32 @@ impl Sequential {
     fn load_checkpoint_unguarded(&mut self, path: &Path) -> Result<usize> {
         let source = path.display().to_string();
         let ck = Checkpoint::load(path, KIND)?;
+        self.restore_checkpoint(&ck, &source)
+    }
+
+    /// [`Sequential::load_checkpoint`] for a data-parallel run: rank 0 reads the file and
+    /// broadcasts its bytes (it need only exist on rank 0's machine), every rank restores the
+    /// same state; then `fit` with [`super::FitOptions::distributed`] and `initial_epoch`.
+    /// ([`ModelCheckpoint`] writes on rank 0 only.)
+    ///
+    /// # Errors
+    /// As [`Sequential::load_checkpoint`], on every rank (an [`Error::State`] on the others when
+    /// rank 0 fails).
+    pub fn load_checkpoint_distributed(
+        &mut self,
+        path: impl AsRef<Path>,
+        world: &crate::distributed::Distributed,
+    ) -> Result<usize> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        let bytes = world.read_on_root(path)?;
+        let restored = Checkpoint::from_bytes(&bytes, KIND, &source)
+            .and_then(|ck| self.restore_checkpoint(&ck, &source));
+        world.agree(restored, &format!("loading {source}"))
+    }
+
+    fn restore_checkpoint(&mut self, ck: &Checkpoint, source: &str) -> Result<usize> {
+        let source = source.to_string();
         let arch = ck.get("architecture", &source)?;
         if arch != self.architecture() {
             return Err(Error::format(
@@ -232,6 +258,10 @@ impl ModelCheckpoint {
 }
 
 impl Callback for ModelCheckpoint {
+    fn root_only(&self) -> bool {
+        true
+    }
+
     fn on_epoch_end(
         &mut self,
         epoch: usize,

@@ -2,9 +2,11 @@
 //! `evaluate` and batched `predict`.
 
 use super::callbacks::{Callback, Control};
+use super::fit_distributed::DistStep;
 use super::sequential::{named_params_mut, Compiled};
 use super::{Loss, Metric, Sequential, Targets};
 use crate::data::{Augment, BatchSource, Dataset};
+use crate::distributed::Distributed;
 use crate::error::{Error, Result};
 use crate::layers::Mode;
 use crate::optim::Optimizer;
@@ -47,6 +49,8 @@ pub struct FitOptions<'a> {
     verbose: Verbose,
     callbacks: Vec<Box<dyn Callback + 'a>>,
     augment: Option<Augment>,
+    world: Option<Distributed>,
+    micro_batch: Option<usize>,
 }
 
 impl Default for FitOptions<'_> {
@@ -62,6 +66,8 @@ impl Default for FitOptions<'_> {
             verbose: Verbose::Auto,
             callbacks: Vec::new(),
             augment: None,
+            world: None,
+            micro_batch: None,
         }
     }
 }
@@ -129,7 +135,38 @@ impl<'a> FitOptions<'a> {
         self
     }
 
+    /// Trains data-parallel over `world` (see [`crate::distributed`]): every rank runs `fit` on
+    /// the same data with the same options; each takes the same seeded permutation per epoch and
+    /// a contiguous slice of every global batch of `batch_size` samples; the gradients are summed
+    /// over the ranks (in `world`'s [`crate::distributed::Reduction`] mode) and the loss is the
+    /// mean over the global batch, so uneven last batches count correctly. Rank 0's parameters
+    /// and dropout streams are broadcast first; only rank 0 prints and runs
+    /// [`Callback::root_only`] callbacks (checkpoints). Validation batches are split over the
+    /// ranks and summed in order (the same numbers as one process).
+    ///
+    /// In the deterministic mode the global batch is cut into micro-batches of
+    /// [`FitOptions::micro_batch`] samples (default `⌈batch_size / 4⌉`), so the weights are
+    /// bit-identical for any rank count and to `Distributed::single()`. Augmentation is drawn
+    /// per sample, keyed by the seed, the global step and the sample's row, and dropout by the
+    /// step and the row ([`crate::layers::Layer::seek_examples`]). Models with running statistics
+    /// (BatchNorm) are refused: each rank would update them from its own samples only.
+    pub fn distributed(mut self, world: &Distributed) -> Self {
+        self.world = Some(world.clone());
+        self
+    }
+
+    /// Computes each batch's gradient as the fixed-order sum of micro-batches of `rows` samples
+    /// (see [`FitOptions::distributed`]); without `distributed` this runs the same
+    /// micro-batched arithmetic in this process alone (the bits of any data-parallel run with
+    /// the same micro-batch size). Default: off (one forward per batch); `⌈batch_size / 4⌉`
+    /// when distributed.
+    pub fn micro_batch(mut self, rows: usize) -> Self {
+        self.micro_batch = Some(rows);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
+        crate::distributed::step::check_micro("fit", self.micro_batch)?;
         if let Some(a) = &self.augment {
             a.validate()?;
         }
@@ -192,14 +229,14 @@ impl History {
 }
 
 /// Sums of the loss and metric counts over the batches of an epoch.
-struct Tally {
+pub(super) struct Tally {
     loss: f64,
     samples: usize,
     correct: Vec<usize>,
 }
 
 impl Tally {
-    fn new(metrics: usize) -> Self {
+    pub(super) fn new(metrics: usize) -> Self {
         Tally {
             loss: 0.0,
             samples: 0,
@@ -223,7 +260,16 @@ impl Tally {
         Ok(())
     }
 
-    fn logs(&self, prefix: &str, metrics: &[Metric]) -> Logs {
+    /// Adds a batch of `n` samples with mean loss `loss` and `correct[k]` hits of metric `k`.
+    pub(super) fn add_counts(&mut self, loss: f32, n: usize, correct: &[usize]) {
+        self.loss += loss as f64 * n as f64;
+        self.samples += n;
+        for (c, k) in self.correct.iter_mut().zip(correct) {
+            *c += k;
+        }
+    }
+
+    pub(super) fn logs(&self, prefix: &str, metrics: &[Metric]) -> Logs {
         let n = self.samples.max(1) as f64;
         let mut logs = Logs::new();
         logs.insert(format!("{prefix}loss"), (self.loss / n) as f32);
@@ -383,14 +429,35 @@ impl Sequential {
         let loss = self.loss();
         let metrics = self.metrics();
         let from_logits = loss.fuses_softmax() || loss == Loss::BinaryCrossentropyWithLogits;
+        let world = match (&opts.world, opts.micro_batch) {
+            (Some(w), _) => Some(w.clone()),
+            (None, Some(_)) => Some(Distributed::single()),
+            (None, None) => None,
+        };
+        let micro = opts
+            .micro_batch
+            .unwrap_or_else(|| crate::distributed::step::default_micro(opts.batch_size));
+        if let Some(w) = &world {
+            self.prepare_distributed(w)?;
+        }
+        let root = world.as_ref().is_none_or(|w| w.is_root());
         let verbose = match opts.verbose {
+            _ if !root => Verbose::Silent,
             Verbose::Auto if std::io::stderr().is_terminal() => Verbose::ProgressBar,
             Verbose::Auto => Verbose::EpochLine,
             v => v,
         };
         let mut callbacks = std::mem::take(&mut opts.callbacks);
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(self)?;
+        let mut begun = Ok(());
+        for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
+            begun = cb.on_train_begin(self);
+            if begun.is_err() {
+                break;
+            }
+        }
+        match &world {
+            Some(w) => w.agree(begun, "in a callback's on_train_begin")?,
+            None => begun?,
         }
         let mut history = History::default();
         let steps = train.len().div_ceil(opts.batch_size);
@@ -415,6 +482,32 @@ impl Sequential {
             }
             let mut tally = Tally::new(metrics.len());
             for (b, idx) in order.chunks(opts.batch_size).enumerate() {
+                if let Some(w) = &world {
+                    let step = DistStep {
+                        epoch,
+                        step: (epoch * steps + b) as u64,
+                        micro,
+                        augment: opts.augment.as_ref(),
+                        seed,
+                        loss,
+                        metrics: &metrics,
+                        from_logits,
+                        when: format!("at epoch {} batch {} (of {steps})", epoch + 1, b + 1),
+                    };
+                    let (value, correct) = self.distributed_step(w, train, idx, &step)?;
+                    tally.add_counts(value, idx.len(), &correct);
+                    if verbose == Verbose::ProgressBar {
+                        progress_bar(
+                            epoch,
+                            opts.epochs,
+                            b + 1,
+                            steps,
+                            start,
+                            &tally.logs("", &metrics),
+                        );
+                    }
+                    continue;
+                }
                 let (mut x, y) = train.batch(idx, Some(epoch))?;
                 if let Some(a) = &opts.augment {
                     x = a.apply(&x, &mut rng)?;
@@ -447,7 +540,10 @@ impl Sequential {
             }
             let mut logs = tally.logs("", &metrics);
             if let Some(v) = val {
-                logs.extend(self.evaluate_with(v, opts.batch_size.max(256), "val_")?);
+                logs.extend(match &world {
+                    Some(w) => self.evaluate_distributed(w, v, opts.batch_size.max(256), "val_")?,
+                    None => self.evaluate_with(v, opts.batch_size.max(256), "val_")?,
+                });
             }
             if let Some(opt) = self.optimizer_mut() {
                 logs.insert("lr".into(), opt.learning_rate());
@@ -470,15 +566,39 @@ impl Sequential {
                 );
             }
             let mut stop = false;
-            for cb in callbacks.iter_mut() {
-                stop |= cb.on_epoch_end(epoch, &logs, self)? == Control::Stop;
+            let mut ended = Ok(());
+            for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
+                match cb.on_epoch_end(epoch, &logs, self) {
+                    Ok(c) => stop |= c == Control::Stop,
+                    Err(e) => {
+                        ended = Err(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(w) = &world {
+                let when = format!("in a callback at the end of epoch {}", epoch + 1);
+                w.agree(ended, &when)?;
+                // a root-only callback may stop the run: every rank stops with it
+                let flags = w.communicator().all_gather_bytes(&[u8::from(stop)])?;
+                stop = flags.iter().any(|f| f.first() == Some(&1));
+            } else {
+                ended?;
             }
             if stop {
                 break;
             }
         }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(self)?;
+        let mut ended = Ok(());
+        for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
+            ended = cb.on_train_end(self);
+            if ended.is_err() {
+                break;
+            }
+        }
+        match &world {
+            Some(w) => w.agree(ended, "in a callback's on_train_end")?,
+            None => ended?,
         }
         Ok(history)
     }
@@ -495,7 +615,7 @@ impl Sequential {
         self.evaluate_with(data, 256, "")
     }
 
-    fn evaluate_with(
+    pub(super) fn evaluate_with(
         &mut self,
         data: &dyn BatchSource,
         batch_size: usize,

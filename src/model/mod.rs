@@ -4,6 +4,7 @@
 mod callbacks;
 mod checkpoint;
 mod fit;
+mod fit_distributed;
 mod freeze;
 mod loss;
 mod metrics;

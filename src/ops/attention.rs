@@ -51,6 +51,9 @@ pub struct AttnDropout {
     pub p: f32,
     /// The seed of this forward (a new one for every training step).
     pub seed: u64,
+    /// The global index of the batch's first row: row `b` draws the mask of row
+    /// `first_row + b` (0 unless micro-batched, see [`crate::layers::Layer::seek_examples`]).
+    pub first_row: usize,
 }
 
 impl AttnDropout {
@@ -189,7 +192,7 @@ pub fn attention_forward(
     }
     tasks.into_par_iter().for_each(|(b, h, att, y)| {
         let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
-        let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
+        let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
         SCRATCH.with_borrow_mut(|scratch| forward_head(q, k, v, scale, att, y, drop, scratch));
     });
 }
@@ -338,7 +341,7 @@ pub fn attention_backward(
                 let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
                 let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
                 let att = att.slice(s![b, h, .., ..]);
-                let drop = dropout.map(|d| (d, ((b * n_head + h) * t * t) as u64));
+                let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
                 SCRATCH.with_borrow_mut(|scratch| {
                     backward_head(
                         q,

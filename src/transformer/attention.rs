@@ -9,6 +9,8 @@ use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::{Array2, Array3, Array4, ArrayView3, ArrayView4, Ix2};
 
+/// Mixed into the seeds of step-keyed attention dropout, so they never equal a plain forward's.
+const SEEK_TAG: u64 = 0x5EED_0F57_E9B0_0000;
 /// Multi-head causal self-attention (Hugging Face `GPT2Attention`, eager, no dropout):
 ///
 /// ```text
@@ -38,6 +40,8 @@ pub struct CausalSelfAttention {
     drop_seed: u64,
     /// Training forwards run so far (the dropout stream position).
     drop_calls: u64,
+    /// `(step, first_row)` for the next training forward (see [`CausalSelfAttention::seek_examples`]).
+    seek: Option<(u64, usize)>,
     cache: Cache,
 }
 
@@ -166,6 +170,7 @@ impl CausalSelfAttention {
             attn_pdrop: 0.0,
             drop_seed: 0,
             drop_calls: 0,
+            seek: None,
             cache: Cache::new(),
         }
     }
@@ -194,6 +199,14 @@ impl CausalSelfAttention {
     /// The attention-probability dropout `p`.
     pub fn attn_pdrop(&self) -> f32 {
         self.attn_pdrop
+    }
+
+    /// Keys the attention dropout of the next training forward by the global training `step`
+    /// and the global index of its first row, as [`crate::layers::Layer::seek_examples`] does
+    /// for dropout layers (the mask of `(row, head, i, j)` then depends on neither the
+    /// micro-batch nor the rank).
+    pub fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.seek = Some((step, first_row));
     }
 
     /// The dropout stream position `(seed, training forwards so far)` (checkpoints).
@@ -252,11 +265,21 @@ impl CausalSelfAttention {
             .expect("contiguous buffer");
         self.c_attn.forward(x2, qkv2)?;
         // att = softmax(q·kᵀ/√HS + mask), y = att·v   (B, NH, T, T), (B, T, C)
-        let dropout = (train && self.attn_pdrop > 0.0).then(|| {
-            self.drop_calls += 1;
-            AttnDropout {
+        let seek = self.seek.take();
+        let dropout = (train && self.attn_pdrop > 0.0).then(|| match seek {
+            // keyed by (step, global row): the stream position is left alone
+            Some((step, first_row)) => AttnDropout {
                 p: self.attn_pdrop,
-                seed: splitmix64(self.drop_seed ^ splitmix64(self.drop_calls)),
+                seed: splitmix64(self.drop_seed ^ splitmix64(step) ^ SEEK_TAG),
+                first_row,
+            },
+            None => {
+                self.drop_calls += 1;
+                AttnDropout {
+                    p: self.attn_pdrop,
+                    seed: splitmix64(self.drop_seed ^ splitmix64(self.drop_calls)),
+                    first_row: 0,
+                }
             }
         });
         cache.dropout = dropout;

@@ -32,6 +32,14 @@ pub struct Block {
 }
 
 impl Block {
+    /// Passes [`crate::layers::Layer::seek_examples`] to the block's dropouts.
+    pub fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.attn.seek_examples(step, first_row);
+        for d in &mut self.drop {
+            d.seek_examples(step, first_row);
+        }
+    }
+
     /// A freshly initialised block (nanoGPT init, see [`crate::transformer`]) for a model of
     /// `n_layer` blocks, with LayerNorm `eps = 1e-5`.
     ///

@@ -72,11 +72,27 @@ impl LmTrainer {
     /// Saves everything needed to continue this run exactly: the model's config and weights,
     /// the AdamW state, the step, the options, the learning-rate schedule, the batch RNG and
     /// every dropout stream. The write is atomic, so a crash mid-save leaves the previous
-    /// checkpoint intact.
+    /// checkpoint intact. In a data-parallel trainer ([`LmTrainer::distributed`]) every rank
+    /// calls it and rank 0 alone writes; a failed write is an error on every rank.
     ///
     /// # Errors
-    /// [`Error::Io`] naming the path.
+    /// [`Error::Io`] naming the path (an [`Error::State`] on the other ranks when rank 0's write
+    /// failed).
     pub fn save_checkpoint(&self, gpt: &Gpt, path: impl AsRef<Path>) -> Result<()> {
+        match &self.world {
+            Some(w) if w.size() > 1 => {
+                let saved = if w.is_root() {
+                    self.write_checkpoint(gpt, path.as_ref())
+                } else {
+                    Ok(())
+                };
+                w.agree(saved, &format!("saving {}", path.as_ref().display()))
+            }
+            _ => self.write_checkpoint(gpt, path.as_ref()),
+        }
+    }
+
+    fn write_checkpoint(&self, gpt: &Gpt, path: &Path) -> Result<()> {
         let mut ck = Checkpoint::new(KIND);
         ck.weights = gpt
             .params()
@@ -111,6 +127,31 @@ impl LmTrainer {
         let path = path.as_ref();
         let source = path.display().to_string();
         let ck = Checkpoint::load(path, KIND)?;
+        Self::from_checkpoint(&ck, &source)
+    }
+
+    /// [`LmTrainer::resume`] for a data-parallel run: rank 0 reads the checkpoint and
+    /// broadcasts its bytes (the file need only exist on rank 0's machine); every rank gets the
+    /// same model and a trainer on `world`.
+    ///
+    /// # Errors
+    /// As [`LmTrainer::resume`], on every rank (an [`Error::State`] on the others when rank 0
+    /// cannot read the file).
+    pub fn resume_distributed(
+        path: impl AsRef<Path>,
+        world: &crate::distributed::Distributed,
+    ) -> Result<(Gpt, LmTrainer)> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        let bytes = world.read_on_root(path)?;
+        let parsed = Checkpoint::from_bytes(&bytes, KIND, &source)
+            .and_then(|ck| Self::from_checkpoint(&ck, &source));
+        let (gpt, trainer) = world.agree(parsed, &format!("loading {source}"))?;
+        Ok((gpt, trainer.distributed(world)))
+    }
+
+    fn from_checkpoint(ck: &Checkpoint, source: &str) -> Result<(Gpt, LmTrainer)> {
+        let source = source.to_string();
         let mut config = GptConfig::from_hf_json(ck.get("config", &source)?, &source)?;
         config.dropout = ck.parse("dropout", &source)?;
         let mut gpt = Gpt::from_weights(config, ck.weights.clone(), &source)?;

@@ -397,6 +397,16 @@ impl Gpt {
         v
     }
 
+    /// Keys the dropout of the next training forward by the global training `step` and the
+    /// global index of its first row (see [`crate::layers::Layer::seek_examples`]): what
+    /// micro-batched and data-parallel training call before each micro-batch.
+    pub fn seek_examples(&mut self, step: u64, first_row: usize) {
+        self.drop.seek_examples(step, first_row);
+        for b in &mut self.blocks {
+            b.seek_examples(step, first_row);
+        }
+    }
+
     /// Sets every parameter gradient to zero.
     pub fn zero_grad(&mut self) {
         for (_, p) in self.params_mut() {

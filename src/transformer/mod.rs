@@ -21,6 +21,7 @@ pub mod llama;
 mod mlp;
 mod pretrained;
 mod train;
+mod train_distributed;
 
 pub use crate::ops::cross_entropy::IGNORE_INDEX;
 pub use attention::CausalSelfAttention;

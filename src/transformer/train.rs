@@ -47,6 +47,11 @@ pub trait TrainableLm {
     fn vocab_size(&self) -> usize {
         usize::MAX
     }
+    /// Keys the dropout of the next training forward by the global training `step` and the
+    /// global index of the batch's first row (see [`crate::layers::Layer::seek_examples`]), as
+    /// micro-batched and data-parallel training need. Models without dropout keep the default,
+    /// which does nothing.
+    fn seek_examples(&mut self, _step: u64, _first_row: usize) {}
 }
 
 impl TrainableLm for Gpt {
@@ -70,6 +75,9 @@ impl TrainableLm for Gpt {
     }
     fn vocab_size(&self) -> usize {
         self.config().vocab_size
+    }
+    fn seek_examples(&mut self, step: u64, first_row: usize) {
+        Gpt::seek_examples(self, step, first_row)
     }
 }
 
@@ -156,8 +164,14 @@ pub struct LmTrainOptions {
     pub eval_windows: usize,
     /// Seed of the batch sampling (default 1337).
     pub seed: u64,
-    /// Print a progress line to stderr at each validation (default true).
+    /// Print a progress line to stderr at each validation (default true; in a data-parallel
+    /// run only rank 0 prints).
     pub verbose: bool,
+    /// Compute each step's gradient as the fixed-order sum of micro-batches of this many rows
+    /// (default `None`: one forward per step, or `⌈batch_size / 4⌉` rows when
+    /// [`LmTrainer::distributed`]); see [`crate::distributed`] for what that makes bit-identical.
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
 }
 
 impl Default for LmTrainOptions {
@@ -175,6 +189,7 @@ impl Default for LmTrainOptions {
             eval_windows: 32,
             seed: 1337,
             verbose: true,
+            micro_batch: None,
         }
     }
 }
@@ -394,6 +409,8 @@ pub struct LmTrainer {
     pub(super) schedule: LrSchedule,
     pub(super) rng: Rng,
     pub(super) step: usize,
+    /// The world of a data-parallel run ([`LmTrainer::distributed`]).
+    pub(super) world: Option<crate::distributed::Distributed>,
 }
 
 impl LmTrainer {
@@ -405,6 +422,7 @@ impl LmTrainer {
         opts.validate()?;
         let optimizer = opts.optimizer();
         let schedule = opts.schedule();
+        crate::distributed::step::check_micro("LmTrainOptions", opts.micro_batch)?;
         schedule.validate()?;
         Ok(LmTrainer {
             rng: rng(opts.seed),
@@ -412,6 +430,7 @@ impl LmTrainer {
             optimizer,
             schedule,
             step: 0,
+            world: None,
         })
     }
 
@@ -483,20 +502,35 @@ impl LmTrainer {
         x: ndarray::ArrayView2<usize>,
         y: ndarray::ArrayView2<usize>,
     ) -> Result<f32> {
+        if let Some(world) = self.data_parallel() {
+            return self.distributed_step(gpt, x, y, &world);
+        }
         gpt.zero_grad();
         let loss = gpt.forward_loss(x, y)?;
+        self.check_loss(loss)?;
+        gpt.backward()?;
+        self.update(&mut gpt.params_mut())?;
+        Ok(loss)
+    }
+
+    /// The error of a non-finite training loss (before any update).
+    pub(super) fn check_loss(&self, loss: f32) -> Result<()> {
         if !loss.is_finite() {
             return Err(Error::State(format!(
                 "the training loss is {loss} at step {}: stopping before the weights are updated",
                 self.step + 1
             )));
         }
-        gpt.backward()?;
-        let mut params = gpt.params_mut();
+        Ok(())
+    }
+
+    /// Clipping (or the finite-gradient check), the scheduled learning rate and the AdamW step
+    /// on the accumulated gradients; counts the step.
+    pub(super) fn update(&mut self, params: &mut [(String, &mut Param)]) -> Result<()> {
         let when = format!("at step {}", self.step + 1);
         match self.opts.grad_clip {
             Some(max_norm) => {
-                clip_grad_norm(&mut params, max_norm).map_err(|e| match e {
+                clip_grad_norm(params, max_norm).map_err(|e| match e {
                     Error::Param { name, message } => Error::Param {
                         name,
                         message: format!("{message} ({when})"),
@@ -504,13 +538,13 @@ impl LmTrainer {
                     e => e,
                 })?;
             }
-            None => check_grads_finite(&params, &when)?,
+            None => check_grads_finite(params, &when)?,
         }
         self.schedule
             .apply(&mut self.optimizer, self.opts.lr, self.step)?;
-        self.optimizer.step(&mut params)?;
+        self.optimizer.step(params)?;
         self.step += 1;
-        Ok(loss)
+        Ok(())
     }
 
     /// The mean loss over up to `eval_windows` rows of `data`'s validation batches (no
@@ -524,6 +558,9 @@ impl LmTrainer {
         data: &D,
     ) -> Result<f32> {
         let batches = data.eval_batches(self.opts.eval_windows.max(1), self.opts.batch_size);
+        if let Some(world) = self.world.as_ref().filter(|w| w.size() > 1) {
+            return Self::evaluate_split(world, gpt, &batches);
+        }
         let mut total = 0.0f64;
         let mut rows = 0usize;
         for (x, y) in &batches {
@@ -584,6 +621,10 @@ impl LmTrainer {
                 }
             }
         }
+        if let Some(world) = &self.world {
+            world.broadcast_params(&mut gpt.params_mut())?;
+        }
+        let verbose = self.opts.verbose && self.world.as_ref().is_none_or(|w| w.is_root());
         let mut history = LmHistory::default();
         let start = Instant::now();
         let first = self.step;
@@ -605,7 +646,7 @@ impl LmTrainer {
                 let secs = start.elapsed().as_secs_f64();
                 let tokens = ((done - first) * self.opts.batch_size * t) as f64;
                 let tps = tokens / secs.max(1e-9);
-                if self.opts.verbose {
+                if verbose {
                     let eta = secs / (done - first) as f64 * (total - done) as f64;
                     let val = val_loss.map_or(String::new(), |v| format!(" - val_loss: {v:.4}"));
                     eprintln!(

@@ -18,6 +18,7 @@ mod describe;
 mod describe_page;
 mod describe_parts;
 mod determinism;
+mod distributed;
 mod dropout;
 mod examples_cli;
 mod fit;
