@@ -33,8 +33,7 @@ impl LmTrainer {
     /// use handgrad::transformer::{Gpt, GptConfig, LmTrainOptions, LmTrainer};
     /// let data = LmDataset::new((0..200).map(|i| i % 5).collect(), 8)?;
     /// let mut gpt = Gpt::new(GptConfig::new(5, 8, 1, 2, 16), &mut handgrad::init::rng(0))?;
-    /// let opts = LmTrainOptions { steps: 5, batch_size: 4, warmup_steps: 1, verbose: false,
-    ///                             ..Default::default() };
+    /// let opts = LmTrainOptions::new().steps(5).batch_size(4).warmup_steps(1).verbose(false);
     /// let world = Distributed::single();   // or Distributed::init()? under mpirun
     /// LmTrainer::new(opts)?.distributed(&world).train(&mut gpt, &data, None)?;
     /// # Ok::<(), handgrad::Error>(())
