@@ -127,23 +127,7 @@ fn generate_config(a: &Args, stop: Vec<usize>, context: usize) -> CliResult<Gene
     let max_new = a.usize_or("--max-new-tokens", 256.min(context - 1), 1, context - 1)?;
     let mut cfg = GenerateConfig::new().max_new_tokens(max_new);
     cfg.eos_token_id = stop;
-    if a.flag("--do-sample") {
-        cfg.do_sample = true;
-        cfg.top_k = Some(50);
-    }
-    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
-        cfg.temperature = t as f32;
-    }
-    if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
-        cfg.top_k = Some(k as usize);
-    }
-    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
-        cfg.top_p = p as f32;
-    }
-    if let Some(r) = a.float("--repetition-penalty", 0.0, 100.0, true)? {
-        cfg.repetition_penalty = r as f32;
-    }
-    cfg.seed = a.u64_or("--seed", 0)?;
+    a.sampling(&mut cfg)?;
     Ok(cfg)
 }
 

@@ -86,19 +86,7 @@ const CMD: Command = Command {
 fn generate_config(a: &Args) -> CliResult<GenerateConfig> {
     let mut cfg = GenerateConfig::new()
         .max_new_tokens(a.int("--max-new-tokens", 1, 1 << 16)?.unwrap_or(60) as usize);
-    cfg.do_sample = a.flag("--do-sample");
-    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
-        cfg.temperature = t as f32;
-    }
-    if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
-        cfg.top_k = Some(k as usize);
-    }
-    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
-        cfg.top_p = p as f32;
-    }
-    if let Some(s) = a.int("--seed", 0, u64::MAX)? {
-        cfg.seed = s;
-    }
+    a.sampling(&mut cfg)?;
     Ok(cfg)
 }
 

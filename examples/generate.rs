@@ -142,21 +142,8 @@ fn generate_config(a: &Args) -> CliResult<GenerateConfig> {
         cfg.max_new_tokens = Some(n as usize);
     }
     cfg.num_return_sequences = a.usize_or("--num-return-sequences", 1, 1, 256)?;
-    cfg.do_sample = a.flag("--do-sample");
-    if let Some(t) = a.float("--temperature", 0.0, 100.0, true)? {
-        cfg.temperature = t as f32;
-    }
-    if let Some(k) = a.int("--top-k", 1, u32::MAX as u64)? {
-        cfg.top_k = Some(k as usize);
-    }
-    if let Some(p) = a.float("--top-p", 0.0, 1.0, true)? {
-        cfg.top_p = p as f32;
-    }
-    if let Some(r) = a.float("--repetition-penalty", 0.0, 100.0, true)? {
-        cfg.repetition_penalty = r as f32;
-    }
+    a.sampling(&mut cfg)?;
     cfg.num_beams = a.usize_or("--num-beams", 1, 1, 64)?;
-    cfg.seed = a.u64_or("--seed", 0)?;
     Ok(cfg)
 }
 

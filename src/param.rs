@@ -68,13 +68,15 @@ impl Param {
     /// guard every layer runs before using a parameter that a user may have replaced through
     /// `params_mut()`.
     ///
+    /// `name` is only called on an error, so a check on every forward allocates nothing.
+    ///
     /// # Errors
-    /// [`Error::Param`] naming `name` (e.g. `"Dense(in=64, out=10).weight"`), the shape found
-    /// and the one expected.
-    pub fn check(&self, name: &str, expected: &[usize]) -> Result<()> {
+    /// [`Error::Param`] naming the parameter (e.g. `"Dense(in=64, out=10).weight"`), the shape
+    /// found and the one expected.
+    pub fn check(&self, expected: &[usize], name: impl FnOnce() -> String) -> Result<()> {
         if self.value.shape() != expected {
             return Err(Error::param(
-                name,
+                name(),
                 format!(
                     "has shape {:?}, expected {expected:?} (was it replaced through params_mut()?)",
                     self.value.shape()
@@ -83,7 +85,7 @@ impl Param {
         }
         if self.grad.shape() != expected {
             return Err(Error::param(
-                name,
+                name(),
                 format!(
                     "has a gradient of shape {:?} for a value of shape {expected:?} \
                      (replace a parameter with Param::new(value), which resets the gradient)",

@@ -62,9 +62,15 @@ pub fn expect_nchw(x: &Tensor, op: &str, chw: [usize; 3]) -> Result<()> {
         return Ok(());
     }
     let mut expected = format!("an NCHW input (N, {c}, {h}, {w})");
-    if x.ndim() == 4 && x.shape()[3] == c && x.shape()[1..3] == [h, w] {
+    if looks_nhwc(x.shape(), chw) {
         expected += "; this input looks like NHWC, but handgrad expects NCHW (PyTorch layout): \
                      permute the axes to (N, C, H, W)";
     }
     Err(Error::shape(op, expected, x.shape()))
+}
+
+/// Whether a batch shape `(N, H, W, C)` is the NHWC layout of NCHW images `chw = [C, H, W]`.
+pub(crate) fn looks_nhwc(shape: &[usize], chw: [usize; 3]) -> bool {
+    let [c, h, w] = chw;
+    shape.len() == 4 && shape[3] == c && shape[1..3] == [h, w]
 }

@@ -351,6 +351,39 @@ impl Args {
             .map_or(default, |n| n as usize))
     }
 
+    /// Applies the sampling flags this command declares — `--do-sample`, `--temperature`
+    /// (0, 100], `--top-k` ≥ 1, `--top-p` (0, 1], `--repetition-penalty` (0, 100] and `--seed`
+    /// — to `cfg`, leaving the others at `cfg`'s values.
+    ///
+    /// # Errors
+    /// A usage error for a value out of its range.
+    pub fn sampling(&self, cfg: &mut handgrad::generate::GenerateConfig) -> CliResult<()> {
+        let declared = |name: &str| self.known.contains(&name);
+        if declared("--do-sample") {
+            cfg.do_sample = self.flag("--do-sample");
+        }
+        for (name, hi, field) in [
+            ("--temperature", 100.0, &mut cfg.temperature),
+            ("--top-p", 1.0, &mut cfg.top_p),
+            ("--repetition-penalty", 100.0, &mut cfg.repetition_penalty),
+        ] {
+            if declared(name) {
+                if let Some(v) = self.float(name, 0.0, hi, true)? {
+                    *field = v as f32;
+                }
+            }
+        }
+        if declared("--top-k") {
+            if let Some(k) = self.int("--top-k", 1, u32::MAX as u64)? {
+                cfg.top_k = Some(k as usize);
+            }
+        }
+        if declared("--seed") {
+            cfg.seed = self.u64_or("--seed", cfg.seed)?;
+        }
+        Ok(())
+    }
+
     /// [`Args::int`] over all of `u64` (a seed), `default` when not given.
     ///
     /// # Errors

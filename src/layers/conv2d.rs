@@ -286,12 +286,11 @@ impl Conv2d {
             .weight
             .as_ref()
             .ok_or_else(|| not_built(&self.name()))?;
-        w.check(
-            &format!("{}.weight", self.name()),
-            &[g.o, g.c / self.groups, g.kh, g.kw],
-        )?;
+        w.check(&[g.o, g.c / self.groups, g.kh, g.kw], || {
+            format!("{}.weight", self.name())
+        })?;
         if let Some(b) = &self.bias {
-            b.check(&format!("{}.bias", self.name()), &[g.o])?;
+            b.check(&[g.o], || format!("{}.bias", self.name()))?;
         }
         Ok(())
     }

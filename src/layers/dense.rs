@@ -106,9 +106,9 @@ impl Dense {
         let (Some(inp), Some(w)) = (self.in_features, self.weight.as_ref()) else {
             return Err(not_built(&self.name()));
         };
-        w.check(&format!("{}.weight", self.name()), &[self.units, inp])?;
+        w.check(&[self.units, inp], || format!("{}.weight", self.name()))?;
         if let Some(b) = &self.bias {
-            b.check(&format!("{}.bias", self.name()), &[self.units])?;
+            b.check(&[self.units], || format!("{}.bias", self.name()))?;
         }
         Ok(())
     }

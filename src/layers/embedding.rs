@@ -112,8 +112,9 @@ impl Embedding {
                 ),
             ));
         }
-        self.weight
-            .check("Embedding.weight", &[self.num_embeddings(), self.dim()])
+        self.weight.check(&[self.num_embeddings(), self.dim()], || {
+            "Embedding.weight".to_string()
+        })
     }
 
     /// The table `[V, C]`.

@@ -192,8 +192,8 @@ impl Layer for LayerNorm {
             (Some(w), Some(b)) => (w, b),
             _ => return Err(not_built(&name)),
         };
-        w.check(&format!("{name}.weight"), &[c])?;
-        b.check(&format!("{name}.bias"), &[c])?;
+        w.check(&[c], || format!("{name}.weight"))?;
+        b.check(&[c], || format!("{name}.bias"))?;
         let stats_shape = &x.shape()[..x.ndim() - 1];
         let cache = &mut self.cache;
         if cache.mean.shape() != stats_shape {
@@ -240,8 +240,8 @@ impl Layer for LayerNorm {
             _ => return Err(not_built(&name)),
         };
         let c = *self.cache.x.shape().last().unwrap_or(&0);
-        w.check(&format!("{name}.weight"), &[c])?;
-        b.check(&format!("{name}.bias"), &[c])?;
+        w.check(&[c], || format!("{name}.weight"))?;
+        b.check(&[c], || format!("{name}.bias"))?;
         let d = dout.as_standard_layout();
         let wv = w.value.as_standard_layout();
         let mut dx = Tensor::zeros(dout.raw_dim());

@@ -448,17 +448,13 @@ impl Sequential {
             v => v,
         };
         let mut callbacks = std::mem::take(&mut opts.callbacks);
-        let mut begun = Ok(());
-        for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
-            begun = cb.on_train_begin(self);
-            if begun.is_err() {
-                break;
-            }
-        }
-        match &world {
-            Some(w) => w.agree(begun, "in a callback's on_train_begin")?,
-            None => begun?,
-        }
+        each_callback(
+            self,
+            &mut callbacks,
+            world.as_ref(),
+            "in a callback's on_train_begin",
+            |cb, m| cb.on_train_begin(m).map(|()| Control::Continue),
+        )?;
         let mut history = History::default();
         let steps = train.len().div_ceil(opts.batch_size);
         if opts.initial_epoch >= opts.epochs {
@@ -565,41 +561,24 @@ impl Sequential {
                     format_logs(&logs)
                 );
             }
-            let mut stop = false;
-            let mut ended = Ok(());
-            for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
-                match cb.on_epoch_end(epoch, &logs, self) {
-                    Ok(c) => stop |= c == Control::Stop,
-                    Err(e) => {
-                        ended = Err(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(w) = &world {
-                let when = format!("in a callback at the end of epoch {}", epoch + 1);
-                w.agree(ended, &when)?;
-                // a root-only callback may stop the run: every rank stops with it
-                let flags = w.communicator().all_gather_bytes(&[u8::from(stop)])?;
-                stop = flags.iter().any(|f| f.first() == Some(&1));
-            } else {
-                ended?;
-            }
+            let stop = each_callback(
+                self,
+                &mut callbacks,
+                world.as_ref(),
+                &format!("in a callback at the end of epoch {}", epoch + 1),
+                |cb, m| cb.on_epoch_end(epoch, &logs, m),
+            )?;
             if stop {
                 break;
             }
         }
-        let mut ended = Ok(());
-        for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
-            ended = cb.on_train_end(self);
-            if ended.is_err() {
-                break;
-            }
-        }
-        match &world {
-            Some(w) => w.agree(ended, "in a callback's on_train_end")?,
-            None => ended?,
-        }
+        each_callback(
+            self,
+            &mut callbacks,
+            world.as_ref(),
+            "in a callback's on_train_end",
+            |cb, m| cb.on_train_end(m).map(|()| Control::Continue),
+        )?;
         Ok(history)
     }
 
@@ -696,6 +675,40 @@ impl Sequential {
         }
         let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
         Ok(ndarray::concatenate(Axis(0), &views).expect("batches share the output shape"))
+    }
+}
+
+/// Runs `f` on every callback this rank runs (root-only ones on rank 0 alone), stopping at the
+/// first error; returns whether a callback asked to stop. With a world, every rank learns
+/// whether any rank failed (`when` names the moment) and whether any asked to stop, so all
+/// ranks agree.
+fn each_callback(
+    model: &mut Sequential,
+    callbacks: &mut [Box<dyn Callback + '_>],
+    world: Option<&Distributed>,
+    when: &str,
+    mut f: impl FnMut(&mut dyn Callback, &mut Sequential) -> Result<Control>,
+) -> Result<bool> {
+    let root = world.is_none_or(|w| w.is_root());
+    let mut stop = false;
+    let mut result = Ok(());
+    for cb in callbacks.iter_mut().filter(|cb| root || !cb.root_only()) {
+        match f(cb.as_mut(), model) {
+            Ok(c) => stop |= c == Control::Stop,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    match world {
+        Some(w) => {
+            w.agree(result, when)?;
+            // a root-only callback may stop the run: every rank stops with it
+            let flags = w.communicator().all_gather_bytes(&[u8::from(stop)])?;
+            Ok(flags.iter().any(|f| f.first() == Some(&1)))
+        }
+        None => result.map(|()| stop),
     }
 }
 

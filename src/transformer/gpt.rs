@@ -47,6 +47,9 @@ pub struct Gpt {
     pub(crate) blocks: Vec<Block>,
     pub(crate) ln_f: LayerNorm,
     cache: LmCache,
+    /// Whether [`Gpt::check_shapes`] passed since the parameters were last handed out mutably
+    /// ([`Gpt::params_mut`] clears it), so a forward checks them once, not at every token.
+    shapes_checked: bool,
 }
 
 /// What the last training forward keeps for [`Gpt::backward`] (buffers reused across steps).
@@ -93,6 +96,7 @@ impl Gpt {
             blocks,
             ln_f,
             cache: LmCache::default(),
+            shapes_checked: false,
         })
     }
 
@@ -122,6 +126,7 @@ impl Gpt {
             blocks,
             ln_f,
             cache: LmCache::default(),
+            shapes_checked: false,
         })
     }
 
@@ -170,13 +175,22 @@ impl Gpt {
         Ok(())
     }
 
+    /// [`Gpt::check_shapes`] unless it passed since the last [`Gpt::params_mut`].
+    pub(crate) fn ensure_shapes(&mut self) -> Result<()> {
+        if !self.shapes_checked {
+            self.check_shapes()?;
+            self.shapes_checked = true;
+        }
+        Ok(())
+    }
+
     /// `x = wte[ids] + wpe[0..T]` through the blocks and `ln_f`; returns the final hidden rows.
     ///
     /// # Shapes
     /// `ids: (B, T)` → `(B·T, C)`.
     fn hidden(&mut self, ids: ArrayView2<usize>, mode: Mode) -> Result<Array2<f32>> {
         self.check_ids(ids, "forward")?;
-        self.check_shapes()?;
+        self.ensure_shapes()?;
         let (b, t) = ids.dim();
         let c = self.config.n_embd;
         let ids: Vec<usize> = ids.iter().copied().collect();
@@ -386,6 +400,7 @@ impl Gpt {
 
     /// The parameters, mutably, in the order of [`Gpt::params`] (what an optimizer steps).
     pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        self.shapes_checked = false;
         let mut v = vec![
             ("wte.weight".to_string(), &mut self.wte),
             ("wpe.weight".to_string(), &mut self.wpe),

@@ -234,7 +234,7 @@ impl Gpt {
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
         self.check_ids(tokens, "forward_cached")?;
-        self.check_shapes()?;
+        self.ensure_shapes()?;
         let (rows, tn) = tokens.dim();
         let cfg = self.config.clone();
         cache.check_model(

@@ -68,7 +68,7 @@ impl Gpt {
         }
         for ((name, p), (want_name, shape)) in have.iter().zip(&want) {
             debug_assert_eq!(name, want_name);
-            p.check(name, shape)?;
+            p.check(shape, || name.clone())?;
         }
         Ok(())
     }
