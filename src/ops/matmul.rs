@@ -6,6 +6,9 @@
 //! than one thread; every output element is reduced over `K` in the same order whatever the
 //! thread count, so results are bit-identical for 1 or N threads (tested in `tests/determinism.rs`).
 //!
+//! Products with at most four rows of `a` (decoding, small-batch inference) go to the
+//! bandwidth-bound kernels of [`super::gemv`] instead when the weight operand has a unit stride.
+//!
 //! Outputs are written into caller-provided buffers (`*_into`), optionally accumulating, so hot
 //! loops reuse their buffers instead of allocating per call.
 
@@ -153,6 +156,12 @@ pub fn gemm_into(
         out.assign(&tmp);
         return;
     }
+    let pool = threads == Threads::Pool && rayon::current_num_threads() > 1;
+    if m <= super::gemv::MAX_ROWS
+        && super::gemv::try_gemv(gemv_path(), a, b, out.view_mut(), accumulate, pool)
+    {
+        return;
+    }
     let parallelism = match threads {
         Threads::Pool if rayon::current_num_threads() > 1 => {
             gemm::Parallelism::Rayon(rayon::current_num_threads())
@@ -160,6 +169,12 @@ pub fn gemm_into(
         _ => gemm::Parallelism::None,
     };
     sgemm::call(m, n, k, a, b, out, accumulate, parallelism);
+}
+
+/// The few-rows path of this CPU, detected once.
+fn gemv_path() -> super::gemv::GemvPath {
+    static PATH: std::sync::OnceLock<super::gemv::GemvPath> = std::sync::OnceLock::new();
+    *PATH.get_or_init(super::gemv::GemvPath::detect)
 }
 
 #[allow(unsafe_code)]

@@ -10,6 +10,7 @@ pub mod cross_entropy;
 pub mod depthwise;
 pub mod embedding;
 pub mod fast_exp;
+pub mod gemv;
 pub mod global_pool;
 pub mod kv_attention;
 pub mod layer_norm;
