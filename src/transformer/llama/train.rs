@@ -408,6 +408,7 @@ impl Llama {
         self.train.ready = false;
         self.train.layers.clear();
         self.train.scratch = LayerCache::default();
+        self.train.xr = Array2::zeros((0, 0));
     }
 
     /// Whether [`Llama::set_gradient_checkpointing`] is on.
