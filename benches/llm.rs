@@ -13,8 +13,9 @@
 //! (k / v), and the tied LM head 576→49152. The cases are a table ([`Case`]) so model-level rows
 //! (tokens/s) can be added next to the kernels.
 //!
-//! Training rows (`-- train` runs only these): SmolLM2-135M fine-tuning steps at B = 4, T = 256
-//! on 2 threads, without and with activation recomputation (gradient checkpointing). The weights
+//! Training rows (`-- train` runs only these): SmolLM2-135M fine-tuning steps at T = 256, B = 4
+//! and B = 1, on 2 threads, without and with activation recomputation (gradient checkpointing);
+//! `-- "train B=4"` runs the B = 4 rows. The weights
 //! are the SmolLM2-135M-Instruct GGUF's dequantised to `f32` (`Llama::to_f32`, as fine-tuning
 //! does); without `$HANDGRAD_MODELS` the rows are skipped. One step = forward and loss, backward,
 //! clipping at 1.0, AdamW (lr 3e-4, betas 0.9 / 0.95, decay 0.1 on matrices), the workload of
@@ -198,10 +199,12 @@ fn model_cases() -> Vec<Case> {
     ]
 }
 
-/// The training rows: `(name, recompute)`.
-const TRAIN_CASES: [(&str, bool); 2] = [
-    ("SmolLM2 f32 train B=4 T=256", false),
-    ("SmolLM2 f32 train B=4 T=256 recompute", true),
+/// The training rows: `(name, B, recompute)`, all at T = 256.
+const TRAIN_CASES: [(&str, usize, bool); 4] = [
+    ("SmolLM2 f32 train B=4 T=256", 4, false),
+    ("SmolLM2 f32 train B=4 T=256 recompute", 4, true),
+    ("SmolLM2 f32 train B=1 T=256", 1, false),
+    ("SmolLM2 f32 train B=1 T=256 recompute", 1, true),
 ];
 
 /// Threads of the training rows (the machine's two cores; a step takes seconds).
@@ -220,9 +223,9 @@ fn peak_rss_mib() -> Option<f64> {
 fn train_child(case: usize, peak: Option<f64>, quick: bool) {
     use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
     use handgrad::transformer::Llama;
-    let (name, recompute) = TRAIN_CASES[case];
+    let (name, b, recompute) = TRAIN_CASES[case];
     let path = smollm2().expect("the parent checked HANDGRAD_MODELS");
-    let (b, t) = (4usize, 256usize);
+    let t = 256;
     let mut model = Llama::from_gguf(&path)
         .and_then(|m| m.to_f32())
         .expect("SmolLM2 loads");
@@ -232,6 +235,10 @@ fn train_child(case: usize, peak: Option<f64>, quick: bool) {
     let v = cfg.vocab_size;
     let x = Array2::from_shape_fn((b, t), |(i, j)| (i * 7919 + j * 104_729 + 31) % v);
     let y = Array2::from_shape_fn((b, t), |(i, j)| (i * 7919 + j * 104_729 + 62) % v);
+    // the step's buffers are checked against the accounting once, outside the timing
+    let check = |m: &Llama| {
+        assert_eq!(m.train_memory_in_use(), cfg.train_memory(b, t, recompute));
+    };
     let mut opt = AdamW::new(3e-4)
         .betas(0.9, 0.95)
         .weight_decay(0.1)
@@ -248,6 +255,7 @@ fn train_child(case: usize, peak: Option<f64>, quick: bool) {
         };
         time_it(samples, Duration::from_millis(1), &mut step)
     });
+    check(&model);
     let tokens = (b * t) as f64;
     let attn = 12.0 * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * t) as f64;
     let gflops = (6.0 * params + attn) * tokens / med / 1e9;
@@ -317,7 +325,7 @@ fn main() {
     }
     let filter = common::filter();
     train_rows(filter.as_deref(), quick);
-    if filter.as_deref() == Some("train") {
+    if filter.as_deref().is_some_and(|f| f.contains("train")) {
         return;
     }
     let samples = if quick { 10 } else { 15 };

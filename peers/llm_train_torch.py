@@ -53,7 +53,8 @@ def run(mode, args):
     cfg = LlamaConfig(**SMOLLM2_135M)
     model = LlamaForCausalLM(cfg).float().train()
     if mode == "checkpointing":
-        model.gradient_checkpointing_enable()
+        # transformers 5 renames gradient_checkpointing_enable (same behaviour)
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for p in model.parameters() if p.dim() >= 2]

@@ -2,31 +2,7 @@
 //! backward ([`LlamaConfig::train_memory`], a formula) and the bytes its buffers actually hold
 //! ([`Llama::train_memory_in_use`]), so that the formula can be checked against the allocation.
 //!
-//! With `N = B·T` rows, `W = (NH + 2·NKV)·HS` (packed `q | k | v`), `Q = NH·HS`, `C` the hidden
-//! size and `F` the MLP's hidden size, one decoder layer keeps, in `f32`:
-//!
-//! ```text
-//! x_in, n1, x_mid, n2   4·N·C      residual stream and the two norm outputs
-//! rstd1, rstd2          2·N        1/rms of the two norm inputs
-//! qkv                   N·W        q | k | v after RoPE
-//! att                   B·NH·T²    attention probabilities
-//! y                     N·Q        merged heads, input of o_proj
-//! g, u, a               3·N·F      gate, up, silu(g)·u
-//! -------------------------------------------------------------
-//! per layer             4·(N·(4C + W + Q + 3F + 2) + B·NH·T²) bytes
-//! ```
-//!
-//! SmolLM2-135M (C 576, F 1536, NH 9, NKV 3, HS 64: W 960, Q 576) keeps
-//! `4·(8450·N + 9·B·T²)` bytes per layer: 11.0 MB at B = 1, T = 256 and 44.0 MB at B = 4,
-//! T = 256, times 30 layers (330 MB / 1.32 GB). With recomputation
-//! ([`Llama::set_gradient_checkpointing`]) a layer keeps only `x_in` (`4·N·C` bytes: 0.59 / 2.36
-//! MB) and the backward re-runs one layer at a time into a single set of the buffers above (plus
-//! one `(N, C)` residual stream). Outside the layers the training state holds the token ids and
-//! positions (`2·N` `usize`s), the final norm's input, output and `1/rms` (`4·(2·N·C + N)`
-//! bytes), the logits / `dlogits` (`4·N·V`: 201 MB for SmolLM2 at B = 4, T = 256) and the
-//! backward's scratch gradients (`4·(3·N·C + 3·N·F + N·Q + N·W + C)` bytes). The parameters
-//! add `16` bytes each when trained with AdamW (value, gradient and two moments): 2.15 GB for
-//! SmolLM2's 134.5 M.
+//! The formula, with SmolLM2-135M's numbers, is in the [`llama`](crate::transformer::llama) module docs.
 
 use super::train::LayerCache;
 use super::{Llama, LlamaConfig};
@@ -63,7 +39,7 @@ const IDX: usize = std::mem::size_of::<usize>();
 impl LlamaConfig {
     /// Bytes of activations one decoder layer keeps for the backward at batch `b`, length `t`
     /// without recomputation: `4·(N·(4C + W + Q + 3F + 2) + B·NH·T²)` with `N = B·T`,
-    /// `W = (NH + 2·NKV)·HS`, `Q = NH·HS` (see the [module docs](self)); 44.0 MB for SmolLM2-135M
+    /// `W = (NH + 2·NKV)·HS`, `Q = NH·HS` (see the [`llama`](crate::transformer::llama) module docs); 44.0 MB for SmolLM2-135M
     /// at B = 4, T = 256.
     pub fn layer_activation_bytes(&self, b: usize, t: usize) -> usize {
         let n = b * t;
