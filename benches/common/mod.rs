@@ -103,7 +103,8 @@ mod fma {
             s = _mm256_add_ps(s, r);
         }
         let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        // SAFETY: `out` holds 8 floats, one 256-bit unaligned store.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
         out.iter().sum()
     }
 

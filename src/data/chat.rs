@@ -238,9 +238,9 @@ fn encode_conversation(
         parse_special: true,
         add_special_tokens: false,
     };
-    let render = |msgs: &[Message], gen: bool| {
+    let render = |msgs: &[Message], add_generation_prompt: bool| {
         template
-            .render(msgs, gen)
+            .render(msgs, add_generation_prompt)
             .map_err(|e| Error::format(what, format!("chat template: {e}")))
     };
     let mut ids = Vec::new();

@@ -78,7 +78,7 @@ impl Dataset {
     /// # Errors
     /// [`Error::Label`] naming the first index `≥ N`.
     pub fn select(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
-        if let Some((pos, &i)) = indices.iter().enumerate().find(|(_, &i)| i >= self.len()) {
+        if let Some((pos, &i)) = indices.iter().enumerate().find(|&(_, &i)| i >= self.len()) {
             return Err(Error::label(
                 "Dataset::select",
                 format!(

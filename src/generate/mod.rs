@@ -65,7 +65,7 @@ pub fn generate<D: Decoder + ?Sized>(
 /// Validates the config and the prompt's ids; returns the number of new tokens to generate.
 fn prepare(v: usize, prompt: &[usize], cfg: &GenerateConfig) -> crate::Result<usize> {
     let max_new = cfg.validate(v, prompt.len())?;
-    if let Some((i, &id)) = prompt.iter().enumerate().find(|(_, &id)| id >= v) {
+    if let Some((i, &id)) = prompt.iter().enumerate().find(|&(_, &id)| id >= v) {
         return Err(crate::Error::config(
             "generate",
             "prompt",

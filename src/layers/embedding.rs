@@ -149,7 +149,7 @@ impl Embedding {
             ));
         }
         let v = self.num_embeddings();
-        if let Some((n, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= v) {
+        if let Some((n, &id)) = ids.iter().enumerate().find(|&(_, &id)| id >= v) {
             let (bb, tt) = (n / t.max(1), n % t.max(1));
             return Err(Error::label(
                 self.name(),

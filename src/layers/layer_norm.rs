@@ -136,6 +136,55 @@ impl LayerNorm {
 
     /// Builds the layer for per-sample or batch shapes ending in `C` without a model rng
     /// (LayerNorm's initialisation draws nothing): weight 1, bias 0.
+    /// Inference through `&self` (evaluation mode, nothing kept for a backward): the same
+    /// normalisation as `forward`, so one model can serve several threads.
+    ///
+    /// # Shapes
+    /// `x: (B, …, C) → (B, …, C)`.
+    ///
+    /// # Errors
+    /// As `forward`: an unbuilt layer, a last axis other than `C`, a replaced parameter of
+    /// another shape.
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let stats = IxDyn(&x.shape()[..x.ndim().max(1) - 1]);
+        let (mut mean, mut rstd) = (Tensor::zeros(stats.clone()), Tensor::zeros(stats));
+        self.normalize(x, &mut mean, &mut rstd)
+    }
+
+    /// `out = (x − mean)·rstd·weight + bias` per row, writing the row statistics into
+    /// `mean` / `rstd` (shaped `(B, …)`, the caller's buffers).
+    fn normalize(&self, x: &Tensor, mean: &mut Tensor, rstd: &mut Tensor) -> Result<Tensor> {
+        self.validate()?;
+        let name = self.describe();
+        let c = self.size.ok_or_else(|| not_built(&name))?;
+        if x.ndim() < 1 || x.shape()[x.ndim() - 1] != c {
+            return Err(Error::shape(
+                name,
+                format!("an input (B, …, {c}) whose last axis is {c}"),
+                x.shape(),
+            ));
+        }
+        let (w, b) = match (&self.weight, &self.bias) {
+            (Some(w), Some(b)) => (w, b),
+            _ => return Err(not_built(&name)),
+        };
+        w.check(&[c], || format!("{name}.weight"))?;
+        b.check(&[c], || format!("{name}.bias"))?;
+        let x_std = x.as_standard_layout();
+        let (wv, bv) = (w.value.as_standard_layout(), b.value.as_standard_layout());
+        let mut out = Tensor::zeros(x.raw_dim());
+        layer_norm_forward(
+            x_std.as_slice().expect("standard layout"),
+            wv.as_slice().expect("standard layout"),
+            bv.as_slice().expect("standard layout"),
+            self.eps,
+            out.as_slice_mut().expect("fresh tensor"),
+            mean.as_slice_mut().expect("fresh tensor"),
+            rstd.as_slice_mut().expect("fresh tensor"),
+        );
+        Ok(out)
+    }
+
     pub(crate) fn init(&mut self, c: usize) {
         self.size = Some(c);
         self.weight = Some(Param::new(Tensor::ones(IxDyn(&[c]))));
@@ -178,40 +227,17 @@ impl Layer for LayerNorm {
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.validate()?;
-        let name = self.describe();
-        let c = self.size.ok_or_else(|| not_built(&name))?;
-        if x.ndim() < 1 || x.shape()[x.ndim() - 1] != c {
-            return Err(Error::shape(
-                name,
-                format!("an input (B, …, {c}) whose last axis is {c}"),
-                x.shape(),
-            ));
-        }
-        let (w, b) = match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => (w, b),
-            _ => return Err(not_built(&name)),
-        };
-        w.check(&[c], || format!("{name}.weight"))?;
-        b.check(&[c], || format!("{name}.bias"))?;
-        let stats_shape = &x.shape()[..x.ndim() - 1];
-        let cache = &mut self.cache;
+        let stats_shape = &x.shape()[..x.ndim().max(1) - 1];
+        let mut cache = std::mem::take(&mut self.cache);
         if cache.mean.shape() != stats_shape {
             cache.mean = Tensor::zeros(IxDyn(stats_shape));
             cache.rstd = Tensor::zeros(IxDyn(stats_shape));
         }
+        let out = self.normalize(x, &mut cache.mean, &mut cache.rstd);
+        self.cache = cache;
+        let out = out?;
+        let cache = &mut self.cache;
         let x_std = x.as_standard_layout();
-        let (wv, bv) = (w.value.as_standard_layout(), b.value.as_standard_layout());
-        let mut out = Tensor::zeros(x.raw_dim());
-        layer_norm_forward(
-            x_std.as_slice().expect("standard layout"),
-            wv.as_slice().expect("standard layout"),
-            bv.as_slice().expect("standard layout"),
-            self.eps,
-            out.as_slice_mut().expect("fresh tensor"),
-            cache.mean.as_slice_mut().expect("fresh tensor"),
-            cache.rstd.as_slice_mut().expect("fresh tensor"),
-        );
         cache.valid = mode == Mode::Train;
         if cache.valid {
             if cache.x.shape() == x.shape() {

@@ -1,7 +1,7 @@
 //! Callbacks run by `fit` at the end of every epoch: early stopping, learning-rate reduction on a
 //! plateau, and user closures.
 
-use super::fit::Logs;
+use super::history::Logs;
 use super::Sequential;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

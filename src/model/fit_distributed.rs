@@ -1,7 +1,7 @@
 //! The data-parallel (and micro-batched) step of [`Sequential::fit`] and its validation; see
 //! [`super::FitOptions::distributed`].
 
-use super::fit::{Logs, Tally};
+use super::history::{Logs, Tally};
 use super::{Loss, Metric, Sequential, Targets};
 use crate::data::{Augment, BatchSource};
 use crate::distributed::step::{

@@ -3,9 +3,13 @@
 
 mod callbacks;
 mod checkpoint;
+mod compile;
+mod evaluate;
 mod fit;
 mod fit_distributed;
+mod fit_options;
 mod freeze;
+mod history;
 mod loss;
 mod metrics;
 mod sequential;
@@ -16,7 +20,8 @@ pub use callbacks::{
     Callback, Control, EarlyStopping, LambdaCallback, MonitorMode, ReduceLROnPlateau,
 };
 pub use checkpoint::ModelCheckpoint;
-pub use fit::{FitOptions, History, Logs, Verbose};
+pub use fit_options::{FitOptions, Verbose};
+pub use history::{History, Logs};
 pub use loss::{Loss, Targets};
 pub use metrics::{argmax, confusion_matrix, Metric};
 pub use sequential::Sequential;

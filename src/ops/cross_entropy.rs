@@ -249,7 +249,7 @@ pub fn sparse_categorical_crossentropy(logits: &Tensor, labels: &[usize]) -> Res
             ),
         ));
     }
-    if let Some((i, &t)) = labels.iter().enumerate().find(|(_, &t)| t >= v) {
+    if let Some((i, &t)) = labels.iter().enumerate().find(|&(_, &t)| t >= v) {
         return Err(Error::label(
             OP,
             format!("label {t} at index {i} is out of range for V = {v} classes (allowed 0..{v})"),

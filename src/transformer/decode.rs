@@ -65,6 +65,32 @@ impl CachedLm for Gpt {
     }
 }
 
+/// A shared reference drives generation too: the cached forward needs only `&Gpt`
+/// ([`Gpt::generate`] takes `&self`). Its uncached reference path runs the whole context
+/// through a fresh cache.
+impl CachedLm for &Gpt {
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
+    fn context_len(&self) -> usize {
+        self.config().block_size
+    }
+    fn new_cache(&self, rows: usize) -> KvCache {
+        Gpt::new_cache(self, rows)
+    }
+    fn forward_cached(
+        &mut self,
+        tokens: ArrayView2<usize>,
+        cache: &mut KvCache,
+    ) -> Result<Array2<f32>> {
+        Gpt::forward_cached(self, tokens, cache)
+    }
+    fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
+        let mut cache = Gpt::new_cache(self, tokens.nrows());
+        Gpt::forward_cached(self, tokens, &mut cache)
+    }
+}
+
 /// Drives a [`CachedLm`] for generation: every row is decoded together as one batch.
 ///
 /// With the cache (the default, e.g. [`Gpt::decoder`]) the prompt is run once and each new
@@ -189,12 +215,14 @@ impl<M: CachedLm + ?Sized> Decoder for LmDecoder<'_, M> {
 
 impl Gpt {
     /// Generates with Hugging Face `generate` semantics through the KV cache (see
-    /// [`crate::generate::generate`]); the context is cropped to `block_size`.
+    /// [`crate::generate::generate`]); the context is cropped to `block_size`. Takes `&self`:
+    /// the model keeps no state while generating (the cache is the decoder's), so one model
+    /// can serve several threads.
     ///
     /// ```
     /// use handgrad::generate::GenerateConfig;
     /// use handgrad::transformer::{Gpt, GptConfig};
-    /// let mut gpt = Gpt::new(GptConfig::tiny(10), &mut handgrad::init::rng(0))?;
+    /// let gpt = Gpt::new(GptConfig::tiny(10), &mut handgrad::init::rng(0))?;
     /// let cfg = GenerateConfig::new().max_length(12).num_return_sequences(3).do_sample(true).seed(1);
     /// let out = gpt.generate(&[1, 2, 3], &cfg)?;
     /// assert_eq!(out.len(), 3);
@@ -205,10 +233,11 @@ impl Gpt {
     /// # Errors
     /// As [`crate::generate::generate`].
     pub fn generate(
-        &mut self,
+        &self,
         prompt: &[usize],
         cfg: &crate::generate::GenerateConfig,
     ) -> Result<Vec<Vec<usize>>> {
-        crate::generate::generate(&mut self.decoder(), prompt, cfg)
+        let mut model = self;
+        crate::generate::generate(&mut LmDecoder::new(&mut model, true), prompt, cfg)
     }
 }

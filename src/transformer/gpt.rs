@@ -49,7 +49,30 @@ pub struct Gpt {
     cache: LmCache,
     /// Whether [`Gpt::check_shapes`] passed since the parameters were last handed out mutably
     /// ([`Gpt::params_mut`] clears it), so a forward checks them once, not at every token.
-    shapes_checked: bool,
+    shapes_checked: CheckedFlag,
+}
+
+/// A flag set through `&self` (the cached forward checks the shapes once, from any thread),
+/// cleared through `&mut self`; cloning copies its value.
+#[derive(Debug, Default)]
+struct CheckedFlag(std::sync::atomic::AtomicBool);
+
+impl CheckedFlag {
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+    fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+    fn clear(&mut self) {
+        *self.0.get_mut() = false;
+    }
+}
+
+impl Clone for CheckedFlag {
+    fn clone(&self) -> Self {
+        CheckedFlag(std::sync::atomic::AtomicBool::new(self.get()))
+    }
 }
 
 /// What the last training forward keeps for [`Gpt::backward`] (buffers reused across steps).
@@ -96,7 +119,7 @@ impl Gpt {
             blocks,
             ln_f,
             cache: LmCache::default(),
-            shapes_checked: false,
+            shapes_checked: CheckedFlag::default(),
         })
     }
 
@@ -126,7 +149,7 @@ impl Gpt {
             blocks,
             ln_f,
             cache: LmCache::default(),
-            shapes_checked: false,
+            shapes_checked: CheckedFlag::default(),
         })
     }
 
@@ -162,7 +185,7 @@ impl Gpt {
                 &[b, t],
             ));
         }
-        if let Some(((bb, tt), &id)) = ids.indexed_iter().find(|(_, &id)| id >= cfg.vocab_size) {
+        if let Some(((bb, tt), &id)) = ids.indexed_iter().find(|&(_, &id)| id >= cfg.vocab_size) {
             return Err(Error::label(
                 format!("Gpt {what}"),
                 format!(
@@ -176,10 +199,10 @@ impl Gpt {
     }
 
     /// [`Gpt::check_shapes`] unless it passed since the last [`Gpt::params_mut`].
-    pub(crate) fn ensure_shapes(&mut self) -> Result<()> {
-        if !self.shapes_checked {
+    pub(crate) fn ensure_shapes(&self) -> Result<()> {
+        if !self.shapes_checked.get() {
             self.check_shapes()?;
-            self.shapes_checked = true;
+            self.shapes_checked.set();
         }
         Ok(())
     }
@@ -297,7 +320,7 @@ impl Gpt {
         let v = self.config.vocab_size;
         if let Some(((b, t), &id)) = targets
             .indexed_iter()
-            .find(|(_, &id)| id != IGNORE_INDEX && id >= v)
+            .find(|&(_, &id)| id != IGNORE_INDEX && id >= v)
         {
             return Err(Error::label(
                 "Gpt loss targets",
@@ -400,7 +423,7 @@ impl Gpt {
 
     /// The parameters, mutably, in the order of [`Gpt::params`] (what an optimizer steps).
     pub fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.shapes_checked = false;
+        self.shapes_checked.clear();
         let mut v = vec![
             ("wte.weight".to_string(), &mut self.wte),
             ("wpe.weight".to_string(), &mut self.wpe),

@@ -3,7 +3,7 @@
 
 use super::{check_btc, Block, CausalSelfAttention, Gpt};
 use crate::error::{Error, Result};
-use crate::layers::{Layer, Mode};
+
 use crate::ops::attention::Heads;
 use crate::ops::kv_attention::attention_cached;
 use crate::tensor::Tensor;
@@ -124,7 +124,7 @@ impl KvCache {
     /// # Errors
     /// [`Error::Label`] naming the first index `≥ rows` and its position in `order`.
     pub fn reorder(&mut self, order: &[usize]) -> Result<()> {
-        if let Some((pos, &bad)) = order.iter().enumerate().find(|(_, &r)| r >= self.rows) {
+        if let Some((pos, &bad)) = order.iter().enumerate().find(|&(_, &r)| r >= self.rows) {
             return Err(Error::label(
                 "KvCache::reorder",
                 format!(
@@ -198,16 +198,16 @@ impl CausalSelfAttention {
 impl Block {
     /// Inference forward with a KV cache (no dropout): `x + attn(ln_1(x))`, then the MLP.
     pub(crate) fn forward_cached(
-        &mut self,
+        &self,
         x: &Tensor,
         k: &mut [Vec<f32>],
         v: &mut [Vec<f32>],
     ) -> Result<Tensor> {
-        let h1 = self.ln_1.forward(x, Mode::Eval)?;
+        let h1 = self.ln_1.infer(x)?;
         let mut x1 = self.attn.forward_cached(&h1, k, v)?;
         x1 += x;
-        let h2 = self.ln_2.forward(&x1, Mode::Eval)?;
-        let mut out = self.mlp.forward(&h2, Mode::Eval)?;
+        let h2 = self.ln_2.infer(&x1)?;
+        let mut out = self.mlp.infer(&h2)?;
         out += &x1;
         Ok(out)
     }
@@ -229,7 +229,7 @@ impl Gpt {
     /// or filled by a model of another shape; [`Error::Label`] for an id `≥ V`;
     /// [`Error::Param`] for a parameter replaced with another shape.
     pub fn forward_cached(
-        &mut self,
+        &self,
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
@@ -272,12 +272,12 @@ impl Gpt {
             xi.assign(&wte.row(id));
             xi += &wpe.row(start + i);
         }
-        for (l, block) in self.blocks.iter_mut().enumerate() {
+        for (l, block) in self.blocks.iter().enumerate() {
             x = block.forward_cached(&x, &mut cache.k[l], &mut cache.v[l])?;
         }
         cache.len += tn;
         let last = x.slice(s![.., tn - 1, ..]).to_owned();
-        let h = self.ln_f.forward(&last.into_dyn(), Mode::Eval)?;
+        let h = self.ln_f.infer(&last.into_dyn())?;
         let h = h.into_dimensionality::<Ix2>().expect("(R, C)");
         let mut logits = Array2::<f32>::zeros((rows, cfg.vocab_size));
         self.lm_head(h.view(), logits.view_mut());

@@ -32,7 +32,7 @@ pub struct Mlp {
 }
 
 /// Buffers of the last forward, reused across calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Cache {
     /// The input as rows (training forwards only). Shapes: `(B·T, C)`.
     x: Array2<f32>,
@@ -133,25 +133,17 @@ impl Mlp {
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let train = mode == Mode::Train;
         let (b, t) = check_btc(x, self.n_embd, &self.name())?;
-        let (c, h, rows) = (self.n_embd, self.n_inner(), b * t);
+        let (c, rows) = (self.n_embd, b * t);
         let x = x.as_standard_layout();
         let x2 = x
             .view()
             .into_shape_with_order((rows, c))
             .expect("standard layout");
+        let mut cache = std::mem::take(&mut self.cache);
+        let out = self.run(x2, &mut cache.fc, &mut cache.act);
+        self.cache = cache;
+        let out = out?;
         let cache = &mut self.cache;
-        ensure_shape(&mut cache.fc, ndarray::Dim([rows, h]));
-        ensure_shape(&mut cache.act, ndarray::Dim([rows, h]));
-        // fc = x·W_fc + b_fc
-        self.c_fc.forward(x2, cache.fc.view_mut())?;
-        // act = gelu(fc)
-        gelu_forward_into(
-            cache.fc.as_slice().expect("contiguous buffer"),
-            cache.act.as_slice_mut().expect("contiguous buffer"),
-        );
-        // out = act·W_proj + b_proj
-        let mut out = Array2::<f32>::zeros((rows, c));
-        self.c_proj.forward(cache.act.view(), out.view_mut())?;
         if train {
             ensure_shape(&mut cache.x, ndarray::Dim([rows, c]));
             cache.x.assign(&x2);
@@ -161,6 +153,54 @@ impl Mlp {
             .into_shape_with_order((b, t, c))
             .expect("contiguous")
             .into_dyn())
+    }
+
+    /// Inference through `&self` (nothing kept for a backward), the same arithmetic as
+    /// `forward`.
+    ///
+    /// # Shapes
+    /// `x: (B, T, C) → (B, T, C)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not `(B, T, C)`.
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t) = check_btc(x, self.n_embd, &self.name())?;
+        let (c, rows) = (self.n_embd, b * t);
+        let x = x.as_standard_layout();
+        let x2 = x
+            .view()
+            .into_shape_with_order((rows, c))
+            .expect("standard layout");
+        let (mut fc, mut act) = (Array2::zeros((0, 0)), Array2::zeros((0, 0)));
+        Ok(self
+            .run(x2, &mut fc, &mut act)?
+            .into_shape_with_order((b, t, c))
+            .expect("contiguous")
+            .into_dyn())
+    }
+
+    /// `fc = x·W_fc + b_fc`, `act = gelu(fc)`, returns `act·W_proj + b_proj`, with `fc` and
+    /// `act` in the caller's buffers (reshaped to `(rows, H)` when needed).
+    fn run(
+        &self,
+        x2: ndarray::ArrayView2<f32>,
+        fc: &mut Array2<f32>,
+        act: &mut Array2<f32>,
+    ) -> Result<Array2<f32>> {
+        let (rows, c, h) = (x2.nrows(), self.n_embd, self.n_inner());
+        ensure_shape(fc, ndarray::Dim([rows, h]));
+        ensure_shape(act, ndarray::Dim([rows, h]));
+        // fc = x·W_fc + b_fc
+        self.c_fc.forward(x2, fc.view_mut())?;
+        // act = gelu(fc)
+        gelu_forward_into(
+            fc.as_slice().expect("contiguous buffer"),
+            act.as_slice_mut().expect("contiguous buffer"),
+        );
+        // out = act·W_proj + b_proj
+        let mut out = Array2::<f32>::zeros((rows, c));
+        self.c_proj.forward(act.view(), out.view_mut())?;
+        Ok(out)
     }
 
     /// Back-propagates `dout` through the last training forward: accumulates the parameter

@@ -86,7 +86,7 @@ fn a_gpt_parameter_replaced_with_another_shape_is_an_error_naming_it() {
 
 #[test]
 fn a_kv_cache_is_tied_to_the_model_that_fills_it() {
-    let mut gpt = tiny_gpt();
+    let gpt = tiny_gpt();
     let ids = Array2::from_shape_vec((1, 2), vec![1, 2]).unwrap();
     // another head count
     let mut cache = KvCache::new(2, 4, 1);
@@ -94,7 +94,7 @@ fn a_kv_cache_is_tied_to_the_model_that_fills_it() {
     assert!(matches!(e, Error::State(_)), "{e}");
     assert!(e.to_string().contains("4 key/value heads"), "{e}");
     // filled by a model of another width (same layers and heads)
-    let mut wide = Gpt::new(GptConfig::new(11, 8, 2, 2, 16), &mut init::rng(0)).unwrap();
+    let wide = Gpt::new(GptConfig::new(11, 8, 2, 2, 16), &mut init::rng(0)).unwrap();
     let mut cache = wide.new_cache(1);
     wide.forward_cached(ids.view(), &mut cache).unwrap();
     let one = Array2::from_shape_vec((1, 1), vec![3]).unwrap();
@@ -469,4 +469,27 @@ fn char_tokenizer_saves_and_loads_and_from_dir_finds_any_tokenizer() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gpt_generates_through_a_shared_reference_from_several_threads() {
+    // `generate(&self)`: one model serves two threads at once, each with its own cache,
+    // and both get what a sequential call gives (the cached forward keeps no model state).
+    let gpt = tiny_gpt();
+    let cfg = handgrad::generate::GenerateConfig::new()
+        .max_new_tokens(6)
+        .do_sample(true)
+        .seed(3);
+    let alone = gpt.generate(&[1, 2, 3], &cfg).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| gpt.generate(&[1, 2, 3], &cfg).unwrap());
+        let b = s.spawn(|| gpt.generate(&[1, 2, 3], &cfg).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a, alone);
+    assert_eq!(b, alone);
+    // and it equals the `&mut` decoder with its training-side layers
+    let mut own = gpt.clone();
+    let via_decoder = handgrad::generate::generate(&mut own.decoder(), &[1, 2, 3], &cfg).unwrap();
+    assert_eq!(via_decoder, alone);
 }

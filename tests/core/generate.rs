@@ -422,7 +422,7 @@ fn gpt_generate_reproduces_hf_greedy_tokens() {
         .into_iter()
         .map(|v| v as usize)
         .collect();
-    let mut gpt = Gpt::from_pretrained(TINY).unwrap();
+    let gpt = Gpt::from_pretrained(TINY).unwrap();
     let out = gpt
         .generate(&prompt, &GenerateConfig::new().max_new_tokens(20))
         .unwrap();

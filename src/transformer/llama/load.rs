@@ -266,14 +266,16 @@ impl Llama {
             Some(meta),
         )?;
         let cfg = &self.config;
-        let gen = serde_json::json!({
+        let generation = serde_json::json!({
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": cfg.eos_token_id.first(),
             "pad_token_id": cfg.pad_token_id,
         });
         crate::io::write_atomic(
             dir.join("generation_config.json"),
-            serde_json::to_string_pretty(&gen).expect("JSON").as_bytes(),
+            serde_json::to_string_pretty(&generation)
+                .expect("JSON")
+                .as_bytes(),
         )?;
         crate::io::write_atomic(dir.join("config.json"), cfg.to_hf_json().as_bytes())
     }

@@ -271,7 +271,7 @@ impl Llama {
         op: &str,
     ) -> Result<()> {
         let v = self.config.vocab_size;
-        if let Some((i, &id)) = ids.into_iter().enumerate().find(|(_, &id)| id >= v) {
+        if let Some((i, &id)) = ids.into_iter().enumerate().find(|&(_, &id)| id >= v) {
             return Err(Error::label(
                 format!("Llama::{op}"),
                 format!("token id {id} at position {i} is out of range for vocab_size = {v}"),

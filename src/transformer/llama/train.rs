@@ -353,7 +353,7 @@ impl Llama {
         let v = cfg.vocab_size;
         if let Some(((bb, tt), &id)) = targets
             .indexed_iter()
-            .find(|(_, &id)| id != IGNORE_INDEX && id >= v)
+            .find(|&(_, &id)| id != IGNORE_INDEX && id >= v)
         {
             return Err(Error::label(
                 format!("Llama::{op} targets"),
