@@ -12,6 +12,19 @@
 //! Shapes (`in → out`): 576→1536 (gate / up), 1536→576 (down), 576→576 (q / o), 576→192
 //! (k / v), and the tied LM head 576→49152. The cases are a table ([`Case`]) so model-level rows
 //! (tokens/s) can be added next to the kernels.
+//!
+//! Training rows (`-- train` runs only these): SmolLM2-135M fine-tuning steps at T = 256, B = 4
+//! and B = 1, on 2 threads, without and with activation recomputation (gradient checkpointing);
+//! `-- "train B=4"` runs the B = 4 rows. The weights
+//! are the SmolLM2-135M-Instruct GGUF's dequantised to `f32` (`Llama::to_f32`, as fine-tuning
+//! does); without `$HANDGRAD_MODELS` the rows are skipped. One step = forward and loss, backward,
+//! clipping at 1.0, AdamW (lr 3e-4, betas 0.9 / 0.95, decay 0.1 on matrices), the workload of
+//! `peers/llm_train_torch.py`. Each row runs in a child process (this binary re-run with
+//! `--train-case=…`) so that its peak RSS (`VmHWM`) is its own; it prints tokens/s, GFLOP/s with
+//! `6·params + 12·L·NH·HS·T` FLOPs per token (the matrix products forward and backward, plus the
+//! attention scores and weighted sums, the causal half not subtracted) and the fraction of the
+//! machine's 2-thread FMA peak (the best of a measurement before the rows and one after each
+//! row's steps, printed beside the fraction).
 
 mod common;
 
@@ -187,9 +200,143 @@ fn model_cases() -> Vec<Case> {
     ]
 }
 
+/// The training rows: `(name, B, recompute)`, all at T = 256.
+const TRAIN_CASES: [(&str, usize, bool); 4] = [
+    ("SmolLM2 f32 train B=4 T=256", 4, false),
+    ("SmolLM2 f32 train B=4 T=256 recompute", 4, true),
+    ("SmolLM2 f32 train B=1 T=256", 1, false),
+    ("SmolLM2 f32 train B=1 T=256 recompute", 1, true),
+];
+
+/// Threads of the training rows (the machine's two cores; a step takes seconds).
+const TRAIN_THREADS: usize = 2;
+
+/// The process's peak resident set (`VmHWM` of `/proc/self/status`) in MiB, where available.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// One training row, run in this (child) process: loads SmolLM2 in `f32`, times AdamW steps and
+/// prints the row with the peak RSS.
+fn train_child(case: usize, peak: Option<f64>, quick: bool) {
+    use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
+    use handgrad::transformer::Llama;
+    let (name, b, recompute) = TRAIN_CASES[case];
+    let path = smollm2().expect("the parent checked HANDGRAD_MODELS");
+    let t = 256;
+    let mut model = Llama::from_gguf(&path)
+        .and_then(|m| m.to_f32())
+        .expect("SmolLM2 loads");
+    model.set_gradient_checkpointing(recompute);
+    let cfg = model.config().clone();
+    let params = model.num_trainable_params() as f64;
+    let v = cfg.vocab_size;
+    let x = Array2::from_shape_fn((b, t), |(i, j)| (i * 7919 + j * 104_729 + 31) % v);
+    let y = Array2::from_shape_fn((b, t), |(i, j)| (i * 7919 + j * 104_729 + 62) % v);
+    // the step's buffers are checked against the accounting once, outside the timing
+    let check = |m: &Llama| {
+        assert_eq!(m.train_memory_in_use(), cfg.train_memory(b, t, recompute));
+    };
+    let mut opt = AdamW::new(3e-4)
+        .betas(0.9, 0.95)
+        .weight_decay(0.1)
+        .decay_min_rank(2);
+    let samples = if quick { 2 } else { 3 };
+    let (med, min) = pool(TRAIN_THREADS).install(|| {
+        let mut step = || {
+            model.zero_grad();
+            model.forward_loss(x.view(), y.view()).expect("loss");
+            model.backward().expect("backward");
+            let mut p = model.params_mut();
+            clip_grad_norm(&mut p, 1.0).expect("clip");
+            opt.step(&mut p).expect("step");
+        };
+        time_it(samples, Duration::from_millis(1), &mut step)
+    });
+    check(&model);
+    // the peak again after the steps, the best of both kept: a shared machine only ever makes a
+    // measured peak lower than the real one
+    let peak = [peak, common::fma_peak_gflops(TRAIN_THREADS)]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max);
+    let tokens = (b * t) as f64;
+    let attn = 12.0 * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * t) as f64;
+    let gflops = (6.0 * params + attn) * tokens / med / 1e9;
+    let mem = model.train_memory_in_use();
+    row(&[
+        name.to_string(),
+        TRAIN_THREADS.to_string(),
+        format!("{:.0} / {:.0}", med * 1e3, min * 1e3),
+        format!("{:.0} (best {:.0})", tokens / med, tokens / min),
+        format!("{gflops:.1}"),
+        peak.map_or("-".into(), |p| {
+            format!("{:.0} % (of {p:.0})", 100.0 * gflops / p)
+        }),
+        format!("{:.0}", mem.total() as f64 / (1 << 20) as f64),
+        peak_rss_mib().map_or("-".into(), |m| format!("{m:.0}")),
+    ]);
+}
+
+/// The training table: one child process per row.
+fn train_rows(filter: Option<&str>, quick: bool) {
+    let wanted: Vec<usize> = (0..TRAIN_CASES.len())
+        .filter(|&i| filter.is_none_or(|f| TRAIN_CASES[i].0.contains(f)))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    if smollm2().is_none() {
+        println!(
+            "(SmolLM2 training rows skipped: export HANDGRAD_MODELS=\"$(scripts/fetch-models.sh | tail -1)\")"
+        );
+        return;
+    }
+    let peak = common::fma_peak_gflops(TRAIN_THREADS);
+    println!(
+        "FMA peak, {TRAIN_THREADS} threads: {}",
+        peak.map_or("-".into(), |p| format!("{p:.0} GFLOP/s"))
+    );
+    println!();
+    println!("| case | threads | ms per step median / min | tokens/s | GFLOP/s | of FMA peak | training buffers MiB | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let exe = std::env::current_exe().expect("this bench's path");
+    for i in wanted {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg(format!("--train-case={i}"));
+        if let Some(p) = peak {
+            cmd.arg(format!("--peak={p}"));
+        }
+        if quick {
+            cmd.arg("--quick");
+        }
+        let status = cmd.status().expect("run the training row");
+        assert!(status.success(), "training row {} failed", TRAIN_CASES[i].0);
+    }
+    println!();
+}
+
+/// The value of a `--key=value` argument.
+fn arg_value(key: &str) -> Option<String> {
+    let prefix = format!("--{key}=");
+    std::env::args().find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+}
+
 fn main() {
     let quick = quick();
+    if let Some(case) = arg_value("train-case") {
+        let peak = arg_value("peak").and_then(|p| p.parse().ok());
+        train_child(case.parse().expect("--train-case=<index>"), peak, quick);
+        return;
+    }
     let filter = common::filter();
+    train_rows(filter.as_deref(), quick);
+    if filter.as_deref().is_some_and(|f| f.contains("train")) {
+        return;
+    }
     let samples = if quick { 10 } else { 15 };
     println!("kernel family: {}", simd_path());
     let buf = vec![1.0f32; 128 << 20]; // 512 MB

@@ -12,6 +12,7 @@ mod llama;
 mod llama_finetune;
 mod llama_gguf;
 mod llama_lora;
+mod llama_memory;
 mod llama_train;
 mod pretokenize;
 mod quant;
