@@ -22,12 +22,15 @@
 //!   time; [`QMatrix::matmul_t_with`] runs a given family, which the tests use to check every
 //!   SIMD path against the scalar one.
 
+mod act;
 mod dequant;
+mod intdot;
 mod kernels;
 mod quantise;
 mod simd;
 mod types;
 
+pub use intdot::{decode_int_path, IntPath};
 pub use kernels::{simd_path, KernelPath};
 pub use types::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, QType};
 pub(crate) use types::{ggml_type_info, unsupported_message};
@@ -189,7 +192,9 @@ impl QMatrix {
         out
     }
 
-    /// `y = x·Wᵀ` with the kernel family detected on this machine (see the module docs).
+    /// `y = x·Wᵀ` with the kernels detected on this machine (see the module docs): for
+    /// Q8_0 / Q4_0 / Q4_1 and `M ≤ 8` the integer path of [`decode_int_path`], otherwise the
+    /// `f32`-activation family [`KernelPath::detected`].
     ///
     /// # Shapes
     /// `x: (M, cols)` → `y: (M, rows)`.
@@ -197,7 +202,57 @@ impl QMatrix {
     /// # Panics
     /// On a shape mismatch (ops tier: checked above).
     pub fn matmul_t(&self, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
-        kernels::matmul_t(KernelPath::detected(), self, x, y);
+        match decode_int_path() {
+            Some(p) if self.uses_int_path(x.nrows()) => self.matmul_t_int_with(p, x, y),
+            _ => kernels::matmul_t(KernelPath::detected(), self, x, y),
+        }
+    }
+
+    /// Whether [`QMatrix::matmul_t`] runs the integer path for `m` activation rows (when
+    /// [`decode_int_path`] is not `None`): block-quantised weights and `1 ≤ m ≤ 8`.
+    pub fn uses_int_path(&self, m: usize) -> bool {
+        self.qtype.block_len() == 32 && (1..=kernels::MATVEC_MAX_M).contains(&m)
+    }
+
+    /// `y = x·Wᵀ` on the integer path `path`, for any `M` (the rows are quantised one by one;
+    /// for tests and benchmarks). Float-encoded weights run the `f32` kernels.
+    ///
+    /// # Shapes
+    /// `x: (M, cols)` → `y: (M, rows)`.
+    ///
+    /// # Panics
+    /// On a shape mismatch, or when `path` is not available on this CPU.
+    pub fn matmul_t_int_with(&self, path: IntPath, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        assert!(
+            path.is_available(),
+            "QMatrix::matmul_t_int_with: {} is not available on this CPU",
+            path.name()
+        );
+        let (m, rows) = (x.nrows(), self.rows);
+        assert_eq!(
+            x.ncols(),
+            self.cols,
+            "QMatrix::matmul_t: x is {:?}, W is ({rows}, {})",
+            x.dim(),
+            self.cols
+        );
+        assert_eq!(
+            y.dim(),
+            (m, rows),
+            "QMatrix::matmul_t: y is {:?}, expected ({m}, {rows})",
+            y.dim()
+        );
+        if self.qtype.block_len() != 32 {
+            return kernels::matmul_t(KernelPath::detected(), self, x, y);
+        }
+        if m == 0 || rows == 0 {
+            return;
+        }
+        if self.cols == 0 {
+            y.fill(0.0);
+            return;
+        }
+        intdot::matvec(path, self, x, y);
     }
 
     /// `y = x·Wᵀ` with a given kernel family (for tests and benchmarks).
