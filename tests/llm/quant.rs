@@ -226,7 +226,10 @@ fn check_int(y: &Array2<f32>, w: &Array2<f32>, x: ArrayView2<f32>, what: &str) {
 #[test]
 fn integer_paths_match_the_scalar_path_and_the_stated_error() {
     for qtype in [QType::Q8_0, QType::Q4_0, QType::Q4_1] {
-        for (si, &(rows, cols)) in [(67, 96), (33, 320), (9, 576), (40, 1536)].iter().enumerate() {
+        for (si, &(rows, cols)) in [(67, 96), (33, 320), (9, 576), (40, 1536)]
+            .iter()
+            .enumerate()
+        {
             let w = weights(rows, cols, qtype, 21 + si as u64);
             let wd = w.dequantize();
             for m in [1usize, 2, 5] {

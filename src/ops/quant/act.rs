@@ -2,7 +2,7 @@
 //! blocks of 32 values as two `i8` planes (about 16-bit precision) with an `f32` scale, and the
 //! per-block terms the weight encodings need.
 //!
-//! Per block `b` of 32 values: `d = max|x| / V` with `V = 32639`, `v = round(x / d)` (so
+//! Per block `b` of 32 values: `d = max|x| / V` with `V = 32639`, `v = round(x / d)` (half to even) (so
 //! `|v| ≤ V`), split as `v = 256·h + l` with `h = (v + 128) >> 8` and `l = v − 256·h`, both in
 //! `i8` (`h ∈ [−127, 127]`, `l ∈ [−128, 127]`). A weight block of unsigned bytes `u` then
 //! gives the exact integer `Σ u·v = 256·Σ u·h + Σ u·l` from two `u8 × i8` dot products. The
@@ -13,6 +13,8 @@ use super::types::QType;
 
 /// Largest `|v|`: keeps `h = (v + 128) >> 8` within `[−127, 127]`.
 pub(crate) const VMAX: f32 = 32639.0;
+/// `1.5·2²³`: adding and subtracting it rounds an `f32` of magnitude `< 2²²` to an integer.
+const ROUND: f32 = 12_582_912.0;
 
 /// One quantised activation row: planes `h`, `l` (`cols` values each) and per block the pair
 /// `(D, S)` the kernels multiply with a weight block's `(d, m)`: `D` the scale, `S` the block
@@ -21,21 +23,22 @@ pub(crate) const VMAX: f32 = 32639.0;
 pub(crate) struct QAct {
     pub(crate) h: Vec<i8>,
     pub(crate) l: Vec<i8>,
-    /// `v = 256·h + l` as `i16` (for the AVX2 kernel's `vpmaddwd`).
+    /// `v = 256·h + l` as `i16` for the AVX2 kernel's `vpmaddwd` (`cols` values), or empty.
     pub(crate) v: Vec<i16>,
     /// `(D, S)` per block, interleaved: `2 · cols / 32` values.
     pub(crate) ds: Vec<f32>,
 }
 
 impl QAct {
-    /// Quantises `x` for products with `qtype` weights (Q8_0, Q4_0 or Q4_1).
+    /// Quantises `x` for products with `qtype` weights (Q8_0, Q4_0 or Q4_1); `with_v` also
+    /// fills [`QAct::v`] (otherwise empty).
     ///
     /// # Shapes
     /// `x: (cols,)`, `cols` a multiple of 32.
     ///
     /// # Panics
     /// When `cols` is not a multiple of 32 or `qtype` is a float type (checked by the callers).
-    pub(crate) fn new(x: &[f32], qtype: QType) -> QAct {
+    pub(crate) fn new(x: &[f32], qtype: QType, with_v: bool) -> QAct {
         assert!(
             x.len().is_multiple_of(32) && qtype.block_len() == 32,
             "QAct: {} values for {}",
@@ -44,7 +47,7 @@ impl QAct {
         );
         let nb = x.len() / 32;
         let (mut h, mut l) = (vec![0i8; x.len()], vec![0i8; x.len()]);
-        let mut vv = vec![0i16; x.len()];
+        let mut vv = vec![0i16; if with_v { x.len() } else { 0 }];
         let mut ds = vec![0.0f32; 2 * nb];
         for (b, blk) in x.chunks_exact(32).enumerate() {
             let amax = blk.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
@@ -52,10 +55,14 @@ impl QAct {
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             let (mut sx, mut sv) = (0.0f32, 0i32);
             for (j, &xv) in blk.iter().enumerate() {
-                let v = (xv * id).round().clamp(-VMAX, VMAX) as i32;
+                // round half to even by the 1.5·2^23 trick (exact for |x·id| < 2^22; no libm
+                // call, so the loop vectorises)
+                let v = ((xv * id).clamp(-VMAX, VMAX) + ROUND - ROUND) as i32;
                 let hi = (v + 128) >> 8;
                 h[32 * b + j] = hi as i8;
-                vv[32 * b + j] = v as i16;
+                if with_v {
+                    vv[32 * b + j] = v as i16;
+                }
                 l[32 * b + j] = (v - 256 * hi) as i8;
                 sx += xv;
                 sv += v;
@@ -85,7 +92,7 @@ mod tests {
         let x: Vec<f32> = (0..64)
             .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173 + if i == 40 { 9.0 } else { 0.0 })
             .collect();
-        let q = QAct::new(&x, QType::Q4_1);
+        let q = QAct::new(&x, QType::Q4_1, false);
         for b in 0..2 {
             let d = q.ds[2 * b];
             let amax = x[32 * b..32 * b + 32]

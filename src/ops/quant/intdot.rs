@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 pub enum IntPath {
     /// Portable Rust, the reference the SIMD paths are tested against.
     Scalar,
-    /// x86-64 AVX2 (`vpmaddubsw` + `vpmaddwd`), 256-bit.
+    /// x86-64 AVX2 + FMA + F16C (`vpmaddwd` on the activations' `i16` values), 256-bit.
     Avx2,
     /// x86-64 AVX-512 VNNI (`vpdpbusd`, with AVX-512F/BW/DQ and F16C), 512-bit.
     Avx512Vnni,
@@ -161,7 +161,10 @@ pub(crate) fn matvec(path: IntPath, w: &QMatrix, x: ArrayView2<f32>, mut y: Arra
     let acts: Vec<QAct> = x
         .rows()
         .into_iter()
-        .map(|r| QAct::new(&r.to_vec(), qtype))
+        .map(|r| match r.as_slice() {
+            Some(r) => QAct::new(r, qtype, path == IntPath::Avx2),
+            None => QAct::new(&r.to_vec(), qtype, path == IntPath::Avx2),
+        })
         .collect();
     let rb = qtype.row_bytes(cols).expect("checked by QMatrix::new");
     let data: &[u8] = w.data();

@@ -3,24 +3,38 @@
 //!
 //! # Kernel design
 //!
-//! - **Activations stay `f32`.** They are not quantised to Q8 as llama.cpp does: the results
-//!   then agree with "dequantise, then multiply in f32" to float rounding (about 1e-6 relative
-//!   to `Σ|w·x|`), which is what the golden fixtures' tolerances assume.
-//! - **Small `M` (decoding, `M ≤ 8`)**: a matrix-vector kernel over weight rows. Each row's
-//!   blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C, BF16 by a
-//!   shift) and multiplied with up to four activation rows at once, the block scale factored
-//!   out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx` (with `Σx` per block
-//!   computed once per call). The matrix is read once per call, so the kernel is bound by memory
-//!   bandwidth (`cargo bench --bench llm` prints the fraction reached). Rayon runs over fixed
-//!   chunks of 16 weight rows.
+//! - **Which products quantise activations.** Decoding (`M ≤ 8` activation rows) on Q8_0 /
+//!   Q4_0 / Q4_1 weights runs the *integer path* ([`IntPath`], as llama.cpp does with Q8_1):
+//!   each activation row is quantised once per product into blocks of 32 with an `f32` scale,
+//!   the block dots are exact integers, the scales are applied in `f32`. Everything else keeps
+//!   `f32` activations: F32 / F16 / BF16 weights, and prompt processing (`M > 8`, below).
+//! - **What it costs in accuracy.** llama.cpp's single `i8` plane per block rounds each value to
+//!   1/254 of its block's largest magnitude, which moves SmolLM2's logits by more than the golden
+//!   tests allow (`2e-3`) and would flip greedy tokens whose margin is `0.012`. Here each block
+//!   holds *two* `i8` planes, `v = 256·h + l` with `|v| ≤ 32639` (see `act.rs`), so a value is
+//!   off by at most `max|x| / 65278` of its block — `|y − x·Wᵀ| ≤ Σ_b max_b|x|/65278 · Σ_b|w|`
+//!   plus `f32` rounding, which the tests check — at the price of a second `u8 × i8` dot per
+//!   block. The golden tests (SmolLM2 against transformers' float64 logits, the tiny GGUF
+//!   models) pass unchanged. `HANDGRAD_QUANT_DOT=f32` ([`decode_int_path`]) restores the
+//!   `f32`-activation kernels, which agree with "dequantise, then multiply in f32" to float
+//!   rounding (about 1e-6 relative to `Σ|w·x|`).
+//! - **Integer kernels** (chosen at run time, never assumed): AVX-512 VNNI — two weight blocks
+//!   per 512-bit register, `vpdpbusd` on the unsigned weight bytes (Q4 nibbles; Q8_0 as
+//!   `q + 128`, the offsets folded into a per-block activation term) against both planes; AVX2
+//!   — the weight bytes widened to `i16` against the activations' `i16` values by `vpmaddwd`;
+//!   and a scalar reference. Q4_1's `m·Σx` uses the exact `f32` block sum.
+//! - **`f32`-activation kernels** ([`KernelPath`]), for the float encodings and on request: each
+//!   row's blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C,
+//!   BF16 by a shift) and multiplied with up to four activation rows at once, the block scale
+//!   factored out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx`. Rayon runs over
+//!   fixed chunks of 16 weight rows (32 on the integer path).
 //! - **Large `M` (prompt processing)**: tiles of 64 weight rows are dequantised into a per-thread
 //!   `f32` scratch (bit-exact with [`QMatrix::dequantize`]) and multiplied with the crate's SGEMM
 //!   ([`crate::ops::matmul::gemm_into`], serial inside each rayon task over tiles).
-//! - Every output element is computed by one task in a fixed order, so results are
-//!   bit-identical on 1 and N threads.
-//! - The kernel family ([`KernelPath`]: AVX-512, AVX2+FMA or scalar) is detected once at run
-//!   time; [`QMatrix::matmul_t_with`] runs a given family, which the tests use to check every
-//!   SIMD path against the scalar one.
+//! - Every output element is computed by one task in a fixed order (and each activation row is
+//!   quantised the same way whatever `M`), so results are bit-identical on 1 and N threads.
+//! - [`QMatrix::matmul_t_with`] runs a given `f32` family and [`QMatrix::matmul_t_int_with`] a
+//!   given integer one; the tests check every SIMD path against the scalar one.
 
 mod act;
 mod dequant;

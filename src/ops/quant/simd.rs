@@ -79,18 +79,15 @@ pub(super) fn dot_rows<const R: usize>(
 ///
 /// # Panics
 /// When a length does not match or `path` is not available on this CPU.
-pub(super) fn dot_rows_int(
-    path: IntPath,
-    qtype: QType,
-    w: &[u8],
-    a: &QAct,
-    out: &mut [f32],
-) {
+pub(super) fn dot_rows_int(path: IntPath, qtype: QType, w: &[u8], a: &QAct, out: &mut [f32]) {
     let cols = a.cols();
     let rb = qtype.row_bytes(cols).expect("dot: row length");
     let n = out.len();
     assert!(
-        w.len() == n * rb && a.l.len() == cols && a.v.len() == cols && a.ds.len() == 2 * (cols / 32),
+        w.len() == n * rb
+            && a.l.len() == cols
+            && (path != IntPath::Avx2 || a.v.len() == cols)
+            && a.ds.len() == 2 * (cols / 32),
         "dot: weight rows / outputs / activation blocks"
     );
     assert!(
@@ -109,7 +106,9 @@ pub(super) fn dot_rows_int(
         unsafe {
             match path {
                 IntPath::Avx512Vnni => vnni512::dot_rows(qtype, wp, rb, n, cols / 32, h, l, ds, o),
-                IntPath::Avx2 => int_avx2::dot_rows(qtype, wp, rb, n, cols / 32, a.v.as_ptr(), ds, o),
+                IntPath::Avx2 => {
+                    int_avx2::dot_rows(qtype, wp, rb, n, cols / 32, a.v.as_ptr(), ds, o)
+                }
                 IntPath::Scalar => unreachable!("dot: scalar path is not SIMD"),
             }
         }
@@ -124,11 +123,11 @@ pub(super) fn dot_rows_int(
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
 mod int_avx2;
 #[cfg(target_arch = "x86_64")]
 mod vnni512;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 
 /// Shared by the x86 kernels: float-row element kinds and the scalar tail.
 #[cfg(target_arch = "x86_64")]

@@ -102,7 +102,8 @@ unsafe fn row<const K: u8>(
             let lv = _mm512_loadu_si512(l.add(32 * b) as *const __m512i);
             let hd = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, hv);
             let dot = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(hd), u, lv);
-            let pair = _mm_cvtsi64_si128((dm::<K>(p0) as u64 | ((dm::<K>(p1) as u64) << 32)) as i64);
+            let pair =
+                _mm_cvtsi64_si128((dm::<K>(p0) as u64 | ((dm::<K>(p1) as u64) << 32)) as i64);
             // [d0·D0, m0·S0, d1·D1, m1·S1]
             let sc = _mm_mul_ps(_mm_cvtph_ps(pair), _mm_loadu_ps(ds.add(2 * b)));
             accm = _mm_add_ps(accm, sc);
@@ -130,6 +131,9 @@ unsafe fn row<const K: u8>(
             tail = (d * *ds.add(2 * b)) * dot as f32 + m * *ds.add(2 * b + 1);
         }
     }
-    let m = _mm_add_ss(_mm_movehdup_ps(accm), _mm_movehl_ps(accm, _mm_movehdup_ps(accm)));
+    let m = _mm_add_ss(
+        _mm_movehdup_ps(accm),
+        _mm_movehl_ps(accm, _mm_movehdup_ps(accm)),
+    );
     _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(m) + tail
 }
