@@ -18,7 +18,7 @@ const ROUND: f32 = 12_582_912.0;
 
 /// One quantised activation row: planes `h`, `l` (`cols` values each) and per block the pair
 /// `(D, S)` the kernels multiply with a weight block's `(d, m)`: `D` the scale, `S` the block
-/// term of the weight encoding (Q4_1: `Σx`, exact in `f32`; Q4_0: `−8·D·Σv`; Q8_0:
+/// term of the weight encoding (Q4_1: `Σx` of the unquantised values, in `f32`; Q4_0: `−8·D·Σv`; Q8_0:
 /// `−128·D·Σv`, the offsets that make the weights unsigned).
 pub(crate) struct QAct {
     pub(crate) h: Vec<i8>,
@@ -49,29 +49,48 @@ impl QAct {
         let (mut h, mut l) = (vec![0i8; x.len()], vec![0i8; x.len()]);
         let mut vv = vec![0i16; if with_v { x.len() } else { 0 }];
         let mut ds = vec![0.0f32; 2 * nb];
+        let mut vb = [0i32; 32];
         for (b, blk) in x.chunks_exact(32).enumerate() {
-            let amax = blk.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+            // max |x| as the largest magnitude bit pattern (same order for non-NaN floats;
+            // an integer reduction vectorises)
+            let amax = f32::from_bits(
+                blk.iter()
+                    .map(|v| v.to_bits() & 0x7fff_ffff)
+                    .fold(0, u32::max),
+            );
             let d = amax / VMAX;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let (mut sx, mut sv) = (0.0f32, 0i32);
-            for (j, &xv) in blk.iter().enumerate() {
+            for (o, &xv) in vb.iter_mut().zip(blk) {
                 // round half to even by the 1.5·2^23 trick (exact for |x·id| < 2^22; no libm
                 // call, so the loop vectorises)
-                let v = ((xv * id).clamp(-VMAX, VMAX) + ROUND - ROUND) as i32;
+                *o = ((xv * id).clamp(-VMAX, VMAX) + ROUND - ROUND) as i32;
+            }
+            let (hb, lb) = (&mut h[32 * b..32 * b + 32], &mut l[32 * b..32 * b + 32]);
+            for ((hv, lv), &v) in hb.iter_mut().zip(lb.iter_mut()).zip(&vb) {
                 let hi = (v + 128) >> 8;
-                h[32 * b + j] = hi as i8;
-                if with_v {
-                    vv[32 * b + j] = v as i16;
+                *hv = hi as i8;
+                *lv = (v - 256 * hi) as i8;
+            }
+            if with_v {
+                for (o, &v) in vv[32 * b..32 * b + 32].iter_mut().zip(&vb) {
+                    *o = v as i16;
                 }
-                l[32 * b + j] = (v - 256 * hi) as i8;
-                sx += xv;
-                sv += v;
             }
             ds[2 * b] = d;
             ds[2 * b + 1] = match qtype {
-                QType::Q4_1 => sx,
-                QType::Q4_0 => -8.0 * (d * sv as f32),
-                _ => -128.0 * (d * sv as f32),
+                QType::Q4_1 => {
+                    // Σx in a fixed order: 8 lane sums, then pairwise
+                    let mut lanes = [0.0f32; 8];
+                    for c in blk.chunks_exact(8) {
+                        for (a, &v) in lanes.iter_mut().zip(c) {
+                            *a += v;
+                        }
+                    }
+                    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+                }
+                QType::Q4_0 => -8.0 * (d * vb.iter().sum::<i32>() as f32),
+                _ => -128.0 * (d * vb.iter().sum::<i32>() as f32),
             };
         }
         QAct { h, l, v: vv, ds }
@@ -104,8 +123,12 @@ mod tests {
                 let err = (d * v as f32 - x[j]).abs();
                 assert!(err <= amax / (2.0 * VMAX) * 1.01, "{j}: {err}");
             }
-            let s: f32 = x[32 * b..32 * b + 32].iter().sum();
-            assert_eq!(q.ds[2 * b + 1], s);
+            let s: f64 = x[32 * b..32 * b + 32].iter().map(|&v| v as f64).sum();
+            assert!(
+                (q.ds[2 * b + 1] as f64 - s).abs() <= 1e-5,
+                "Σx {}",
+                q.ds[2 * b + 1]
+            );
         }
     }
 }

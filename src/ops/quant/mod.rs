@@ -23,7 +23,7 @@
 //!   per 512-bit register, `vpdpbusd` on the unsigned weight bytes (Q4 nibbles; Q8_0 as
 //!   `q + 128`, the offsets folded into a per-block activation term) against both planes; AVX2
 //!   — the weight bytes widened to `i16` against the activations' `i16` values by `vpmaddwd`;
-//!   and a scalar reference. Q4_1's `m·Σx` uses the exact `f32` block sum.
+//!   and a scalar reference. Q4_1's `m·Σx` uses the unquantised block sum (in `f32`).
 //! - **`f32`-activation kernels** ([`KernelPath`]), for the float encodings and on request: each
 //!   row's blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C,
 //!   BF16 by a shift) and multiplied with up to four activation rows at once, the block scale
