@@ -150,6 +150,9 @@ fn dot_rows(path: IntPath, qtype: QType, w: &[u8], a: &QAct, out: &mut [f32]) {
 
 /// Weight rows per rayon task.
 const ROWS: usize = 32;
+/// Matrices smaller than this run on the calling thread (SmolLM2's 576→192 k / v projections,
+/// 69 KB, took longer on two threads than on one).
+const SERIAL_BYTES: usize = 96 << 10;
 
 /// `y = x·Wᵀ` for a few activation rows on the integer path `path` (rayon over fixed chunks
 /// of weight rows; each output computed by one task in a fixed order).
@@ -168,18 +171,22 @@ pub(crate) fn matvec(path: IntPath, w: &QMatrix, x: ArrayView2<f32>, mut y: Arra
         .collect();
     let rb = qtype.row_bytes(cols).expect("checked by QMatrix::new");
     let data: &[u8] = w.data();
-    y.axis_chunks_iter_mut(Axis(1), ROWS)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(c, mut yc)| {
-            let (r0, n) = (c * ROWS, yc.ncols());
-            let wr = &data[r0 * rb..(r0 + n) * rb];
-            let mut out = [0.0f32; ROWS];
-            for (i, a) in acts.iter().enumerate() {
-                dot_rows(path, qtype, wr, a, &mut out[..n]);
-                for (j, &o) in out[..n].iter().enumerate() {
-                    yc[[i, j]] = o;
-                }
+    let chunk = |(c, mut yc): (usize, ArrayViewMut2<f32>)| {
+        let (r0, n) = (c * ROWS, yc.ncols());
+        let wr = &data[r0 * rb..(r0 + n) * rb];
+        let mut out = [0.0f32; ROWS];
+        for (i, a) in acts.iter().enumerate() {
+            dot_rows(path, qtype, wr, a, &mut out[..n]);
+            for (j, &o) in out[..n].iter().enumerate() {
+                yc[[i, j]] = o;
             }
-        });
+        }
+    };
+    let chunks = y.axis_chunks_iter_mut(Axis(1), ROWS);
+    // the same chunks either way (same results): small matrices skip the fork-join
+    if data.len() < SERIAL_BYTES {
+        chunks.enumerate().for_each(chunk);
+    } else {
+        chunks.into_par_iter().enumerate().for_each(chunk);
+    }
 }
