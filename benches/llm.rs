@@ -29,7 +29,7 @@
 mod common;
 
 use common::{pool, quick, row, time_it};
-use handgrad::ops::quant::{simd_path, QMatrix, QType};
+use handgrad::ops::quant::{decode_int_path, simd_path, QMatrix, QType};
 use ndarray::Array2;
 use rayon::prelude::*;
 use std::time::Duration;
@@ -338,7 +338,11 @@ fn main() {
         return;
     }
     let samples = if quick { 10 } else { 15 };
-    println!("kernel family: {}", simd_path());
+    println!(
+        "kernel family: {} (f32 activations); decoding Q8_0/Q4_0/Q4_1 (M ≤ 8): {}",
+        simd_path(),
+        decode_int_path().map_or("the f32 kernels", |p| p.name())
+    );
     let buf = vec![1.0f32; 128 << 20]; // 512 MB
     let bw = [read_bandwidth(&buf, 1), read_bandwidth(&buf, 2)];
     drop(buf);

@@ -3,7 +3,7 @@
 
 use super::common::{random_tensor, Fixture};
 use super::gguf::{open, TYPES};
-use handgrad::ops::quant::{simd_path, KernelPath, QMatrix, QType};
+use handgrad::ops::quant::{decode_int_path, simd_path, IntPath, KernelPath, QMatrix, QType};
 use ndarray::{Array2, ArrayView2};
 
 const ALL: [QType; 6] = [
@@ -174,13 +174,96 @@ fn matmul_t_matches_dequantise_then_f32_on_every_path() {
                         );
                     }
                 }
-                // The default entry point runs the detected path.
+                // The default entry point runs the detected path: the integer one when decoding
+                // block-quantised weights (checked in the next test), the f32 one otherwise.
                 let mut y = Array2::zeros((m, rows));
                 w.matmul_t(x.view(), y.view_mut());
-                assert_eq!(y, run(&w, KernelPath::detected(), x.view(), 1));
+                match decode_int_path() {
+                    Some(p) if w.uses_int_path(m) => assert_eq!(y, run_int(&w, p, x.view(), 1)),
+                    _ => assert_eq!(y, run(&w, KernelPath::detected(), x.view(), 1)),
+                }
             }
         }
     }
+}
+
+fn run_int(w: &QMatrix, path: IntPath, x: ArrayView2<f32>, threads: usize) -> Array2<f32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut y = Array2::from_elem((x.nrows(), w.rows()), f32::NAN);
+    pool.install(|| w.matmul_t_int_with(path, x, y.view_mut()));
+    y
+}
+
+/// The integer path's stated accuracy: each activation value is rounded to a multiple of its
+/// block's `max|x| / 32639`, so `|y − x·Wᵀ| ≤ Σ_b max_b|x| / 65278 · Σ_{j∈b} |w_j|` plus f32
+/// rounding (`1e-6·Σ|w·x|`, as for the f32 kernels).
+fn check_int(y: &Array2<f32>, w: &Array2<f32>, x: ArrayView2<f32>, what: &str) {
+    for i in 0..x.nrows() {
+        for r in 0..w.nrows() {
+            let (mut s, mut a, mut bound) = (0.0f64, 0.0f64, 0.0f64);
+            for b in 0..w.ncols() / 32 {
+                let amax = (32 * b..32 * b + 32).fold(0.0f64, |m, c| m.max(x[[i, c]].abs() as f64));
+                for c in 32 * b..32 * b + 32 {
+                    let p = w[[r, c]] as f64 * x[[i, c]] as f64;
+                    s += p;
+                    a += p.abs();
+                    bound += amax / 65278.0 * (w[[r, c]] as f64).abs();
+                }
+            }
+            let err = (y[[i, r]] as f64 - s).abs();
+            assert!(
+                err <= bound + 1e-6 * a + 1e-30,
+                "{what}: y[{i},{r}] = {} vs {s} (err {err:e}, bound {bound:e}, Σ|wx| {a:e})",
+                y[[i, r]]
+            );
+        }
+    }
+}
+
+#[test]
+fn integer_paths_match_the_scalar_path_and_the_stated_error() {
+    for qtype in [QType::Q8_0, QType::Q4_0, QType::Q4_1] {
+        for (si, &(rows, cols)) in [(67, 96), (33, 320), (9, 576), (40, 1536)]
+            .iter()
+            .enumerate()
+        {
+            let w = weights(rows, cols, qtype, 21 + si as u64);
+            let wd = w.dequantize();
+            for m in [1usize, 2, 5] {
+                let mut x: Array2<f32> = random_tensor(&[m, cols], 2000 + m as u64)
+                    .into_dimensionality()
+                    .unwrap();
+                x[[0, 3]] = 7.5; // an outlier: its block's scale is coarser
+                let scalar = run_int(&w, IntPath::Scalar, x.view(), 1);
+                for path in IntPath::available() {
+                    let what = format!("{} {rows}x{cols} M={m} {}", qtype.name(), path.name());
+                    let y1 = run_int(&w, path, x.view(), 1);
+                    let y2 = run_int(&w, path, x.view(), 2);
+                    assert!(
+                        y1.iter().zip(&y2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: 1 vs 2 threads differ"
+                    );
+                    check_int(&y1, &wd, x.view(), &what);
+                    // the block dots are exact integers: only the f32 summation order differs
+                    for (a, b) in y1.iter().zip(&scalar) {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{what}: {a} vs scalar {b}"
+                        );
+                    }
+                    // one row at a time gives the same bits as several
+                    for i in 0..m {
+                        let xi = x.slice(ndarray::s![i..i + 1, ..]);
+                        assert_eq!(run_int(&w, path, xi, 1).row(0), y1.row(i), "{what} row {i}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(IntPath::available().last(), Some(&IntPath::Scalar));
 }
 
 #[test]

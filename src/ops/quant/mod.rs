@@ -3,31 +3,49 @@
 //!
 //! # Kernel design
 //!
-//! - **Activations stay `f32`.** They are not quantised to Q8 as llama.cpp does: the results
-//!   then agree with "dequantise, then multiply in f32" to float rounding (about 1e-6 relative
-//!   to `Σ|w·x|`), which is what the golden fixtures' tolerances assume.
-//! - **Small `M` (decoding, `M ≤ 8`)**: a matrix-vector kernel over weight rows. Each row's
-//!   blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C, BF16 by a
-//!   shift) and multiplied with up to four activation rows at once, the block scale factored
-//!   out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx` (with `Σx` per block
-//!   computed once per call). The matrix is read once per call, so the kernel is bound by memory
-//!   bandwidth (`cargo bench --bench llm` prints the fraction reached). Rayon runs over fixed
-//!   chunks of 16 weight rows.
+//! - **Which products quantise activations.** Decoding (`M ≤ 8` activation rows) on Q8_0 /
+//!   Q4_0 / Q4_1 weights runs the *integer path* ([`IntPath`], as llama.cpp does with Q8_1):
+//!   each activation row is quantised once per product into blocks of 32 with an `f32` scale,
+//!   the block dots are exact integers, the scales are applied in `f32`. Everything else keeps
+//!   `f32` activations: F32 / F16 / BF16 weights, and prompt processing (`M > 8`, below).
+//! - **What it costs in accuracy.** llama.cpp's single `i8` plane per block rounds each value to
+//!   1/254 of its block's largest magnitude; with that, SmolLM2's greedy answer to "What is a
+//!   sneaker?" already leaves transformers' (the golden test allows logits `2e-3` apart, and
+//!   some greedy steps are won by a margin of `0.012`). Here each block
+//!   holds *two* `i8` planes, `v = 256·h + l` with `|v| ≤ 32639` (see `act.rs`), so a value is
+//!   off by at most `max|x| / 65278` of its block — `|y − x·Wᵀ| ≤ Σ_b max_b|x|/65278 · Σ_b|w|`
+//!   plus `f32` rounding, which the tests check — at the price of a second `u8 × i8` dot per
+//!   block. The golden tests (SmolLM2 against transformers' float64 logits, the tiny GGUF
+//!   models) pass unchanged. `HANDGRAD_QUANT_DOT=f32` ([`decode_int_path`]) restores the
+//!   `f32`-activation kernels, which agree with "dequantise, then multiply in f32" to float
+//!   rounding (about 1e-6 relative to `Σ|w·x|`).
+//! - **Integer kernels** (chosen at run time, never assumed): AVX-512 VNNI — two weight blocks
+//!   per 512-bit register, `vpdpbusd` on the unsigned weight bytes (Q4 nibbles; Q8_0 as
+//!   `q + 128`, the offsets folded into a per-block activation term) against both planes; AVX2
+//!   — the weight bytes widened to `i16` against the activations' `i16` values by `vpmaddwd`;
+//!   and a scalar reference. Q4_1's `m·Σx` uses the unquantised block sum (in `f32`).
+//! - **`f32`-activation kernels** ([`KernelPath`]), for the float encodings and on request: each
+//!   row's blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C,
+//!   BF16 by a shift) and multiplied with up to four activation rows at once, the block scale
+//!   factored out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx`. Rayon runs over
+//!   fixed chunks of 16 weight rows (32 on the integer path).
 //! - **Large `M` (prompt processing)**: tiles of 64 weight rows are dequantised into a per-thread
 //!   `f32` scratch (bit-exact with [`QMatrix::dequantize`]) and multiplied with the crate's SGEMM
 //!   ([`crate::ops::matmul::gemm_into`], serial inside each rayon task over tiles).
-//! - Every output element is computed by one task in a fixed order, so results are
-//!   bit-identical on 1 and N threads.
-//! - The kernel family ([`KernelPath`]: AVX-512, AVX2+FMA or scalar) is detected once at run
-//!   time; [`QMatrix::matmul_t_with`] runs a given family, which the tests use to check every
-//!   SIMD path against the scalar one.
+//! - Every output element is computed by one task in a fixed order (and each activation row is
+//!   quantised the same way whatever `M`), so results are bit-identical on 1 and N threads.
+//! - [`QMatrix::matmul_t_with`] runs a given `f32` family and [`QMatrix::matmul_t_int_with`] a
+//!   given integer one; the tests check every SIMD path against the scalar one.
 
+mod act;
 mod dequant;
+mod intdot;
 mod kernels;
 mod quantise;
 mod simd;
 mod types;
 
+pub use intdot::{decode_int_path, IntPath};
 pub use kernels::{simd_path, KernelPath};
 pub use types::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, QType};
 pub(crate) use types::{ggml_type_info, unsupported_message};
@@ -189,7 +207,9 @@ impl QMatrix {
         out
     }
 
-    /// `y = x·Wᵀ` with the kernel family detected on this machine (see the module docs).
+    /// `y = x·Wᵀ` with the kernels detected on this machine (see the module docs): for
+    /// Q8_0 / Q4_0 / Q4_1 and `M ≤ 8` the integer path of [`decode_int_path`], otherwise the
+    /// `f32`-activation family [`KernelPath::detected`].
     ///
     /// # Shapes
     /// `x: (M, cols)` → `y: (M, rows)`.
@@ -197,7 +217,57 @@ impl QMatrix {
     /// # Panics
     /// On a shape mismatch (ops tier: checked above).
     pub fn matmul_t(&self, x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
-        kernels::matmul_t(KernelPath::detected(), self, x, y);
+        match decode_int_path() {
+            Some(p) if self.uses_int_path(x.nrows()) => self.matmul_t_int_with(p, x, y),
+            _ => kernels::matmul_t(KernelPath::detected(), self, x, y),
+        }
+    }
+
+    /// Whether [`QMatrix::matmul_t`] runs the integer path for `m` activation rows (when
+    /// [`decode_int_path`] is not `None`): block-quantised weights and `1 ≤ m ≤ 8`.
+    pub fn uses_int_path(&self, m: usize) -> bool {
+        self.qtype.block_len() == 32 && (1..=kernels::MATVEC_MAX_M).contains(&m)
+    }
+
+    /// `y = x·Wᵀ` on the integer path `path`, for any `M` (the rows are quantised one by one;
+    /// for tests and benchmarks). Float-encoded weights run the `f32` kernels.
+    ///
+    /// # Shapes
+    /// `x: (M, cols)` → `y: (M, rows)`.
+    ///
+    /// # Panics
+    /// On a shape mismatch, or when `path` is not available on this CPU.
+    pub fn matmul_t_int_with(&self, path: IntPath, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        assert!(
+            path.is_available(),
+            "QMatrix::matmul_t_int_with: {} is not available on this CPU",
+            path.name()
+        );
+        let (m, rows) = (x.nrows(), self.rows);
+        assert_eq!(
+            x.ncols(),
+            self.cols,
+            "QMatrix::matmul_t: x is {:?}, W is ({rows}, {})",
+            x.dim(),
+            self.cols
+        );
+        assert_eq!(
+            y.dim(),
+            (m, rows),
+            "QMatrix::matmul_t: y is {:?}, expected ({m}, {rows})",
+            y.dim()
+        );
+        if self.qtype.block_len() != 32 {
+            return kernels::matmul_t(KernelPath::detected(), self, x, y);
+        }
+        if m == 0 || rows == 0 {
+            return;
+        }
+        if self.cols == 0 {
+            y.fill(0.0);
+            return;
+        }
+        intdot::matvec(path, self, x, y);
     }
 
     /// `y = x·Wᵀ` with a given kernel family (for tests and benchmarks).

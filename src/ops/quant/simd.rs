@@ -1,4 +1,6 @@
-//! The SIMD row-dot kernels (AVX2+FMA+F16C and AVX-512), the only `unsafe` of the quantised ops.
+//! The SIMD row-dot kernels (AVX2+FMA+F16C and AVX-512 on `f32` activations; AVX2 and
+//! AVX-512 VNNI integer kernels on quantised activations), the only `unsafe` of the quantised
+//! ops.
 //!
 //! Each kernel computes, for `R` activation rows at once (the weight row is decoded once),
 //! `Σ_j w[j]·x[r][j]` with the per-block scales factored out: Q8_0 `d·Σ q·x`, Q4_0
@@ -8,6 +10,8 @@
 //! [`super::kernels`] tests them against the scalar path.
 #![allow(unsafe_code)]
 
+use super::act::QAct;
+use super::intdot::IntPath;
 use super::kernels::KernelPath;
 use super::types::QType;
 
@@ -67,10 +71,63 @@ pub(super) fn dot_rows<const R: usize>(
     }
 }
 
+/// `out[i] = Σ_j w_i[j]·x[j]` for the consecutive weight rows `w_i` of `w` against one
+/// quantised activation row, on an integer SIMD path (see [`super::intdot`]).
+///
+/// # Shapes
+/// `w: (n · row_bytes(cols),)`, `a`: `cols` values → `out: (n,)`.
+///
+/// # Panics
+/// When a length does not match or `path` is not available on this CPU.
+pub(super) fn dot_rows_int(path: IntPath, qtype: QType, w: &[u8], a: &QAct, out: &mut [f32]) {
+    let cols = a.cols();
+    let rb = qtype.row_bytes(cols).expect("dot: row length");
+    let n = out.len();
+    assert!(
+        w.len() == n * rb
+            && a.l.len() == cols
+            && (path != IntPath::Avx2 || a.v.len() == cols)
+            && a.ds.len() == 2 * (cols / 32),
+        "dot: weight rows / outputs / activation blocks"
+    );
+    assert!(
+        matches!(qtype, QType::Q8_0 | QType::Q4_0 | QType::Q4_1),
+        "dot: {} has no integer kernel",
+        qtype.name()
+    );
+    assert!(path.is_available(), "dot: {} is not available", path.name());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (wp, o) = (w.as_ptr(), out.as_mut_ptr());
+        let (h, l, ds) = (a.h.as_ptr(), a.l.as_ptr(), a.ds.as_ptr());
+        // SAFETY: the CPU features of `path` were detected at run time (`is_available`); `w`
+        // holds exactly `n` rows of `rb` bytes, `out` n values, the planes `cols` values and
+        // `ds` 2·cols/32 (asserted above); the kernels stay inside those ranges (unaligned).
+        unsafe {
+            match path {
+                IntPath::Avx512Vnni => vnni512::dot_rows(qtype, wp, rb, n, cols / 32, h, l, ds, o),
+                IntPath::Avx2 => {
+                    int_avx2::dot_rows(qtype, wp, rb, n, cols / 32, a.v.as_ptr(), ds, o)
+                }
+                IntPath::Scalar => unreachable!("dot: scalar path is not SIMD"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rb, n);
+        unreachable!("dot: no SIMD path on this architecture")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod int_avx2;
+#[cfg(target_arch = "x86_64")]
+mod vnni512;
 
 /// Shared by the x86 kernels: float-row element kinds and the scalar tail.
 #[cfg(target_arch = "x86_64")]
