@@ -33,7 +33,7 @@
 
 use super::matmul::{gemm_into, Threads};
 use ndarray::{
-    s, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+    s, Array4, Axis, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
 };
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -102,15 +102,44 @@ pub fn conv2d_forward(
     g: &Conv2dGeom,
     ws: &mut Conv2dWorkspace,
 ) -> Array4<f32> {
+    conv2d_forward_clamped(x, w, bias, g, ws, None)
+}
+
+/// Output columns per task of a 1×1 convolution: each band's product and epilogue run while
+/// the band is in cache, and one image splits into several tasks.
+const POINTWISE_BAND: usize = 1024;
+
+/// [`conv2d_forward`] followed by an optional clamp of every output to `[lo, hi]`, applied
+/// while each part of the output is in cache (ReLU6 is `Some((0.0, 6.0))`): with a BatchNorm
+/// folded into `w` and `bias`, `conv → BN → ReLU6` of an evaluation forward is one call.
+///
+/// # Shapes
+/// `x: (N, C, H, W)`, `w: (O, C, kh, kw)`, `bias: (O)` → `(N, O, OH, OW)`.
+///
+/// # Panics
+/// When the shapes do not match `g` or the kernel does not fit.
+pub fn conv2d_forward_clamped(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<ArrayView1<f32>>,
+    g: &Conv2dGeom,
+    ws: &mut Conv2dWorkspace,
+    clamp: Option<(f32, f32)>,
+) -> Array4<f32> {
     let n = check_shapes(&x, &w, g);
     if let Some(b) = &bias {
         assert_eq!(b.len(), g.o, "conv2d: bias does not match the geometry");
     }
     if g.is_depthwise() {
-        return super::depthwise::depthwise_forward(x, w, bias, g);
+        let path = super::depthwise::KernelPath::detected();
+        return super::depthwise::depthwise_forward_with(x, w, bias, g, clamp, path);
     }
     if g.groups > 1 {
-        return grouped_forward(x, w, bias, g, ws);
+        let mut out = grouped_forward(x, w, bias, g, ws);
+        if let Some((lo, hi)) = clamp {
+            out.par_mapv_inplace(|v| v.clamp(lo, hi));
+        }
+        return out;
     }
     let plan = Plan::new(g);
     let (oh, ow, k) = (plan.oh, plan.ow, plan.k);
@@ -149,15 +178,29 @@ pub fn conv2d_forward(
         )
         .for_each(|(out_n, x_n)| {
             if pointwise {
-                // 1×1: out_n = W · x_n + bias, the image itself is the patch matrix (C, H·W)
-                if let Some(b) = bias {
-                    for (row, &bv) in out_n.chunks_exact_mut(p).zip(b) {
-                        row.fill(bv);
-                    }
-                }
+                // 1×1: out_n = W · x_n + bias, the image itself is the patch matrix (C, H·W);
+                // large images split into bands of columns (a fixed split, whatever the threads)
                 let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
-                let om = ArrayViewMut2::from_shape((g.o, p), out_n).expect("(O, P)");
-                gemm_into(wmat, xm, om, bias.is_some(), threads);
+                let mut om = ArrayViewMut2::from_shape((g.o, p), out_n).expect("(O, P)");
+                let band = |mut ob: ArrayViewMut2<f32>, xb: ArrayView2<f32>, threads| {
+                    if let Some(b) = bias {
+                        for (mut row, &bv) in ob.rows_mut().into_iter().zip(b) {
+                            row.fill(bv);
+                        }
+                    }
+                    gemm_into(wmat, xb, ob.view_mut(), bias.is_some(), threads);
+                    if let Some((lo, hi)) = clamp {
+                        ob.mapv_inplace(|v| v.clamp(lo, hi));
+                    }
+                };
+                if p >= 2 * POINTWISE_BAND {
+                    om.axis_chunks_iter_mut(Axis(1), POINTWISE_BAND)
+                        .into_par_iter()
+                        .zip(xm.axis_chunks_iter(Axis(1), POINTWISE_BAND).into_par_iter())
+                        .for_each(|(ob, xb)| band(ob, xb, Threads::Serial));
+                } else {
+                    band(om, xm, threads);
+                }
                 return;
             }
             with_scratch(scratch, scratch_len, |buf| {
@@ -202,6 +245,9 @@ pub fn conv2d_forward(
                         let cm = ArrayView2::from_shape((k, len), &cols[..]).expect("(K, L)");
                         gemm_into(wmat, cm, ob, bias.is_some(), threads);
                     }
+                }
+                if let Some((lo, hi)) = clamp {
+                    out_n.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
                 }
             })
         });
