@@ -4,10 +4,10 @@ use super::residual::Chain;
 use super::{not_built, BatchNorm2d, Conv2d, Layer, Mode, Padding, Relu6};
 use crate::error::{Error, Result};
 use crate::init::Rng;
-use crate::ops::conv2d::{conv2d_forward_clamped, Conv2dGeom, Conv2dWorkspace};
+use crate::ops::conv2d::{conv2d_forward_fused, Conv2dGeom, Conv2dWorkspace, Epilogue};
 use crate::param::Param;
 use crate::tensor::Tensor;
-use ndarray::{Array1, Array4, Ix4};
+use ndarray::{Array1, Ix4};
 
 /// An EfficientNet-Lite MBConv block (no squeeze-excitation, ReLU6), as
 /// `efficientnet-lite-pytorch`'s `MBConvBlock`:
@@ -25,10 +25,10 @@ use ndarray::{Array1, Array4, Ix4};
 /// 0.99), as EfficientNet-Lite. Stochastic depth (the package's training-time drop-connect) is
 /// not applied.
 ///
-/// An evaluation forward folds each BatchNorm into the convolution before it
-/// (`w' = w·γ/√(σ²+eps)`, `b' = β − μ·γ/√(σ²+eps)`, from the running statistics) and applies
-/// ReLU6 inside the convolution's loops: three convolutions and no separate normalisation or
-/// activation pass, equal to the unfolded chain within f32 rounding. Training is unchanged;
+/// An evaluation forward folds each BatchNorm into the convolution before it, as the
+/// convolution's epilogue `s·conv + (β − μ·s)` with `s = γ/√(σ²+eps)` (running statistics), and
+/// applies ReLU6 there too: three convolutions and no separate normalisation or activation
+/// pass, equal to the unfolded chain within f32 rounding. Training is unchanged;
 /// [`MbConv::fold_batch_norm`] turns the folding off.
 ///
 /// ```
@@ -246,22 +246,17 @@ impl Layer for MbConv {
     }
 }
 
-/// `(w', b')` of `conv → BN` folded into one convolution, from the BN's running statistics:
-/// `s = γ·rstd` with `rstd = 1/√(σ² + eps)` (as the BN's evaluation forward computes it),
-/// `w'[o] = s[o]·w[o]`, `b'[o] = β[o] − μ[o]·s[o]`.
+/// `(scale, shift)` of a BN's evaluation forward as the epilogue of the convolution before it:
+/// `scale = γ·rstd` with `rstd = 1/√(σ² + eps)` (as the BN's evaluation forward computes it),
+/// `shift = β − μ·scale`, so `bn(conv(x)) = scale·conv(x) + shift`.
 ///
 /// # Shapes
-/// `w: (O, C/G, kh, kw)`; `gamma, beta, mean, var: (O)` → `((O, C/G, kh, kw), (O))`.
+/// `gamma, beta, mean, var: (O)` → `((O), (O))`.
 fn fold_bn(
-    w: &Tensor,
+    o: usize,
     [gamma, beta, mean, var]: [&Tensor; 4],
     eps: f32,
-) -> Result<(Array4<f32>, Array1<f32>)> {
-    let w = w
-        .view()
-        .into_dimensionality::<Ix4>()
-        .map_err(|_| Error::shape("MbConv", "a convolution weight (O, C, kh, kw)", w.shape()))?;
-    let o = w.dim().0;
+) -> Result<(Vec<f32>, Array1<f32>)> {
     for t in [gamma, beta, mean, var] {
         if t.len() != o {
             return Err(Error::shape(
@@ -276,17 +271,13 @@ fn fold_bn(
         .zip(var.iter())
         .map(|(&g, &v)| g * (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
         .collect();
-    let mut wf = w.to_owned();
-    for (mut row, &s) in wf.outer_iter_mut().zip(&scale) {
-        row.mapv_inplace(|v| v * s);
-    }
-    let bf = Array1::from_iter(
+    let shift = Array1::from_iter(
         beta.iter()
             .zip(mean.iter())
             .zip(&scale)
             .map(|((&b, &m), &s)| b - m * s),
     );
-    Ok((wf, bf))
+    Ok((scale, shift))
 }
 
 impl MbConv {
@@ -308,37 +299,65 @@ impl MbConv {
                 message: "missing from the MbConv block".into(),
             })
         };
-        let folded = |conv: &str, bn: &str| {
+        // (weight, BN scale, BN shift) of `conv → bn`
+        let folded = |conv: &str, bn: &str, o: usize| {
             let stats = ["weight", "bias", "running_mean", "running_var"]
                 .map(|leaf| get(&format!("{bn}.{leaf}")));
             let [g, b, m, v] = stats;
-            fold_bn(get(&format!("{conv}.weight"))?, [g?, b?, m?, v?], self.bn_eps)
+            let w = get(&format!("{conv}.weight"))?;
+            let w = w.view().into_dimensionality::<Ix4>().map_err(|_| {
+                Error::shape("MbConv", "a convolution weight (O, C, kh, kw)", w.shape())
+            })?;
+            let (scale, shift) = fold_bn(o, [g?, b?, m?, v?], self.bn_eps)?;
+            Ok::<_, Error>((w, scale, shift))
         };
         let relu6 = Some((0.0, 6.0));
         let ws = &mut self.ws;
-        let x4 = x.view().into_dimensionality::<Ix4>().expect("rank 4 (checked)");
+        let x4 = x
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("rank 4 (checked)");
         // h1 = relu6(bn0(expand(x)))
         let h1 = if self.expand_ratio != 1 {
-            let (wf, bf) = folded("_expand_conv", "_bn0")?;
+            let (wt, scale, shift) = folded("_expand_conv", "_bn0", ce)?;
             let g = Conv2dGeom::new(c, h, w, ce, 1, 1);
-            Some(conv2d_forward_clamped(x4, wf.view(), Some(bf.view()), &g, ws, relu6))
+            let epi = Epilogue {
+                scale: Some(&scale),
+                clamp: relu6,
+            };
+            Some(conv2d_forward_fused(
+                x4,
+                wt,
+                Some(shift.view()),
+                &g,
+                ws,
+                epi,
+            ))
         } else {
             None
         };
         let h1v = h1.as_ref().map_or(x4.view(), |a| a.view());
         // h2 = relu6(bn1(depthwise(h1)))
-        let (wf, bf) = folded("_depthwise_conv", "_bn1")?;
+        let (wt, scale, shift) = folded("_depthwise_conv", "_bn1", ce)?;
         let g = Conv2dGeom::new(ce, h, w, ce, self.kernel, self.kernel)
             .with_stride(self.stride, self.stride)
             .with_groups(ce)
             .with_tf_same_padding();
         let (oh, ow) = g.out_hw();
-        let h2 = conv2d_forward_clamped(h1v, wf.view(), Some(bf.view()), &g, ws, relu6);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            clamp: relu6,
+        };
+        let h2 = conv2d_forward_fused(h1v, wt, Some(shift.view()), &g, ws, epi);
         drop(h1);
         // y = bn2(project(h2))
-        let (wf, bf) = folded("_project_conv", "_bn2")?;
+        let (wt, scale, shift) = folded("_project_conv", "_bn2", self.out_channels)?;
         let g = Conv2dGeom::new(ce, oh, ow, self.out_channels, 1, 1);
-        let y = conv2d_forward_clamped(h2.view(), wf.view(), Some(bf.view()), &g, ws, None);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            clamp: None,
+        };
+        let y = conv2d_forward_fused(h2.view(), wt, Some(shift.view()), &g, ws, epi);
         Ok(y.into_dyn())
     }
 }

@@ -20,13 +20,13 @@
 //! per plane and then summed over the images in image order, so results are bit-identical for
 //! any thread count.
 
-use super::conv2d::Conv2dGeom;
+use super::conv2d::{Conv2dGeom, Epilogue};
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::prelude::*;
 
 mod planes;
-use planes::{plane_backward, plane_forward, Bwd, Fwd, Phases};
 pub use planes::KernelPath;
+use planes::{plane_backward, plane_forward, Bwd, Fwd, Phases};
 
 /// Per kernel column `v`: the output columns `[j0, j1)` whose input column lies inside the
 /// image, and the input column of `j0`.
@@ -51,6 +51,12 @@ fn check(x: &ArrayView4<f32>, w: &ArrayView4<f32>, g: &Conv2dGeom) {
     );
 }
 
+/// Planes per rayon task for planes of `macs` multiply-adds: small planes (7×7, 14×14) are
+/// grouped so that a task is worth its scheduling (no result depends on the grouping).
+fn planes_per_task(macs: usize) -> usize {
+    (16 * 1024 / macs.max(1)).max(1)
+}
+
 /// Which build of the depthwise loops runs on this machine: `"avx512"`, `"avx2+fma"` or
 /// `"scalar"` (detected once at run time).
 pub fn depthwise_path() -> &'static str {
@@ -70,12 +76,12 @@ pub fn depthwise_forward(
     bias: Option<ArrayView1<f32>>,
     g: &Conv2dGeom,
 ) -> Array4<f32> {
-    depthwise_forward_with(x, w, bias, g, None, KernelPath::detected())
+    depthwise_forward_with(x, w, bias, g, Epilogue::default(), KernelPath::detected())
 }
 
-/// [`depthwise_forward`] with an optional clamp of every output to `[lo, hi]` (ReLU6 is
-/// `Some((0.0, 6.0))`, applied to each output row while it is in cache) on a chosen build of
-/// the loops (tests compare the SIMD builds with [`KernelPath::Scalar`]).
+/// [`depthwise_forward`] with an [`Epilogue`] (`clamp(scale[c]·conv + bias[c])`, applied to each
+/// output row while it is in cache) on a chosen build of the loops (tests compare the SIMD builds
+/// with [`KernelPath::Scalar`]).
 ///
 /// # Shapes
 /// `x: (N, C, H, W)`, `w: (C, 1, kh, kw)`, `bias: (C)` → `(N, C, OH, OW)`.
@@ -88,7 +94,7 @@ pub fn depthwise_forward_with(
     w: ArrayView4<f32>,
     bias: Option<ArrayView1<f32>>,
     g: &Conv2dGeom,
-    clamp: Option<(f32, f32)>,
+    epilogue: Epilogue<'_>,
     path: KernelPath,
 ) -> Array4<f32> {
     check(&x, &w, g);
@@ -111,6 +117,7 @@ pub fn depthwise_forward_with(
         .par_chunks_mut(oh * ow)
         .zip(x.as_slice().expect("standard").par_chunks(g.h * g.w))
         .enumerate()
+        .with_min_len(planes_per_task(oh * ow * kk))
         .for_each_init(
             || vec![0.0f32; tmp_len],
             |tmp, (idx, (o, xp))| {
@@ -119,7 +126,8 @@ pub fn depthwise_forward_with(
                     x: xp,
                     wk: &wts[c * kk..][..kk],
                     bias: bias.as_ref().map_or(0.0, |b| b[c]),
-                    clamp,
+                    scale: epilogue.scale.map(|s| s[c]),
+                    clamp: epilogue.clamp,
                     tmp,
                     out: o,
                 };
@@ -212,6 +220,7 @@ pub fn depthwise_backward_with(
         .zip(x.as_slice().expect("standard").par_chunks(g.h * g.w))
         .zip(dout.as_slice().expect("standard").par_chunks(oh * ow))
         .enumerate()
+        .with_min_len(planes_per_task(oh * ow * kk))
         .for_each_init(
             || vec![0.0f32; tmp_len],
             |tmp, (idx, (((dxp, part), xp), dp))| {

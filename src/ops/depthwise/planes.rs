@@ -60,8 +60,9 @@ impl Phases {
     /// `dst[y, at(c)] = src[y, c]` for every row of a `(H, W)` plane.
     fn split(&self, src: &[f32], w: usize, dst: &mut [f32]) {
         for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
-            for (c, &v) in s.iter().enumerate() {
-                d[self.at(c)] = v;
+            for (r, &at) in self.start.iter().enumerate() {
+                let phase = s[r.min(w)..].iter().step_by(self.sw);
+                d[at..].iter_mut().zip(phase).for_each(|(o, &v)| *o = v);
             }
         }
     }
@@ -69,8 +70,9 @@ impl Phases {
     /// `dst[y, c] += src[y, at(c)]`: the adjoint of [`Phases::split`].
     fn merge_add(&self, src: &[f32], w: usize, dst: &mut [f32]) {
         for (s, d) in src.chunks_exact(w).zip(dst.chunks_exact_mut(w)) {
-            for (c, v) in d.iter_mut().enumerate() {
-                *v += s[self.at(c)];
+            for (r, &at) in self.start.iter().enumerate() {
+                let phase = d[r.min(w)..].iter_mut().step_by(self.sw);
+                phase.zip(&s[at..]).for_each(|(o, &v)| *o += v);
             }
         }
     }
@@ -113,6 +115,8 @@ pub(super) struct Fwd<'a> {
     /// Kernel `(kh, kw)`.
     pub wk: &'a [f32],
     pub bias: f32,
+    /// The epilogue's factor for this channel (applied before the bias), or `None`.
+    pub scale: Option<f32>,
     pub clamp: Option<(f32, f32)>,
     /// Scratch of `H·W` floats (strided convolutions).
     pub tmp: &'a mut [f32],
@@ -130,7 +134,7 @@ fn forward_body<const FMA: bool>(g: &Conv2dGeom, cols: &Cols, ph: &Phases, a: Fw
         a.tmp
     };
     for (i, orow) in a.out.chunks_exact_mut(ow).enumerate() {
-        orow.fill(a.bias);
+        orow.fill(if a.scale.is_some() { 0.0 } else { a.bias });
         for u in 0..g.kh {
             let Some(y) = input_row(g, i, u) else {
                 continue;
@@ -146,6 +150,11 @@ fn forward_body<const FMA: bool>(g: &Conv2dGeom, cols: &Cols, ph: &Phases, a: Fw
                 for (o, &xv) in orow[j0..j1].iter_mut().zip(xs) {
                     *o = madd::<FMA>(wv, xv, *o);
                 }
+            }
+        }
+        if let Some(s) = a.scale {
+            for o in orow.iter_mut() {
+                *o = madd::<FMA>(*o, s, a.bias);
             }
         }
         if let Some((lo, hi)) = a.clamp {
@@ -245,7 +254,7 @@ mod x86 {
     }
 }
 
-/// One output plane, `out[i, j] = clamp(b + Σ_{u,v} w[u, v] · xpad[i·sh + u·dh, j·sw + v·dw])`,
+/// One output plane, `out[i, j] = clamp(s·Σ_{u,v} w[u, v] · xpad[i·sh + u·dh, j·sw + v·dw] + b)`,
 /// on `path`.
 ///
 /// # Panics
