@@ -10,8 +10,8 @@
 //!
 //! Random weights (timing only). Median and min over ≥ 10 samples after warm-up, all threads of
 //! the machine. The SIMD level of the machine is printed first: the GEMMs (1×1 convolutions, the
-//! classifier, the im2col stem) dispatch on it at run time; the depthwise loops are plain
-//! slices the compiler vectorises for the build target.
+//! classifier, the im2col stem) dispatch on it at run time, and so do the depthwise loops (the
+//! build that ran is printed: `avx512`, `avx2+fma` or `scalar`).
 
 mod common;
 
@@ -56,8 +56,10 @@ fn main() {
     let min_sample = Duration::from_millis(if quick { 20 } else { 100 });
     let threads = rayon::current_num_threads();
     println!(
-        "SIMD: {} (GEMM dispatch at run time); threads: {threads}; FMA peak: {:.1} GFLOP/s",
+        "SIMD: {} (GEMM dispatch at run time); depthwise: {}; threads: {threads}; FMA peak: \
+         {:.1} GFLOP/s",
         simd_level(),
+        handgrad::ops::depthwise::depthwise_path(),
         fma_peak_gflops(threads).unwrap_or(f64::NAN)
     );
     let header = |cols: &[&str]| row(&cols.iter().map(|s| s.to_string()).collect::<Vec<_>>());

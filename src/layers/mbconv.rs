@@ -4,8 +4,10 @@ use super::residual::Chain;
 use super::{not_built, BatchNorm2d, Conv2d, Layer, Mode, Padding, Relu6};
 use crate::error::{Error, Result};
 use crate::init::Rng;
+use crate::ops::conv2d::{conv2d_forward_fused, Conv2dGeom, Conv2dWorkspace, Epilogue};
 use crate::param::Param;
 use crate::tensor::Tensor;
+use ndarray::{Array1, Ix4};
 
 /// An EfficientNet-Lite MBConv block (no squeeze-excitation, ReLU6), as
 /// `efficientnet-lite-pytorch`'s `MBConvBlock`:
@@ -22,6 +24,12 @@ use crate::tensor::Tensor;
 /// PyTorch state dict by name. Defaults: BatchNorm `eps = 1e-3`, `momentum = 0.01` (TF's decay
 /// 0.99), as EfficientNet-Lite. Stochastic depth (the package's training-time drop-connect) is
 /// not applied.
+///
+/// An evaluation forward folds each BatchNorm into the convolution before it, as the
+/// convolution's epilogue `s·conv + (β − μ·s)` with `s = γ/√(σ²+eps)` (running statistics), and
+/// applies ReLU6 there too: three convolutions and no separate normalisation or activation
+/// pass, equal to the unfolded chain within f32 rounding. Training is unchanged;
+/// [`MbConv::fold_batch_norm`] turns the folding off.
 ///
 /// ```
 /// use handgrad::layers::{Layer, MbConv};
@@ -45,6 +53,15 @@ pub struct MbConv {
     channels: Option<(usize, usize)>,
     residual: bool,
     chain: Chain,
+    /// Fold the BatchNorms into the convolutions in an evaluation forward (default true).
+    fold: bool,
+    /// The per-sample input shape given to build.
+    input_shape: Vec<usize>,
+    /// Whether the last forward was a folded evaluation one (the sub-layers hold no caches
+    /// of it, so a backward must fail as after any evaluation forward).
+    folded_last: bool,
+    /// Scratch of the folded convolutions.
+    ws: Conv2dWorkspace,
 }
 
 impl MbConv {
@@ -61,7 +78,18 @@ impl MbConv {
             channels: None,
             residual: false,
             chain: Chain::new(),
+            fold: true,
+            input_shape: Vec::new(),
+            folded_last: false,
+            ws: Conv2dWorkspace::new(),
         }
+    }
+
+    /// Whether an evaluation forward folds each BatchNorm into the convolution before it and
+    /// fuses the ReLU6 (default `true`; `false` runs every sub-layer in turn, as in training).
+    pub fn fold_batch_norm(mut self, fold: bool) -> Self {
+        self.fold = fold;
+        self
     }
 
     /// BatchNorm `eps` and PyTorch `momentum` of the three BNs (default `1e-3`, `0.01`).
@@ -153,6 +181,7 @@ impl Layer for MbConv {
         self.residual = self.stride == 1 && c == self.out_channels;
         self.channels = Some((c, ce));
         self.chain = chain;
+        self.input_shape = input_shape.to_vec();
         Ok(out)
     }
 
@@ -160,7 +189,15 @@ impl Layer for MbConv {
         if self.channels.is_none() {
             return Err(not_built("MbConv"));
         }
-        let mut y = self.chain.forward(x, mode)?;
+        self.folded_last = false;
+        let folded = self.fold && mode == Mode::Eval && x.ndim() == 4;
+        let mut y = if folded && x.shape()[1..] == self.input_shape[..] {
+            let y = self.forward_folded(x)?;
+            self.folded_last = true;
+            y
+        } else {
+            self.chain.forward(x, mode)?
+        };
         if self.residual {
             // y = project(…) + x
             y += x;
@@ -173,6 +210,9 @@ impl Layer for MbConv {
     }
 
     fn backward_owned(&mut self, dout: Tensor) -> Result<Tensor> {
+        if self.folded_last {
+            return Err(super::no_cache("MbConv"));
+        }
         if !self.residual {
             return self.chain.backward(dout);
         }
@@ -183,6 +223,9 @@ impl Layer for MbConv {
     }
 
     fn backward_params_only(&mut self, dout: &Tensor) -> Result<()> {
+        if self.folded_last {
+            return Err(super::no_cache("MbConv"));
+        }
         self.chain.backward_params_only(dout.clone())
     }
 
@@ -200,5 +243,121 @@ impl Layer for MbConv {
 
     fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         self.chain.buffers_mut()
+    }
+}
+
+/// `(scale, shift)` of a BN's evaluation forward as the epilogue of the convolution before it:
+/// `scale = γ·rstd` with `rstd = 1/√(σ² + eps)` (as the BN's evaluation forward computes it),
+/// `shift = β − μ·scale`, so `bn(conv(x)) = scale·conv(x) + shift`.
+///
+/// # Shapes
+/// `gamma, beta, mean, var: (O)` → `((O), (O))`.
+fn fold_bn(
+    o: usize,
+    [gamma, beta, mean, var]: [&Tensor; 4],
+    eps: f32,
+) -> Result<(Vec<f32>, Array1<f32>)> {
+    for t in [gamma, beta, mean, var] {
+        if t.len() != o {
+            return Err(Error::shape(
+                "MbConv",
+                format!("BatchNorm parameters and statistics of {o} channels"),
+                t.shape(),
+            ));
+        }
+    }
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var.iter())
+        .map(|(&g, &v)| g * (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+        .collect();
+    let shift = Array1::from_iter(
+        beta.iter()
+            .zip(mean.iter())
+            .zip(&scale)
+            .map(|((&b, &m), &s)| b - m * s),
+    );
+    Ok((scale, shift))
+}
+
+impl MbConv {
+    /// The evaluation forward with every BatchNorm folded into its convolution and ReLU6
+    /// applied inside the convolution (see the type's docs); `x` matches the built shape.
+    fn forward_folded(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (c, ce) = self.channels.ok_or_else(|| not_built("MbConv"))?;
+        let (h, w) = (self.input_shape[1], self.input_shape[2]);
+        let named: std::collections::BTreeMap<String, &Tensor> = self
+            .chain
+            .params()
+            .into_iter()
+            .map(|(k, p)| (k, &p.value))
+            .chain(self.chain.buffers())
+            .collect();
+        let get = |k: &str| {
+            named.get(k).copied().ok_or_else(|| Error::Param {
+                name: k.to_string(),
+                message: "missing from the MbConv block".into(),
+            })
+        };
+        // (weight, BN scale, BN shift) of `conv → bn`
+        let folded = |conv: &str, bn: &str, o: usize| {
+            let stats = ["weight", "bias", "running_mean", "running_var"]
+                .map(|leaf| get(&format!("{bn}.{leaf}")));
+            let [g, b, m, v] = stats;
+            let w = get(&format!("{conv}.weight"))?;
+            let w = w.view().into_dimensionality::<Ix4>().map_err(|_| {
+                Error::shape("MbConv", "a convolution weight (O, C, kh, kw)", w.shape())
+            })?;
+            let (scale, shift) = fold_bn(o, [g?, b?, m?, v?], self.bn_eps)?;
+            Ok::<_, Error>((w, scale, shift))
+        };
+        let relu6 = Some((0.0, 6.0));
+        let ws = &mut self.ws;
+        let x4 = x
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("rank 4 (checked)");
+        // h1 = relu6(bn0(expand(x)))
+        let h1 = if self.expand_ratio != 1 {
+            let (wt, scale, shift) = folded("_expand_conv", "_bn0", ce)?;
+            let g = Conv2dGeom::new(c, h, w, ce, 1, 1);
+            let epi = Epilogue {
+                scale: Some(&scale),
+                clamp: relu6,
+            };
+            Some(conv2d_forward_fused(
+                x4,
+                wt,
+                Some(shift.view()),
+                &g,
+                ws,
+                epi,
+            ))
+        } else {
+            None
+        };
+        let h1v = h1.as_ref().map_or(x4.view(), |a| a.view());
+        // h2 = relu6(bn1(depthwise(h1)))
+        let (wt, scale, shift) = folded("_depthwise_conv", "_bn1", ce)?;
+        let g = Conv2dGeom::new(ce, h, w, ce, self.kernel, self.kernel)
+            .with_stride(self.stride, self.stride)
+            .with_groups(ce)
+            .with_tf_same_padding();
+        let (oh, ow) = g.out_hw();
+        let epi = Epilogue {
+            scale: Some(&scale),
+            clamp: relu6,
+        };
+        let h2 = conv2d_forward_fused(h1v, wt, Some(shift.view()), &g, ws, epi);
+        drop(h1);
+        // y = bn2(project(h2))
+        let (wt, scale, shift) = folded("_project_conv", "_bn2", self.out_channels)?;
+        let g = Conv2dGeom::new(ce, oh, ow, self.out_channels, 1, 1);
+        let epi = Epilogue {
+            scale: Some(&scale),
+            clamp: None,
+        };
+        let y = conv2d_forward_fused(h2.view(), wt, Some(shift.view()), &g, ws, epi);
+        Ok(y.into_dyn())
     }
 }

@@ -11,25 +11,27 @@
 //! and the inner loop is a contiguous `out_row[j0..j1] += w·x_row[first..]` (stride 1, which
 //! vectorises) or its strided form. Padding is never materialised.
 //!
+//! The plane loops are compiled for AVX-512, AVX2+FMA and portable Rust and chosen at run time
+//! ([`KernelPath`], [`depthwise_path`]); strided convolutions first split each input row into
+//! its column phases so that every tap is a contiguous run.
+//!
 //! **Parallelism and determinism.** One rayon task per `(image, channel)` plane, each writing
 //! only its own output (or input-gradient) plane. The weight and bias gradients are computed
 //! per plane and then summed over the images in image order, so results are bit-identical for
 //! any thread count.
 
-use super::conv2d::Conv2dGeom;
+use super::conv2d::{Conv2dGeom, Epilogue};
 use ndarray::{Array4, ArrayView1, ArrayView4, ArrayViewMut1, ArrayViewMut4};
 use rayon::prelude::*;
+
+mod planes;
+pub use planes::KernelPath;
+use planes::{plane_backward, plane_forward, Bwd, Fwd, Phases};
 
 /// Per kernel column `v`: the output columns `[j0, j1)` whose input column lies inside the
 /// image, and the input column of `j0`.
 fn col_ranges(g: &Conv2dGeom, ow: usize) -> Vec<(usize, usize, usize)> {
     (0..g.kw).map(|v| g.valid_cols(v, ow)).collect()
-}
-
-/// The input row of output row `i` and kernel row `u`, or `None` in the padding.
-fn input_row(g: &Conv2dGeom, i: usize, u: usize) -> Option<usize> {
-    let y = (i * g.sh + u * g.dh) as isize - g.ph as isize;
-    (y >= 0 && (y as usize) < g.h).then_some(y as usize)
 }
 
 fn check(x: &ArrayView4<f32>, w: &ArrayView4<f32>, g: &Conv2dGeom) {
@@ -49,36 +51,16 @@ fn check(x: &ArrayView4<f32>, w: &ArrayView4<f32>, g: &Conv2dGeom) {
     );
 }
 
-/// One output plane: `out[i, j] = b + Σ_{u,v} w[u, v] · xpad[i·sh + u·dh, j·sw + v·dw]`.
-fn plane_forward(
-    x: &[f32],
-    wk: &[f32],
-    b: f32,
-    g: &Conv2dGeom,
-    cols: &[(usize, usize, usize)],
-    out: &mut [f32],
-) {
-    let ow = out.len() / g.out_hw().0.max(1);
-    for (i, orow) in out.chunks_exact_mut(ow).enumerate() {
-        orow.fill(b);
-        for u in 0..g.kh {
-            let Some(y) = input_row(g, i, u) else {
-                continue;
-            };
-            let xrow = &x[y * g.w..][..g.w];
-            for (v, &(j0, j1, first)) in cols.iter().enumerate() {
-                let wv = wk[u * g.kw + v];
-                let dst = &mut orow[j0..j1];
-                if g.sw == 1 {
-                    let src = &xrow[first..first + (j1 - j0)];
-                    dst.iter_mut().zip(src).for_each(|(o, &xv)| *o += wv * xv);
-                } else {
-                    let src = xrow[first..].iter().step_by(g.sw);
-                    dst.iter_mut().zip(src).for_each(|(o, &xv)| *o += wv * xv);
-                }
-            }
-        }
-    }
+/// Planes per rayon task for planes of `macs` multiply-adds: small planes (7×7, 14×14) are
+/// grouped so that a task is worth its scheduling (no result depends on the grouping).
+fn planes_per_task(macs: usize) -> usize {
+    (16 * 1024 / macs.max(1)).max(1)
+}
+
+/// Which build of the depthwise loops runs on this machine: `"avx512"`, `"avx2+fma"` or
+/// `"scalar"` (detected once at run time).
+pub fn depthwise_path() -> &'static str {
+    KernelPath::detected().name()
 }
 
 /// Depthwise convolution forward (`groups = C = O`).
@@ -94,6 +76,27 @@ pub fn depthwise_forward(
     bias: Option<ArrayView1<f32>>,
     g: &Conv2dGeom,
 ) -> Array4<f32> {
+    depthwise_forward_with(x, w, bias, g, Epilogue::default(), KernelPath::detected())
+}
+
+/// [`depthwise_forward`] with an [`Epilogue`] (`clamp(scale[c]·conv + bias[c])`, applied to each
+/// output row while it is in cache) on a chosen build of the loops (tests compare the SIMD builds
+/// with [`KernelPath::Scalar`]).
+///
+/// # Shapes
+/// `x: (N, C, H, W)`, `w: (C, 1, kh, kw)`, `bias: (C)` → `(N, C, OH, OW)`.
+///
+/// # Panics
+/// When the shapes do not match `g`, `g` is not depthwise, or `path` is not available on this
+/// CPU.
+pub fn depthwise_forward_with(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<ArrayView1<f32>>,
+    g: &Conv2dGeom,
+    epilogue: Epilogue<'_>,
+    path: KernelPath,
+) -> Array4<f32> {
     check(&x, &w, g);
     let n = x.dim().0;
     let (oh, ow) = g.out_hw();
@@ -106,17 +109,31 @@ pub fn depthwise_forward(
     let wts = w.as_slice().expect("standard");
     let bias: Option<Vec<f32>> = bias.map(|b| b.to_vec());
     let cols = col_ranges(g, ow);
+    let phases = Phases::new(g);
     let kk = g.kh * g.kw;
+    let tmp_len = if g.sw == 1 { 0 } else { g.h * g.w };
     out.as_slice_mut()
         .expect("fresh")
         .par_chunks_mut(oh * ow)
         .zip(x.as_slice().expect("standard").par_chunks(g.h * g.w))
         .enumerate()
-        .for_each(|(idx, (o, xp))| {
-            let c = idx % g.c;
-            let b = bias.as_ref().map_or(0.0, |b| b[c]);
-            plane_forward(xp, &wts[c * kk..][..kk], b, g, &cols, o);
-        });
+        .with_min_len(planes_per_task(oh * ow * kk))
+        .for_each_init(
+            || vec![0.0f32; tmp_len],
+            |tmp, (idx, (o, xp))| {
+                let c = idx % g.c;
+                let args = Fwd {
+                    x: xp,
+                    wk: &wts[c * kk..][..kk],
+                    bias: bias.as_ref().map_or(0.0, |b| b[c]),
+                    scale: epilogue.scale.map(|s| s[c]),
+                    clamp: epilogue.clamp,
+                    tmp,
+                    out: o,
+                };
+                plane_forward(path, g, &cols, &phases, args);
+            },
+        );
     out
 }
 
@@ -141,9 +158,30 @@ pub fn depthwise_backward(
     x: ArrayView4<f32>,
     w: ArrayView4<f32>,
     g: &Conv2dGeom,
+    dw: ArrayViewMut4<f32>,
+    dbias: Option<ArrayViewMut1<f32>>,
+    want_dx: bool,
+) -> Option<Array4<f32>> {
+    depthwise_backward_with(dout, x, w, g, dw, dbias, want_dx, KernelPath::detected())
+}
+
+/// [`depthwise_backward`] on a chosen build of the loops.
+///
+/// # Shapes
+/// As [`depthwise_backward`].
+///
+/// # Panics
+/// As [`depthwise_backward`], or when `path` is not available on this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_backward_with(
+    dout: ArrayView4<f32>,
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    g: &Conv2dGeom,
     mut dw: ArrayViewMut4<f32>,
     dbias: Option<ArrayViewMut1<f32>>,
     want_dx: bool,
+    path: KernelPath,
 ) -> Option<Array4<f32>> {
     check(&x, &w, g);
     let n = x.dim().0;
@@ -174,48 +212,32 @@ pub fn depthwise_backward(
     } else {
         (0..planes).map(|_| &mut [][..]).collect()
     };
+    let phases = Phases::new(g);
+    let tmp_len = if g.sw == 1 { 0 } else { 2 * g.h * g.w };
     dx_slots
         .par_iter_mut()
         .zip(parts.par_chunks_mut(kk + 1))
         .zip(x.as_slice().expect("standard").par_chunks(g.h * g.w))
         .zip(dout.as_slice().expect("standard").par_chunks(oh * ow))
         .enumerate()
-        .for_each(|(idx, (((dxp, part), xp), dp))| {
-            let c = idx % g.c;
-            let wk = &wts[c * kk..][..kk];
-            let (dwp, dbp) = part.split_at_mut(kk);
-            dbp[0] = dp.iter().sum();
-            for (i, drow) in dp.chunks_exact(ow).enumerate() {
-                for u in 0..g.kh {
-                    let Some(y) = input_row(g, i, u) else {
-                        continue;
-                    };
-                    let xrow = &xp[y * g.w..][..g.w];
-                    for (v, &(j0, j1, first)) in cols.iter().enumerate() {
-                        let d = &drow[j0..j1];
-                        let wv = wk[u * g.kw + v];
-                        let acc: f32 = if g.sw == 1 {
-                            let src = &xrow[first..first + (j1 - j0)];
-                            d.iter().zip(src).map(|(a, b)| a * b).sum()
-                        } else {
-                            let src = xrow[first..].iter().step_by(g.sw);
-                            d.iter().zip(src).map(|(a, b)| a * b).sum()
-                        };
-                        dwp[u * g.kw + v] += acc;
-                        if want_dx {
-                            let dxrow = &mut dxp[y * g.w..][..g.w];
-                            if g.sw == 1 {
-                                let dst = &mut dxrow[first..first + (j1 - j0)];
-                                dst.iter_mut().zip(d).for_each(|(o, &dv)| *o += wv * dv);
-                            } else {
-                                let dst = dxrow[first..].iter_mut().step_by(g.sw);
-                                dst.zip(d).for_each(|(o, &dv)| *o += wv * dv);
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        .with_min_len(planes_per_task(oh * ow * kk))
+        .for_each_init(
+            || vec![0.0f32; tmp_len],
+            |tmp, (idx, (((dxp, part), xp), dp))| {
+                let c = idx % g.c;
+                let (dwp, dbp) = part.split_at_mut(kk);
+                dbp[0] = dp.iter().sum();
+                let args = Bwd {
+                    x: xp,
+                    wk: &wts[c * kk..][..kk],
+                    dout: dp,
+                    dw: dwp,
+                    dx: dxp,
+                    tmp,
+                };
+                plane_backward(path, g, &cols, &phases, args);
+            },
+        );
     // Σ over the images in image order
     let dws = dw.as_slice_mut();
     let mut acc = vec![0.0f32; g.c * (kk + 1)];

@@ -10,6 +10,7 @@ mod describe_photos;
 mod efficientnet;
 mod efficientnet_pretrained;
 mod freeze;
+mod fused;
 mod image_folder;
 mod mbconv;
 mod photos;

@@ -34,6 +34,7 @@
 use super::matmul::{gemm_into, Threads};
 use ndarray::{
     s, Array4, ArrayView1, ArrayView2, ArrayView4, ArrayViewMut1, ArrayViewMut2, ArrayViewMut4,
+    Axis,
 };
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -102,15 +103,90 @@ pub fn conv2d_forward(
     g: &Conv2dGeom,
     ws: &mut Conv2dWorkspace,
 ) -> Array4<f32> {
+    conv2d_forward_fused(x, w, bias, g, ws, Epilogue::default())
+}
+
+/// Output columns per task of a 1×1 convolution: each band's product and epilogue run while
+/// the band is in cache, and one image splits into several tasks.
+const POINTWISE_BAND: usize = 1024;
+
+/// What a fused forward applies to every output after the product, while it is in cache:
+/// `out[n, o, …] = clamp(scale[o]·(W ⋆ x)[n, o, …] + bias[o], lo, hi)`.
+///
+/// With a BatchNorm's `scale = γ/√(σ² + eps)` and `bias = β − μ·scale` (running statistics),
+/// `conv → BN → ReLU6` of an evaluation forward is one call with `clamp = Some((0.0, 6.0))`.
+/// The default is the identity (no scale, no clamp).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Per output channel factor `(O)`, or `None` for 1.
+    pub scale: Option<&'a [f32]>,
+    /// Bounds `(lo, hi)` every output is clamped to (`lo ≤ hi`), or `None`.
+    pub clamp: Option<(f32, f32)>,
+}
+
+impl Epilogue<'_> {
+    /// Applies the epilogue to the rows of one image's output `(O, P)` whose product has no
+    /// bias in it yet.
+    fn apply(&self, mut out: ArrayViewMut2<f32>, bias: Option<&[f32]>) {
+        for (o, mut row) in out.rows_mut().into_iter().enumerate() {
+            let s = self.scale.map_or(1.0, |s| s[o]);
+            let b = bias.map_or(0.0, |b| b[o]);
+            match self.clamp {
+                Some((lo, hi)) => row.mapv_inplace(|v| (v * s + b).clamp(lo, hi)),
+                None => row.mapv_inplace(|v| v * s + b),
+            }
+        }
+    }
+}
+
+/// [`conv2d_forward`] with an [`Epilogue`] (a per-channel scale before the bias, a clamp after
+/// it) applied to each part of the output while it is in cache.
+///
+/// # Shapes
+/// `x: (N, C, H, W)`, `w: (O, C, kh, kw)`, `bias: (O)`, `epilogue.scale: (O)` →
+/// `(N, O, OH, OW)`.
+///
+/// # Panics
+/// When the shapes do not match `g` or the kernel does not fit.
+pub fn conv2d_forward_fused(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<ArrayView1<f32>>,
+    g: &Conv2dGeom,
+    ws: &mut Conv2dWorkspace,
+    epilogue: Epilogue<'_>,
+) -> Array4<f32> {
     let n = check_shapes(&x, &w, g);
     if let Some(b) = &bias {
         assert_eq!(b.len(), g.o, "conv2d: bias does not match the geometry");
     }
     if g.is_depthwise() {
-        return super::depthwise::depthwise_forward(x, w, bias, g);
+        let path = super::depthwise::KernelPath::detected();
+        return super::depthwise::depthwise_forward_with(x, w, bias, g, epilogue, path);
     }
+    if let Some(s) = epilogue.scale {
+        assert_eq!(
+            s.len(),
+            g.o,
+            "conv2d: epilogue scale does not match the geometry"
+        );
+    }
+    let fused = epilogue.scale.is_some() || epilogue.clamp.is_some();
     if g.groups > 1 {
-        return grouped_forward(x, w, bias, g, ws);
+        let kernel_bias = if fused { None } else { bias };
+        let mut out = grouped_forward(x, w, kernel_bias, g, ws);
+        if fused {
+            let bias = bias.map(|b| b.to_vec());
+            let (o, p) = (g.o, out.dim().2 * out.dim().3);
+            out.as_slice_mut()
+                .expect("fresh")
+                .par_chunks_mut((o * p).max(1))
+                .for_each(|img| {
+                    let m = ArrayViewMut2::from_shape((o, p), img).expect("(O, P)");
+                    epilogue.apply(m, bias.as_deref());
+                });
+        }
+        return out;
     }
     let plan = Plan::new(g);
     let (oh, ow, k) = (plan.oh, plan.ow, plan.k);
@@ -124,6 +200,8 @@ pub fn conv2d_forward(
     let wmat = ArrayView2::from_shape((g.o, k), w.as_slice().expect("standard")).expect("(O, K)");
     let bias = bias.map(|b| b.to_vec());
     let bias = bias.as_deref();
+    // with an epilogue, the bias is added after the scale, not by the product
+    let kbias = if fused { None } else { bias };
     let threads = threads_for(n);
     let pointwise = g.is_pointwise();
     // scratch: patches (K, L), wide product (O, L), padded image (none for a 1×1 conv)
@@ -149,15 +227,31 @@ pub fn conv2d_forward(
         )
         .for_each(|(out_n, x_n)| {
             if pointwise {
-                // 1×1: out_n = W · x_n + bias, the image itself is the patch matrix (C, H·W)
-                if let Some(b) = bias {
-                    for (row, &bv) in out_n.chunks_exact_mut(p).zip(b) {
-                        row.fill(bv);
-                    }
-                }
+                // 1×1: out_n = W · x_n + bias, the image itself is the patch matrix (C, H·W);
+                // large images split into bands of columns (a fixed split, whatever the threads)
                 let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
-                let om = ArrayViewMut2::from_shape((g.o, p), out_n).expect("(O, P)");
-                gemm_into(wmat, xm, om, bias.is_some(), threads);
+                let mut om = ArrayViewMut2::from_shape((g.o, p), out_n).expect("(O, P)");
+                let band = |mut ob: ArrayViewMut2<f32>, xb: ArrayView2<f32>, threads| {
+                    if fused {
+                        gemm_into(wmat, xb, ob.view_mut(), false, threads);
+                        epilogue.apply(ob, bias);
+                        return;
+                    }
+                    if let Some(b) = bias {
+                        for (mut row, &bv) in ob.rows_mut().into_iter().zip(b) {
+                            row.fill(bv);
+                        }
+                    }
+                    gemm_into(wmat, xb, ob.view_mut(), bias.is_some(), threads);
+                };
+                if p >= 2 * POINTWISE_BAND {
+                    om.axis_chunks_iter_mut(Axis(1), POINTWISE_BAND)
+                        .into_par_iter()
+                        .zip(xm.axis_chunks_iter(Axis(1), POINTWISE_BAND).into_par_iter())
+                        .for_each(|(ob, xb)| band(ob, xb, Threads::Serial));
+                } else {
+                    band(om, xm, threads);
+                }
                 return;
             }
             with_scratch(scratch, scratch_len, |buf| {
@@ -181,7 +275,7 @@ pub fn conv2d_forward(
                         let cm = ArrayView2::from_shape((k, len), &cols[..]).expect("(K, L)");
                         gemm_into(wmat, cm, wm, false, threads);
                         for (o, wrow) in wo.chunks_exact(len).enumerate() {
-                            let b = bias.map_or(0.0, |b| b[o]);
+                            let b = kbias.map_or(0.0, |b| b[o]);
                             let orows =
                                 out_n[o * p + i0 * ow..][..(i1 - i0) * ow].chunks_exact_mut(ow);
                             for (orow, src) in orows.zip(wrow.chunks(plan.wp)) {
@@ -194,14 +288,18 @@ pub fn conv2d_forward(
                         let mut om =
                             ArrayViewMut2::from_shape((g.o, p), &mut out_n[..]).expect("(O, P)");
                         let mut ob = om.slice_mut(ndarray::s![.., i0 * ow..i1 * ow]);
-                        if let Some(b) = bias {
+                        if let Some(b) = kbias {
                             for (mut row, &bv) in ob.rows_mut().into_iter().zip(b) {
                                 row.fill(bv);
                             }
                         }
                         let cm = ArrayView2::from_shape((k, len), &cols[..]).expect("(K, L)");
-                        gemm_into(wmat, cm, ob, bias.is_some(), threads);
+                        gemm_into(wmat, cm, ob, kbias.is_some(), threads);
                     }
+                }
+                if fused {
+                    let m = ArrayViewMut2::from_shape((g.o, p), &mut out_n[..]).expect("(O, P)");
+                    epilogue.apply(m, bias);
                 }
             })
         });
