@@ -78,7 +78,8 @@ unsafe fn hsum(v: __m256) -> f32 {
 unsafe fn finish<const R: usize>(a: [__m256; R], b: [__m256; R], extra: [f32; R]) -> [f32; R] {
     let mut out = [0.0f32; R];
     for r in 0..R {
-        out[r] = hsum(_mm256_add_ps(a[r], b[r])) + extra[r];
+        // SAFETY: the same CPU features as this function.
+        out[r] = unsafe { hsum(_mm256_add_ps(a[r], b[r])) } + extra[r];
     }
     out
 }
@@ -126,7 +127,8 @@ unsafe fn q8_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [
     if b < nb {
         block!(b, acc0, accm0);
     }
-    finish(acc0, acc1, [0.0; R])
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, [0.0; R]) }
 }
 
 /// The 32 nibbles of 16 bytes at p as f32, minus `off`: low nibbles then high nibbles.
@@ -168,7 +170,8 @@ unsafe fn q4_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [
     if b < nb {
         block!(b, acc0, accm0);
     }
-    finish(acc0, acc1, [0.0; R])
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, [0.0; R]) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -213,7 +216,8 @@ unsafe fn q4_1<const R: usize>(
     for r in 0..R {
         extra[r] = accm0[r] + accm1[r];
     }
-    finish(acc0, acc1, extra)
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, extra) }
 }
 
 /// 8 float-row values starting at element `i`, as f32.
@@ -269,5 +273,6 @@ unsafe fn float<const R: usize, const K: u8>(
             tail[r] += v * unsafe { *x[r].add(j) };
         }
     }
-    finish(acc0, acc1, tail)
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, tail) }
 }

@@ -113,7 +113,8 @@ unsafe fn q8_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [
     if b < nb {
         block!(b, acc0, accm0);
     }
-    finish(acc0, acc1, [0.0; R])
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, [0.0; R]) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -142,7 +143,8 @@ unsafe fn q4_0<const R: usize>(w: *const u8, nb: usize, x: [*const f32; R]) -> [
     if b < nb {
         block!(b, acc0, accm0);
     }
-    finish(acc0, acc1, [0.0; R])
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, [0.0; R]) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -186,7 +188,8 @@ unsafe fn q4_1<const R: usize>(
     for r in 0..R {
         extra[r] = accm0[r] + accm1[r];
     }
-    finish(acc0, acc1, extra)
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, extra) }
 }
 
 /// 16 float-row values starting at element `i`, as f32.
@@ -242,5 +245,6 @@ unsafe fn float<const R: usize, const K: u8>(
             tail[r] += v * unsafe { *x[r].add(j) };
         }
     }
-    finish(acc0, acc1, tail)
+    // SAFETY: the same CPU features as this function.
+    unsafe { finish(acc0, acc1, tail) }
 }
