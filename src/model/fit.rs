@@ -18,7 +18,7 @@ impl Sequential {
     /// (seeded), forward, loss, backward, optimizer step; then validation, the progress line and
     /// the callbacks. Returns the [`History`].
     ///
-    /// `train` is any [`BatchSource`]: an in-memory [`Dataset`], or an
+    /// `train` is any [`BatchSource`]: an in-memory [`crate::data::Dataset`], or an
     /// [`crate::data::ImageFolder`] whose batches are decoded (and augmented, with epoch `e`'s
     /// stream) as they are needed. Parameters frozen with [`Sequential::freeze`] are not
     /// updated.

@@ -20,7 +20,7 @@ pub enum Verbose {
     Auto,
 }
 
-/// Options of [`Sequential::fit`] (Keras `fit` arguments), built with chained setters.
+/// Options of [`super::Sequential::fit`] (Keras `fit` arguments), built with chained setters.
 ///
 /// Defaults: 1 epoch, batch size 32, shuffling on, the model's seed, no validation,
 /// [`Verbose::Auto`], no callbacks, no augmentation.
@@ -91,7 +91,7 @@ impl<'a> FitOptions<'a> {
         self.seed = Some(seed);
         self
     }
-    /// Data evaluated at the end of every epoch (`val_loss`, `val_<metric>`): a [`Dataset`],
+    /// Data evaluated at the end of every epoch (`val_loss`, `val_<metric>`): a [`crate::data::Dataset`],
     /// an [`crate::data::ImageFolder`] or any other [`BatchSource`] (never augmented).
     pub fn validation_data<S: BatchSource>(mut self, data: &'a S) -> Self {
         self.validation_data = Some(data);
