@@ -160,9 +160,12 @@ fn block_pair(make: impl Fn() -> MbConv, input: &[usize]) -> (MbConv, MbConv) {
     (a, b)
 }
 
+/// A block constructor and the input shape it runs on.
+type BlockCase = (fn() -> MbConv, [usize; 4]);
+
 #[test]
 fn mbconv_folded_evaluation_equals_the_unfolded_chain() {
-    let cases: [(fn() -> MbConv, [usize; 4]); 3] = [
+    let cases: [BlockCase; 3] = [
         (|| MbConv::new(8, 6, 3, 1), [2, 8, 9, 9]),
         (|| MbConv::new(12, 4, 5, 2), [3, 6, 10, 11]),
         (|| MbConv::new(6, 1, 3, 2), [1, 5, 8, 8]),
