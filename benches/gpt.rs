@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{fma_peak_gflops, pool, quick, row, time_it};
+use common::{fma_peak_gflops, pool, quick, read_bandwidth, row, time_it};
 use handgrad::generate::GenerateConfig;
 use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
 use handgrad::transformer::{Gpt, GptConfig};
@@ -120,11 +120,20 @@ fn greedy(gpt: &mut Gpt, prompt: &[usize], new: usize, cached: bool) -> Vec<usiz
     seq
 }
 
-fn generation(case: &Case, threads: usize) {
+/// Generation rows; returns the cached greedy decode's weight GB/s (bytes read per token: every
+/// parameter but the position table).
+fn generation(case: &Case, threads: usize) -> f64 {
     let samples = if quick() { 3 } else { 5 };
     let (plen, new) = (8, 50);
     pool(threads).install(|| {
         let mut gpt = Gpt::new(case.cfg.clone(), &mut handgrad::init::rng(0)).expect("model");
+        let weight_bytes: usize = gpt
+            .params()
+            .iter()
+            .filter(|(name, _)| name != "wpe.weight")
+            .map(|(_, p)| 4 * p.value.len())
+            .sum();
+        let mut gbps = 0.0;
         let prompt: Vec<usize> = (0..plen)
             .map(|i| (i * 13 + 5) % case.cfg.vocab_size)
             .collect();
@@ -132,6 +141,9 @@ fn generation(case: &Case, threads: usize) {
             let (med, min) = time_it(samples, Duration::from_millis(100), || {
                 std::hint::black_box(greedy(&mut gpt, &prompt, new, cached));
             });
+            if cached {
+                gbps = weight_bytes as f64 * new as f64 / med / 1e9;
+            }
             row(&[
                 format!(
                     "{} greedy 8+50, batch 1, {}",
@@ -166,14 +178,20 @@ fn generation(case: &Case, threads: usize) {
             "-".into(),
             "-".into(),
         ]);
-    });
+        gbps
+    })
 }
 
 fn main() {
     let filter = common::filter();
     let threads: Vec<usize> = if quick() { vec![2] } else { vec![1, 2] };
+    println!(
+        "few-rows products (decoding): {}",
+        handgrad::ops::gemv::GemvPath::detect().name()
+    );
     println!("| case | threads | ms median / min | tokens/s | GFLOP/s | of FMA peak |");
     println!("|---|---|---|---|---|---|");
+    let mut decode = Vec::new();
     for case in cases() {
         if filter.as_deref().is_some_and(|f| !case.name.contains(f)) {
             continue;
@@ -181,7 +199,18 @@ fn main() {
         for &th in &threads {
             let peak = fma_peak_gflops(th);
             train(&case, th, peak);
-            generation(&case, th);
+            decode.push((case.name, th, generation(&case, th)));
         }
+    }
+    // the decode rows against the read bandwidth (the prompt's prefill is counted as decoding)
+    let buf = vec![1.0f32; 128 << 20]; // 512 MB
+    println!();
+    for (name, th, gbps) in decode {
+        let bw = read_bandwidth(&buf, th);
+        println!(
+            "{name} greedy decode, KV cache, {th} thread(s): weights read at {gbps:.1} GB/s, \
+             {:.0} % of the read bandwidth ({bw:.1} GB/s, sum of 512 MB)",
+            100.0 * gbps / bw
+        );
     }
 }

@@ -28,10 +28,9 @@
 
 mod common;
 
-use common::{pool, quick, row, time_it};
+use common::{pool, quick, read_bandwidth, row, time_it};
 use handgrad::ops::quant::{decode_int_path, simd_path, QMatrix, QType};
 use ndarray::Array2;
-use rayon::prelude::*;
 use std::time::Duration;
 
 /// One benchmark row: a name, work per call, and the closure to time (run inside the pool).
@@ -54,32 +53,6 @@ fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
         s ^= s >> 7;
         s ^= s << 17;
         (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    })
-}
-
-/// The machine's read bandwidth in GB/s with `threads` threads: best of 5 sums of a 512 MB
-/// buffer, in fixed 1 MB chunks, 16 independent accumulators per chunk.
-fn read_bandwidth(buf: &[f32], threads: usize) -> f64 {
-    pool(threads).install(|| {
-        let mut best = 0.0f64;
-        for _ in 0..5 {
-            let t = std::time::Instant::now();
-            let s: f32 = buf
-                .par_chunks(1 << 18)
-                .map(|c| {
-                    let mut acc = [0.0f32; 16];
-                    for v in c.chunks_exact(16) {
-                        for k in 0..16 {
-                            acc[k] += v[k];
-                        }
-                    }
-                    acc.iter().sum::<f32>()
-                })
-                .sum();
-            std::hint::black_box(s);
-            best = best.max(std::mem::size_of_val(buf) as f64 / t.elapsed().as_secs_f64() / 1e9);
-        }
-        best
     })
 }
 
