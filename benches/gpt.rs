@@ -187,7 +187,7 @@ fn main() {
     let threads: Vec<usize> = if quick() { vec![2] } else { vec![1, 2] };
     println!(
         "few-rows products (decoding): {}",
-        handgrad::ops::gemv::GemvPath::detect().name()
+        handgrad::ops::gemv::KernelPath::detected().name()
     );
     println!("| case | threads | ms median / min | tokens/s | GFLOP/s | of FMA peak |");
     println!("|---|---|---|---|---|---|");

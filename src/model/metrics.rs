@@ -53,19 +53,16 @@ impl Metric {
             Metric::Accuracy if v == 1 => {
                 let threshold = if logits { 0.0 } else { 0.5 };
                 rows.zip(labels)
-                    .filter(|&(ref r, &l)| usize::from(r[0] > threshold) == l)
+                    .filter(|(r, l)| usize::from(r[0] > threshold) == **l)
                     .count()
             }
-            Metric::Accuracy => rows
-                .zip(labels)
-                .filter(|&(ref r, &l)| argmax(r) == l)
-                .count(),
+            Metric::Accuracy => rows.zip(labels).filter(|(r, l)| argmax(r) == **l).count(),
             Metric::TopKAccuracy(0) => {
                 return Err(Error::config("top_k_accuracy", "k", 0, "at least 1"))
             }
             Metric::TopKAccuracy(k) => rows
                 .zip(labels)
-                .filter(|&(ref r, &l)| l < v && r.iter().filter(|&&x| x > r[l]).count() < k)
+                .filter(|(r, l)| **l < v && r.iter().filter(|&&x| x > r[**l]).count() < k)
                 .count(),
         };
         Ok(correct)

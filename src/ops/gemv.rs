@@ -13,9 +13,10 @@
 //! The chunking never depends on the thread count, and every element sees the same sequence of
 //! IEEE multiplications and additions on every path (no FMA contraction: the loops are plain
 //! `a·b + c` that the compiler vectorises lane by lane), so results are bit-identical for 1 or N
-//! threads and on the AVX-512, AVX2 and baseline paths, which [`GemvPath::detect`] picks at run
-//! time.
+//! threads and on the AVX-512, AVX2 and portable paths, which [`KernelPath::detected`] picks
+//! at run time (the quantised and depthwise kernels' choice).
 
+pub use crate::ops::quant::KernelPath;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -34,55 +35,6 @@ const LANES: usize = 16;
 /// Below this many weight elements a product runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Which instruction set the loops are compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemvPath {
-    /// 512-bit vectors (`avx512f`).
-    Avx512,
-    /// 256-bit vectors (`avx2`).
-    Avx2,
-    /// The target's baseline (SSE2 on x86-64).
-    Baseline,
-}
-
-impl GemvPath {
-    /// The widest path this CPU runs (detected at run time).
-    pub fn detect() -> GemvPath {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return GemvPath::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return GemvPath::Avx2;
-            }
-        }
-        GemvPath::Baseline
-    }
-
-    /// Whether this CPU can run the path.
-    pub fn is_available(self) -> bool {
-        match self {
-            GemvPath::Baseline => true,
-            #[cfg(target_arch = "x86_64")]
-            GemvPath::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            GemvPath::Avx2 => is_x86_feature_detected!("avx2"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
-    /// `"avx512f"`, `"avx2"` or `"baseline"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            GemvPath::Avx512 => "avx512f",
-            GemvPath::Avx2 => "avx2",
-            GemvPath::Baseline => "baseline",
-        }
-    }
-}
-
 /// `out = a·b` (or `+=` when `accumulate`) for `M ≤ MAX_ROWS` rows, when `b` has a unit stride
 /// along one axis; returns `false` (and does nothing) otherwise, for SGEMM to take it.
 ///
@@ -92,7 +44,7 @@ impl GemvPath {
 /// # Panics
 /// When the shapes disagree or `path` is not available on this CPU.
 pub fn try_gemv(
-    path: GemvPath,
+    path: KernelPath,
     a: ArrayView2<f32>,
     b: ArrayView2<f32>,
     out: ArrayViewMut2<f32>,
@@ -149,7 +101,7 @@ pub fn try_gemv(
 /// The rows form: `out[r, :] (+)= Σ_chunks Σ_{k in chunk} a[r, k]·b[k, :]`.
 #[allow(clippy::too_many_arguments)]
 fn rows_form(
-    path: GemvPath,
+    path: KernelPath,
     rows: &[Vec<f32>],
     b: &[f32],
     k: usize,
@@ -200,7 +152,7 @@ fn rows_form(
 /// The dots form: `out[r, j] (+)= dot(a[r, :], w[j, :])`.
 #[allow(clippy::too_many_arguments)]
 fn dots_form(
-    path: GemvPath,
+    path: KernelPath,
     rows: &[Vec<f32>],
     w: &[f32],
     k: usize,
@@ -235,56 +187,45 @@ fn dots_form(
     }
 }
 
-/// `acc[j] = acc[j] + s·x[j]` on `path`.
-#[allow(unsafe_code)]
-fn axpy(path: GemvPath, s: f32, x: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match path {
-            // SAFETY: the path's CPU feature was detected at run time (`try_gemv` asserts
-            // `is_available`); the functions only run safe slice code compiled for it.
-            GemvPath::Avx512 => return unsafe { simd::axpy_avx512(s, x, acc) },
-            GemvPath::Avx2 => return unsafe { simd::axpy_avx2(s, x, acc) },
-            GemvPath::Baseline => {}
-        }
-    }
-    let _ = path;
-    axpy_body(s, x, acc)
+/// For each loop body `NAME_body`, a function `NAME(path, args…)` that runs it compiled for
+/// `path`'s vector width (the same IEEE operations on every path, only wider).
+macro_rules! on_path {
+    ($($name:ident / $body:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        $(
+            #[allow(unsafe_code)]
+            fn $name(path: KernelPath, $($arg: $ty),*) $(-> $ret)? {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f")]
+                    fn wide($($arg: $ty),*) $(-> $ret)? {
+                        $body($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    fn narrow($($arg: $ty),*) $(-> $ret)? {
+                        $body($($arg),*)
+                    }
+                    match path {
+                        // SAFETY: `try_gemv` asserted that the path's CPU features are present;
+                        // the bodies only run safe slice code.
+                        KernelPath::Avx512 => return unsafe { wide($($arg),*) },
+                        KernelPath::Avx2Fma => return unsafe { narrow($($arg),*) },
+                        KernelPath::Scalar => {}
+                    }
+                }
+                let _ = path;
+                $body($($arg),*)
+            }
+        )*
+    };
 }
 
-/// `acc[j] = acc[j] + ((s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j]))` for four consecutive
-/// rows `b = [b0 b1 b2 b3]` (each `acc.len()` long) on `path`.
-#[allow(unsafe_code)]
-fn axpy4(path: GemvPath, s: [f32; 4], b: &[f32], acc: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match path {
-            // SAFETY: as in `axpy`.
-            GemvPath::Avx512 => return unsafe { simd::axpy4_avx512(s, b, acc) },
-            GemvPath::Avx2 => return unsafe { simd::axpy4_avx2(s, b, acc) },
-            GemvPath::Baseline => {}
-        }
-    }
-    let _ = path;
-    axpy4_body(s, b, acc)
+on_path! {
+    axpy / axpy_body(s: f32, x: &[f32], acc: &mut [f32]);
+    axpy4 / axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]);
+    dot / dot_body(a: &[f32], w: &[f32]) -> f32;
 }
 
-/// `Σ_j a[j]·w[j]` in [`LANES`] interleaved lanes, summed in lane order, on `path`.
-#[allow(unsafe_code)]
-fn dot(path: GemvPath, a: &[f32], w: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match path {
-            // SAFETY: as in `axpy`.
-            GemvPath::Avx512 => return unsafe { simd::dot_avx512(a, w) },
-            GemvPath::Avx2 => return unsafe { simd::dot_avx2(a, w) },
-            GemvPath::Baseline => {}
-        }
-    }
-    let _ = path;
-    dot_body(a, w)
-}
-
+/// `acc[j] = acc[j] + s·x[j]`.
 #[inline(always)]
 fn axpy_body(s: f32, x: &[f32], acc: &mut [f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
@@ -292,6 +233,8 @@ fn axpy_body(s: f32, x: &[f32], acc: &mut [f32]) {
     }
 }
 
+/// `acc[j] = acc[j] + ((s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j]))` for four consecutive
+/// rows `b = [b0 b1 b2 b3]`, each `acc.len()` long.
 #[inline(always)]
 fn axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
     let n = acc.len();
@@ -304,6 +247,7 @@ fn axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
     }
 }
 
+/// `Σ_j a[j]·w[j]` in [`LANES`] interleaved lanes, summed pairwise in a fixed order.
 #[inline(always)]
 fn dot_body(a: &[f32], w: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
@@ -326,34 +270,4 @@ fn dot_body(a: &[f32], w: &[f32]) -> f32 {
         width /= 2;
     }
     lanes[0]
-}
-
-/// The same bodies compiled with wider vector units enabled.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod simd {
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn axpy_avx512(s: f32, x: &[f32], acc: &mut [f32]) {
-        super::axpy_body(s, x, acc)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn axpy_avx2(s: f32, x: &[f32], acc: &mut [f32]) {
-        super::axpy_body(s, x, acc)
-    }
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn axpy4_avx512(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
-        super::axpy4_body(s, b, acc)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn axpy4_avx2(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
-        super::axpy4_body(s, b, acc)
-    }
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn dot_avx512(a: &[f32], w: &[f32]) -> f32 {
-        super::dot_body(a, w)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn dot_avx2(a: &[f32], w: &[f32]) -> f32 {
-        super::dot_body(a, w)
-    }
 }

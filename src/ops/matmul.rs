@@ -158,7 +158,14 @@ pub fn gemm_into(
     }
     let pool = threads == Threads::Pool && rayon::current_num_threads() > 1;
     if m <= super::gemv::MAX_ROWS
-        && super::gemv::try_gemv(gemv_path(), a, b, out.view_mut(), accumulate, pool)
+        && super::gemv::try_gemv(
+            super::quant::KernelPath::detected(),
+            a,
+            b,
+            out.view_mut(),
+            accumulate,
+            pool,
+        )
     {
         return;
     }
@@ -169,12 +176,6 @@ pub fn gemm_into(
         _ => gemm::Parallelism::None,
     };
     sgemm::call(m, n, k, a, b, out, accumulate, parallelism);
-}
-
-/// The few-rows path of this CPU, detected once.
-fn gemv_path() -> super::gemv::GemvPath {
-    static PATH: std::sync::OnceLock<super::gemv::GemvPath> = std::sync::OnceLock::new();
-    *PATH.get_or_init(super::gemv::GemvPath::detect)
 }
 
 #[allow(unsafe_code)]

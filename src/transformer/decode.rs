@@ -37,12 +37,14 @@ pub trait CachedLm {
     fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>>;
 }
 
+/// An owned model: the cached forward as `&Gpt`'s; the uncached reference path is the full
+/// training-side forward.
 impl CachedLm for Gpt {
     fn vocab_size(&self) -> usize {
-        self.config().vocab_size
+        (&self).vocab_size()
     }
     fn context_len(&self) -> usize {
-        self.config().block_size
+        (&self).context_len()
     }
     fn new_cache(&self, rows: usize) -> KvCache {
         Gpt::new_cache(self, rows)
@@ -52,7 +54,7 @@ impl CachedLm for Gpt {
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
-        Gpt::forward_cached(self, tokens, cache)
+        (&*self).forward_cached(tokens, cache)
     }
     fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
         let logits = self.forward(tokens, crate::Mode::Eval)?;

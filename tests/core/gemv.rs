@@ -2,7 +2,7 @@
 //! reference, bit-identical across the CPU paths and across thread counts, both weight layouts.
 
 use handgrad::ndarray::{s, Array2};
-use handgrad::ops::gemv::{try_gemv, GemvPath, K_CHUNK, MAX_ROWS};
+use handgrad::ops::gemv::{try_gemv, KernelPath, K_CHUNK, MAX_ROWS};
 use handgrad::ops::matmul::{matmul_into, matmul_nt_into};
 
 fn filled(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
@@ -23,11 +23,8 @@ fn reference(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f64> {
     })
 }
 
-fn paths() -> Vec<GemvPath> {
-    [GemvPath::Avx512, GemvPath::Avx2, GemvPath::Baseline]
-        .into_iter()
-        .filter(|p| p.is_available())
-        .collect()
+fn paths() -> Vec<KernelPath> {
+    KernelPath::available()
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -95,7 +92,7 @@ fn both_layouts_match_the_float64_reference_on_every_path_bit_identically() {
 #[test]
 fn accumulating_adds_to_the_output_and_other_layouts_are_declined() {
     let (a, b) = (filled(2, 200, 3), filled(200, 70, 4));
-    let path = GemvPath::detect();
+    let path = KernelPath::detected();
     let mut once = Array2::<f32>::zeros((2, 70));
     assert!(try_gemv(
         path,
