@@ -11,7 +11,7 @@ use common::{fma_peak_gflops, pool, row, time_it};
 use handgrad::model::Targets;
 use handgrad::prelude::*;
 use ndarray::IxDyn;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn seed_cnn(input: &[usize]) -> Sequential {
     handgrad::model::small_cnn(input, 10, &mut handgrad::init::rng(0)).expect("seed CNN builds")
@@ -27,29 +27,82 @@ fn forward_flops(c: usize, h: usize, w: usize) -> f64 {
     conv1 + conv2 + 2.0 * (flat * 64 + 64 * 10) as f64
 }
 
-/// `--profile`: time every layer's forward and backward of one training step (where the time goes).
+/// `--profile`: where the time of a training step goes. Runs real steps (the owned forward and
+/// backward `Sequential` uses, the first layer's parameter-only backward, the fused loss and the
+/// Adam step) with a clock around every layer, and prints the median of each part over the steps,
+/// then the same for an inference forward.
 fn profile(shape: [usize; 3], batch: usize, threads: usize) {
     let x = Tensor::from_shape_fn(IxDyn(&[batch, shape[0], shape[1], shape[2]]), |d| {
         ((d[1] + d[2] * 3 + d[3]) % 11) as f32 / 11.0
     });
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let steps = 25;
     pool(threads).install(|| {
         let mut model = seed_cnn(&shape);
-        let layers = model.layers_mut();
-        let mut inputs = vec![x.clone()];
-        println!("\nper-layer times, {shape:?} batch {batch}, {threads} thread(s): forward / backward ms");
-        for layer in layers.iter_mut() {
-            let input = inputs.last().expect("input").clone();
-            let (fwd, _) = time_it(7, Duration::from_millis(50), || {
-                std::hint::black_box(layer.forward(&input, Mode::Train).expect("forward"));
-            });
-            let out = layer.forward(&input, Mode::Train).expect("forward");
-            let dout = out.mapv(|v| v * 1e-3);
-            let (bwd, _) = time_it(7, Duration::from_millis(50), || {
-                std::hint::black_box(layer.backward(&dout).expect("backward"));
-            });
-            println!("  {:<40} {:>8.2} / {:>8.2}", layer.describe(), fwd * 1e3, bwd * 1e3);
-            inputs.push(out);
+        model.compile(Adam::new(1e-3), loss, &[]).expect("compile");
+        let names: Vec<String> = model.layers().iter().map(|l| l.describe()).collect();
+        // the loss sees the logits: a trailing softmax is fused into it
+        let end = names.len() - usize::from(model.layers().last().is_some_and(|l| l.is_softmax()));
+        let mut fwd = vec![Vec::new(); end];
+        let mut bwd = vec![Vec::new(); end];
+        let (mut loss_t, mut opt_t, mut eval) = (Vec::new(), Vec::new(), vec![Vec::new(); end]);
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        for _ in 0..steps {
+            model.zero_grad();
+            let layers = model.layers_mut();
+            let mut h = x.clone();
+            for (i, layer) in layers[..end].iter_mut().enumerate() {
+                let t = Instant::now();
+                h = layer.forward_owned(h, Mode::Train).expect("forward");
+                fwd[i].push(ms(t));
+            }
+            let t = Instant::now();
+            let (_, mut d) = loss
+                .forward_backward(&h, Targets::Labels(&labels))
+                .expect("loss");
+            loss_t.push(ms(t));
+            for i in (0..end).rev() {
+                let t = Instant::now();
+                if i == 0 {
+                    layers[0].backward_params_only(&d).expect("backward");
+                } else {
+                    d = layers[i].backward_owned(d).expect("backward");
+                }
+                bwd[i].push(ms(t));
+            }
+            let t = Instant::now();
+            model.optimizer_step().expect("adam");
+            opt_t.push(ms(t));
+            let mut h = x.clone();
+            for (i, layer) in model.layers_mut()[..end].iter_mut().enumerate() {
+                let t = Instant::now();
+                h = layer.forward_owned(h, Mode::Eval).expect("forward");
+                eval[i].push(ms(t));
+            }
         }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        println!(
+            "\nper-layer medians over {steps} steps, {shape:?} batch {batch}, {threads} thread(s): \
+             train forward / backward, eval forward, ms"
+        );
+        let (mut tf, mut tb, mut te) = (0.0, 0.0, 0.0);
+        for i in 0..end {
+            let (f, b, e) = (med(&mut fwd[i]), med(&mut bwd[i]), med(&mut eval[i]));
+            (tf, tb, te) = (tf + f, tb + b, te + e);
+            println!("  {:<40} {f:>8.2} / {b:>8.2}   {e:>8.2}", names[i]);
+        }
+        let (l, o) = (med(&mut loss_t), med(&mut opt_t));
+        println!("  {:<40} {l:>8.2}", "loss (softmax + cross-entropy)");
+        println!("  {:<40} {o:>8.2}", "Adam step");
+        println!(
+            "  {:<40} {tf:>8.2} / {tb:>8.2}   {te:>8.2}   (train step {:.2})",
+            "sum",
+            tf + tb + l + o
+        );
     });
 }
 
