@@ -11,6 +11,7 @@ use common::{fma_peak_gflops, pool, row, time_it};
 use handgrad::model::Targets;
 use handgrad::prelude::*;
 use ndarray::IxDyn;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 fn seed_cnn(input: &[usize]) -> Sequential {
@@ -41,44 +42,67 @@ fn profile(shape: [usize; 3], batch: usize, threads: usize) {
     pool(threads).install(|| {
         let mut model = seed_cnn(&shape);
         model.compile(Adam::new(1e-3), loss, &[]).expect("compile");
-        let names: Vec<String> = model.layers().iter().map(|l| l.describe()).collect();
-        // the loss sees the logits: a trailing softmax is fused into it
-        let end = names.len() - usize::from(model.layers().last().is_some_and(|l| l.is_softmax()));
-        let mut fwd = vec![Vec::new(); end];
-        let mut bwd = vec![Vec::new(); end];
-        let (mut loss_t, mut opt_t, mut eval) = (Vec::new(), Vec::new(), vec![Vec::new(); end]);
+        // the groups `Sequential` runs: a layer with the fusable layers after it that it absorbs
+        let end = model.layers().len()
+            - usize::from(model.layers().last().is_some_and(|l| l.is_softmax()));
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < end {
+            let layers = &model.layers()[..end];
+            let tail: Vec<_> = layers[i + 1..].iter().map_while(|l| l.fusable()).collect();
+            let k = layers[i].fuses(&tail).min(tail.len());
+            let name = layers[i..=i + k]
+                .iter()
+                .map(|l| l.describe())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            groups.push((i, tail[..k].to_vec(), name));
+            i += 1 + k;
+        }
+        let n = groups.len();
+        let (mut fwd, mut bwd, mut eval) = (
+            vec![Vec::new(); n],
+            vec![Vec::new(); n],
+            vec![Vec::new(); n],
+        );
+        let (mut loss_t, mut opt_t) = (Vec::new(), Vec::new());
         let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
         for _ in 0..steps {
             model.zero_grad();
-            let layers = model.layers_mut();
-            let mut h = x.clone();
-            for (i, layer) in layers[..end].iter_mut().enumerate() {
-                let t = Instant::now();
-                h = layer.forward_owned(h, Mode::Train).expect("forward");
-                fwd[i].push(ms(t));
-            }
-            let t = Instant::now();
-            let (_, mut d) = loss
-                .forward_backward(&h, Targets::Labels(&labels))
-                .expect("loss");
-            loss_t.push(ms(t));
-            for i in (0..end).rev() {
-                let t = Instant::now();
-                if i == 0 {
-                    layers[0].backward_params_only(&d).expect("backward");
-                } else {
-                    d = layers[i].backward_owned(d).expect("backward");
+            for (mode, times) in [(Mode::Train, &mut fwd), (Mode::Eval, &mut eval)] {
+                let mut h = x.clone();
+                for (gi, (i, tail, _)) in groups.iter().enumerate() {
+                    let layer = &mut model.layers_mut()[*i];
+                    let t = Instant::now();
+                    h = if tail.is_empty() {
+                        layer.forward_owned(h, mode)
+                    } else {
+                        layer.forward_fused(Cow::Owned(h), mode, tail)
+                    }
+                    .expect("forward");
+                    times[gi].push(ms(t));
                 }
-                bwd[i].push(ms(t));
-            }
-            let t = Instant::now();
-            model.optimizer_step().expect("adam");
-            opt_t.push(ms(t));
-            let mut h = x.clone();
-            for (i, layer) in model.layers_mut()[..end].iter_mut().enumerate() {
+                if mode == Mode::Eval {
+                    break;
+                }
                 let t = Instant::now();
-                h = layer.forward_owned(h, Mode::Eval).expect("forward");
-                eval[i].push(ms(t));
+                let (_, mut d) = loss
+                    .forward_backward(&h, Targets::Labels(&labels))
+                    .expect("loss");
+                loss_t.push(ms(t));
+                for (gi, (i, _, _)) in groups.iter().enumerate().rev() {
+                    let layer = &mut model.layers_mut()[*i];
+                    let t = Instant::now();
+                    if *i == 0 {
+                        layer.backward_params_only(&d).expect("backward");
+                    } else {
+                        d = layer.backward_owned(d).expect("backward");
+                    }
+                    bwd[gi].push(ms(t));
+                }
+                let t = Instant::now();
+                model.optimizer_step().expect("adam");
+                opt_t.push(ms(t));
             }
         }
         let med = |v: &mut Vec<f64>| {
@@ -90,10 +114,10 @@ fn profile(shape: [usize; 3], batch: usize, threads: usize) {
              train forward / backward, eval forward, ms"
         );
         let (mut tf, mut tb, mut te) = (0.0, 0.0, 0.0);
-        for i in 0..end {
-            let (f, b, e) = (med(&mut fwd[i]), med(&mut bwd[i]), med(&mut eval[i]));
+        for (gi, (_, _, name)) in groups.iter().enumerate() {
+            let (f, b, e) = (med(&mut fwd[gi]), med(&mut bwd[gi]), med(&mut eval[gi]));
             (tf, tb, te) = (tf + f, tb + b, te + e);
-            println!("  {:<40} {f:>8.2} / {b:>8.2}   {e:>8.2}", names[i]);
+            println!("  {name:<40} {f:>8.2} / {b:>8.2}   {e:>8.2}");
         }
         let (l, o) = (med(&mut loss_t), med(&mut opt_t));
         println!("  {:<40} {l:>8.2}", "loss (softmax + cross-entropy)");

@@ -149,7 +149,8 @@ fn pool_row(r0: &[f32], r1: &[f32], b: f32, out: &mut [f32], codes: Option<&mut 
         for (i, &v) in (0u32..).zip(&z) {
             fold_max(relu(v), i, &mut best, &mut at);
         }
-        (best, at as u8, z[at as usize] > 0.0)
+        // relu(z[at]) = best, so the ReLU passed there exactly when best > 0 (NaN: neither)
+        (best, at as u8, best > 0.0)
     };
     match codes {
         Some(codes) => {
