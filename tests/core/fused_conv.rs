@@ -4,10 +4,12 @@
 
 use crate::common;
 
-use common::{grad_check, random_tensor, weighted_sum};
+use common::{assert_close, grad_check, random_tensor, weighted_sum};
 use handgrad::layers::{Conv2d, Dense, Flatten, Fusable, Layer, MaxPool2d, Mode, Padding};
+use handgrad::ops::conv2d::{conv2d_relu_pool_forward, Conv2dGeom, Conv2dWorkspace};
 use handgrad::prelude::*;
 use handgrad::{Error, Tensor};
+use ndarray::{Array4, Ix1, Ix4};
 use std::borrow::Cow;
 
 const TAIL: [Fusable; 2] = [Fusable::Relu, Fusable::MaxPool2x2];
@@ -43,7 +45,12 @@ fn layer_by_layer(m: &mut Sequential, x: &Tensor, dout: &Tensor) -> (Tensor, Ten
     (h, d)
 }
 
-fn check_against_unfused(what: &str, x: &Tensor, settings: &dyn Fn(Conv2d) -> Conv2d) {
+fn check_against_unfused(
+    what: &str,
+    x: &Tensor,
+    settings: &dyn Fn(Conv2d) -> Conv2d,
+    winograd: bool,
+) {
     let chw = [x.shape()[1], x.shape()[2], x.shape()[3]];
     let (mut fused, mut plain) = (model(chw, settings), model(chw, settings));
     let out = fused.forward(x, Mode::Train).unwrap();
@@ -75,25 +82,46 @@ fn check_against_unfused(what: &str, x: &Tensor, settings: &dyn Fn(Conv2d) -> Co
     }
     let eval = fused.predict(x).unwrap();
     let eval_ref = plain.forward_all(x).unwrap().pop().unwrap();
-    assert_eq!(bits(&eval), bits(&eval_ref), "{what}: inference output");
+    if winograd {
+        // the inference forward of a 3×3 convolution with ≥ 16 channels rounds differently
+        assert_close(
+            &eval,
+            &eval_ref,
+            1e-5,
+            1e-4,
+            &format!("{what}: inference output"),
+        );
+    } else {
+        assert_eq!(bits(&eval), bits(&eval_ref), "{what}: inference output");
+    }
 }
 
 #[test]
 fn fused_groups_are_bit_identical_to_the_layers_one_by_one() {
     let id = |c: Conv2d| c;
     // odd conv outputs (the last row / column is dropped by the pool)
-    check_against_unfused("odd sizes", &random_tensor(&[3, 2, 17, 16], 1), &id);
-    check_against_unfused("same padding", &random_tensor(&[2, 3, 14, 15], 2), &|c| {
-        c.padding(Padding::Same)
-    });
+    check_against_unfused("odd sizes", &random_tensor(&[3, 2, 17, 16], 1), &id, false);
+    let same = |c: Conv2d| c.padding(Padding::Same);
+    check_against_unfused(
+        "same padding",
+        &random_tensor(&[2, 3, 14, 15], 2),
+        &same,
+        false,
+    );
     check_against_unfused(
         "dilation 2, no bias",
         &random_tensor(&[2, 2, 18, 17], 3),
         &|c| c.dilation(2).with_bias(false),
+        false,
     );
     // images unfolded in bands of output rows (an odd band height, rounded to whole windows)
-    check_against_unfused("banded", &random_tensor(&[1, 16, 66, 62], 4), &id);
-    check_against_unfused("banded, 2 images", &random_tensor(&[2, 16, 66, 62], 5), &id);
+    check_against_unfused("banded", &random_tensor(&[1, 16, 66, 62], 4), &id, true);
+    check_against_unfused(
+        "banded, 2 images",
+        &random_tensor(&[2, 16, 66, 62], 5),
+        &id,
+        true,
+    );
 }
 
 #[test]
@@ -203,4 +231,81 @@ fn what_does_not_fuse_runs_unfused_and_errors_name_the_shapes() {
         msg.contains("fused") && msg.contains("[1, 2, 3, 3]") && msg.contains("[1, 2, 7, 7]"),
         "{msg}"
     );
+}
+
+/// `max(relu(conv + bias))` over 2×2 windows in f64.
+fn reference(x: &Tensor, w: &Tensor, b: Option<&Tensor>, pad: usize) -> Array4<f32> {
+    let (n, c, h, wd) = x.view().into_dimensionality::<Ix4>().unwrap().dim();
+    let (o, k) = (w.shape()[0], w.shape()[2]);
+    let (oh, ow) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
+    let at = |img: usize, ch: usize, i: isize, j: isize| -> f64 {
+        let (i, j) = (i - pad as isize, j - pad as isize);
+        if i < 0 || j < 0 || i >= h as isize || j >= wd as isize {
+            0.0
+        } else {
+            x[[img, ch, i as usize, j as usize]] as f64
+        }
+    };
+    Array4::from_shape_fn((n, o, oh / 2, ow / 2), |(img, oc, p, q)| {
+        let mut best = f64::NEG_INFINITY;
+        for (a, bb) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let (i, j) = (2 * p + a, 2 * q + bb);
+            let mut z = b.map_or(0.0, |b| b[[oc]] as f64);
+            for ch in 0..c {
+                for u in 0..k {
+                    for v in 0..k {
+                        z += w[[oc, ch, u, v]] as f64
+                            * at(img, ch, (i + u) as isize, (j + v) as isize);
+                    }
+                }
+            }
+            best = best.max(z.max(0.0));
+        }
+        best as f32
+    })
+}
+
+#[test]
+fn inference_by_winograd_matches_an_f64_reference_on_any_thread_count() {
+    // 3×3, ≥ 16 input channels, ≥ 64 windows per image: the Winograd inference path
+    for (what, shape, o, pad, bias) in [
+        ("valid, odd output", [3, 16, 19, 20], 5, 0, true),
+        ("padded, no bias", [2, 24, 18, 17], 3, 1, false),
+        ("seed CNN conv2", [2, 32, 31, 31], 64, 0, true),
+    ] {
+        let x = random_tensor(&shape, 30);
+        let w = random_tensor(&[o, shape[1], 3, 3], 31).mapv(|v| v * 0.2);
+        let b = bias.then(|| random_tensor(&[o], 32));
+        let g = Conv2dGeom::new(shape[1], shape[2], shape[3], o, 3, 3).with_padding(pad, pad);
+        let run = |threads: usize, train: bool| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut codes = Vec::new();
+                    conv2d_relu_pool_forward(
+                        x.view().into_dimensionality::<Ix4>().unwrap(),
+                        w.view().into_dimensionality::<Ix4>().unwrap(),
+                        b.as_ref()
+                            .map(|b| b.view().into_dimensionality::<Ix1>().unwrap()),
+                        &g,
+                        &mut Conv2dWorkspace::new(),
+                        train.then_some(&mut codes),
+                    )
+                    .into_dyn()
+                })
+        };
+        let (one, two) = (run(1, false), run(2, false));
+        assert_eq!(bits(&one), bits(&two), "{what}: 1 vs 2 threads");
+        let want = reference(&x, &w, b.as_ref(), pad).into_dyn();
+        assert_close(&one, &want, 1e-5, 1e-4, &format!("{what}: Winograd vs f64"));
+        assert_close(
+            &run(1, true),
+            &want,
+            1e-5,
+            1e-4,
+            &format!("{what}: im2col vs f64"),
+        );
+    }
 }

@@ -43,6 +43,7 @@ mod geom;
 mod grouped;
 mod pooled;
 mod unfold;
+mod winograd;
 mod workspace;
 
 pub use geom::{conv_out_len, tf_same_pads, Conv2dGeom, TILE_FLOATS};

@@ -77,6 +77,7 @@ pub fn conv2d_relu_pool_forward(
     let (ph, pw) = (plan.oh / 2, plan.ow / 2);
     let plane = g.o * ph * pw;
     let mut out = Array4::<f32>::zeros((n, g.o, ph, pw));
+    let inference = codes.is_none();
     let mut codes_slots: Vec<&mut [u8]> = match codes {
         Some(c) => {
             c.resize(n * plane, 0);
@@ -93,6 +94,15 @@ pub fn conv2d_relu_pool_forward(
     let bias = bias.map(|b| b.to_vec());
     let bias = bias.as_deref();
     let threads = threads_for(n);
+    if inference && super::winograd::applies(g) {
+        let (x, w) = (
+            x.as_slice().expect("standard"),
+            w.as_slice().expect("standard"),
+        );
+        let out_s = out.as_slice_mut().expect("fresh");
+        super::winograd::relu_pool_forward(x, w, bias, g, &plan, ws, out_s, threads);
+        return out;
+    }
     // scratch: patches (K, L), wide product (O, L), padded image
     let lens = [k * plan.cols_max, g.o * plan.cols_max, plan.padded_len(g)];
     let scratch_len = lens.iter().sum();
