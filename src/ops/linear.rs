@@ -11,7 +11,7 @@ const K_CHUNK: usize = 4096;
 ///
 /// A long reduction into a small output (`I ≥ 8192`, `B·O ≤ 65,536`: a Dense layer after a
 /// Flatten, e.g. 12,544 inputs into 64 units at batch 32) is split into fixed chunks of
-/// [`K_CHUNK`] inputs, one serial product each in parallel, summed in chunk order: each thread
+/// 4,096 inputs, one serial product each in parallel, summed in chunk order: each thread
 /// then reads its own part of `w` once, and the result does not depend on the thread count.
 ///
 /// # Shapes
