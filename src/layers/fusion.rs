@@ -3,7 +3,9 @@
 
 /// A parameter-free layer that the layer before it can apply in its own pass, while the values
 /// are in cache ([`crate::Sequential`] asks every layer which of the following ones it absorbs).
-/// The fused result is bit-identical to running the layers one by one.
+/// A fused training forward and its backward are bit-identical to running the layers one by
+/// one; a fused inference forward may round differently (see
+/// [`crate::ops::conv2d::conv2d_relu_pool_forward`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fusable {
     /// [`super::Relu`].

@@ -122,7 +122,8 @@ pub trait Layer: Send + Sync {
     }
 
     /// Runs this layer followed by the layers `tail` (a prefix accepted by [`Layer::fuses`]) in
-    /// one pass, with the result of running them one by one (bit for bit). After a
+    /// one pass, with the result of running them one by one (bit for bit in [`Mode::Train`]; an
+    /// inference forward may take a faster path that rounds differently). After a
     /// [`Mode::Train`] call, [`Layer::backward`] takes the gradient of the last fused layer's
     /// output and returns this layer's input gradient; the fused layers themselves are not
     /// called (nor their caches updated). `x` is borrowed or owned, like [`Layer::forward`] and
