@@ -11,7 +11,8 @@ use common::{fma_peak_gflops, pool, row, time_it};
 use handgrad::model::Targets;
 use handgrad::prelude::*;
 use ndarray::IxDyn;
-use std::time::Duration;
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
 
 fn seed_cnn(input: &[usize]) -> Sequential {
     handgrad::model::small_cnn(input, 10, &mut handgrad::init::rng(0)).expect("seed CNN builds")
@@ -27,29 +28,105 @@ fn forward_flops(c: usize, h: usize, w: usize) -> f64 {
     conv1 + conv2 + 2.0 * (flat * 64 + 64 * 10) as f64
 }
 
-/// `--profile`: time every layer's forward and backward of one training step (where the time goes).
+/// `--profile`: where the time of a training step goes. Runs real steps (the owned forward and
+/// backward `Sequential` uses, the first layer's parameter-only backward, the fused loss and the
+/// Adam step) with a clock around every layer, and prints the median of each part over the steps,
+/// then the same for an inference forward.
 fn profile(shape: [usize; 3], batch: usize, threads: usize) {
     let x = Tensor::from_shape_fn(IxDyn(&[batch, shape[0], shape[1], shape[2]]), |d| {
         ((d[1] + d[2] * 3 + d[3]) % 11) as f32 / 11.0
     });
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let loss = Loss::SparseCategoricalCrossentropy;
+    let steps = 25;
     pool(threads).install(|| {
         let mut model = seed_cnn(&shape);
-        let layers = model.layers_mut();
-        let mut inputs = vec![x.clone()];
-        println!("\nper-layer times, {shape:?} batch {batch}, {threads} thread(s): forward / backward ms");
-        for layer in layers.iter_mut() {
-            let input = inputs.last().expect("input").clone();
-            let (fwd, _) = time_it(7, Duration::from_millis(50), || {
-                std::hint::black_box(layer.forward(&input, Mode::Train).expect("forward"));
-            });
-            let out = layer.forward(&input, Mode::Train).expect("forward");
-            let dout = out.mapv(|v| v * 1e-3);
-            let (bwd, _) = time_it(7, Duration::from_millis(50), || {
-                std::hint::black_box(layer.backward(&dout).expect("backward"));
-            });
-            println!("  {:<40} {:>8.2} / {:>8.2}", layer.describe(), fwd * 1e3, bwd * 1e3);
-            inputs.push(out);
+        model.compile(Adam::new(1e-3), loss, &[]).expect("compile");
+        // the groups `Sequential` runs: a layer with the fusable layers after it that it absorbs
+        let end = model.layers().len()
+            - usize::from(model.layers().last().is_some_and(|l| l.is_softmax()));
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < end {
+            let layers = &model.layers()[..end];
+            let tail: Vec<_> = layers[i + 1..].iter().map_while(|l| l.fusable()).collect();
+            let k = layers[i].fuses(&tail).min(tail.len());
+            let name = layers[i..=i + k]
+                .iter()
+                .map(|l| l.describe())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            groups.push((i, tail[..k].to_vec(), name));
+            i += 1 + k;
         }
+        let n = groups.len();
+        let (mut fwd, mut bwd, mut eval) = (
+            vec![Vec::new(); n],
+            vec![Vec::new(); n],
+            vec![Vec::new(); n],
+        );
+        let (mut loss_t, mut opt_t) = (Vec::new(), Vec::new());
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        for _ in 0..steps {
+            model.zero_grad();
+            for (mode, times) in [(Mode::Train, &mut fwd), (Mode::Eval, &mut eval)] {
+                let mut h = x.clone();
+                for (gi, (i, tail, _)) in groups.iter().enumerate() {
+                    let layer = &mut model.layers_mut()[*i];
+                    let t = Instant::now();
+                    h = if tail.is_empty() {
+                        layer.forward_owned(h, mode)
+                    } else {
+                        layer.forward_fused(Cow::Owned(h), mode, tail)
+                    }
+                    .expect("forward");
+                    times[gi].push(ms(t));
+                }
+                if mode == Mode::Eval {
+                    break;
+                }
+                let t = Instant::now();
+                let (_, mut d) = loss
+                    .forward_backward(&h, Targets::Labels(&labels))
+                    .expect("loss");
+                loss_t.push(ms(t));
+                for (gi, (i, _, _)) in groups.iter().enumerate().rev() {
+                    let layer = &mut model.layers_mut()[*i];
+                    let t = Instant::now();
+                    if *i == 0 {
+                        layer.backward_params_only(&d).expect("backward");
+                    } else {
+                        d = layer.backward_owned(d).expect("backward");
+                    }
+                    bwd[gi].push(ms(t));
+                }
+                let t = Instant::now();
+                model.optimizer_step().expect("adam");
+                opt_t.push(ms(t));
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        println!(
+            "\nper-layer medians over {steps} steps, {shape:?} batch {batch}, {threads} thread(s): \
+             train forward / backward, eval forward, ms"
+        );
+        let (mut tf, mut tb, mut te) = (0.0, 0.0, 0.0);
+        for (gi, (_, _, name)) in groups.iter().enumerate() {
+            let (f, b, e) = (med(&mut fwd[gi]), med(&mut bwd[gi]), med(&mut eval[gi]));
+            (tf, tb, te) = (tf + f, tb + b, te + e);
+            println!("  {name:<40} {f:>8.2} / {b:>8.2}   {e:>8.2}");
+        }
+        let (l, o) = (med(&mut loss_t), med(&mut opt_t));
+        println!("  {:<40} {l:>8.2}", "loss (softmax + cross-entropy)");
+        println!("  {:<40} {o:>8.2}", "Adam step");
+        println!(
+            "  {:<40} {tf:>8.2} / {tb:>8.2}   {te:>8.2}   (train step {:.2})",
+            "sum",
+            tf + tb + l + o
+        );
     });
 }
 

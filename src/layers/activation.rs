@@ -6,7 +6,7 @@
 //! the output for the others); a [`Mode::Eval`] forward caches nothing and drops any earlier
 //! cache, so a backward can never use a stale one.
 
-use super::{no_cache, Layer, Mode};
+use super::{no_cache, Fusable, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::ops::{activation as act, softmax as sm};
@@ -103,7 +103,8 @@ macro_rules! masked_activation_layer {
         $(#[$doc:meta])*
         $name:ident, $describe:literal, mask = $mask_doc:literal,
         forward = $forward:path, in_place = $in_place:path,
-        in_place_with_mask = $with_mask:path, backward = $backward:path $(,)?
+        in_place_with_mask = $with_mask:path, backward = $backward:path,
+        fusable = $fusable:expr $(,)?
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default)]
@@ -134,6 +135,10 @@ macro_rules! masked_activation_layer {
                 self.mask = None;
                 self.cache.store(mode, x);
                 Ok(y)
+            }
+
+            fn fusable(&self) -> Option<Fusable> {
+                $fusable
             }
 
             fn forward_owned(&mut self, mut x: Tensor, mode: Mode) -> Result<Tensor> {
@@ -201,6 +206,7 @@ masked_activation_layer!(
     Relu, "ReLU", mask = "x > 0",
     forward = act::relu_forward, in_place = act::relu_in_place,
     in_place_with_mask = act::relu_in_place_with_mask, backward = act::relu_backward,
+    fusable = Some(Fusable::Relu),
 );
 
 masked_activation_layer!(
@@ -215,6 +221,7 @@ masked_activation_layer!(
     Relu6, "ReLU6", mask = "0 < x < 6",
     forward = act::relu6_forward, in_place = act::relu6_in_place,
     in_place_with_mask = act::relu6_in_place_with_mask, backward = act::relu6_backward,
+    fusable = None,
 );
 
 activation_layer!(

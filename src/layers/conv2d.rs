@@ -1,10 +1,11 @@
 //! `Conv2d`: 2-D convolution over NCHW images (PyTorch `nn.Conv2d`, Keras `Conv2D`).
 
-use super::{no_cache, not_built, Layer, Mode};
+use super::{no_cache, not_built, Fusable, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::init::{pytorch_default, Rng};
 use crate::ops::conv2d::{
-    conv2d_backward, conv2d_forward, tf_same_pads, Conv2dGeom, Conv2dWorkspace,
+    conv2d_backward, conv2d_forward, conv2d_relu_pool_backward, conv2d_relu_pool_forward,
+    supports_relu_pool, tf_same_pads, Conv2dGeom, Conv2dWorkspace,
 };
 use crate::param::Param;
 use crate::tensor::{expect_nchw, Tensor};
@@ -81,6 +82,10 @@ pub struct Conv2d {
     cache: Option<Array4<f32>>,
     /// Scratch buffers of the kernel, reused across calls.
     ws: Conv2dWorkspace,
+    /// Whether the last training forward ran fused with a ReLU and a 2×2 max pool.
+    fused: bool,
+    /// The argmax codes of that fused forward, `(N, O, OH/2, OW/2)`; the buffer is reused.
+    codes: Vec<u8>,
 }
 
 impl Conv2d {
@@ -99,6 +104,8 @@ impl Conv2d {
             bias: None,
             cache: None,
             ws: Conv2dWorkspace::new(),
+            fused: false,
+            codes: Vec::new(),
         }
     }
 
@@ -318,35 +325,113 @@ impl Conv2d {
         let x = self.cache.as_ref().ok_or_else(|| no_cache(&name))?;
         let (oh, ow) = g.out_hw();
         let n = x.dim().0;
+        // after a fused forward, dout is the gradient of the pooled output
+        let (oh, ow, what) = match self.fused {
+            true => (oh / 2, ow / 2, "the last fused ReLU + max-pool output"),
+            false => (oh, ow, "the last output"),
+        };
         if dout.shape() != [n, g.o, oh, ow] {
             return Err(Error::shape(
                 format!("{name} backward"),
                 format!(
-                    "dout shaped like the last output (N, O, OH, OW) = [{n}, {}, {oh}, {ow}]",
+                    "dout shaped like {what} (N, O, OH, OW) = [{n}, {}, {oh}, {ow}]",
                     g.o
                 ),
                 dout.shape(),
             ));
         }
         let w = self.weight.as_mut().ok_or_else(|| not_built(&name))?;
+        let dout = dout.view().into_dimensionality::<Ix4>().expect("checked");
+        let w_value = w
+            .value
+            .view()
+            .into_dimensionality::<Ix4>()
+            .expect("[O, C, kh, kw]");
+        let dw = w
+            .grad
+            .view_mut()
+            .into_dimensionality::<Ix4>()
+            .expect("[O, C, kh, kw]");
+        let dbias = self
+            .bias
+            .as_mut()
+            .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[O]"));
+        if self.fused {
+            let (codes, ws) = (&self.codes, &mut self.ws);
+            return Ok(conv2d_relu_pool_backward(
+                dout,
+                codes,
+                x.view(),
+                w_value,
+                &g,
+                ws,
+                dw,
+                dbias,
+                want_dx,
+            ));
+        }
         Ok(conv2d_backward(
-            dout.view().into_dimensionality::<Ix4>().expect("checked"),
+            dout,
             x.view(),
+            w_value,
+            &g,
+            &mut self.ws,
+            dw,
+            dbias,
+            want_dx,
+        ))
+    }
+
+    /// The unfused forward of a borrowed or owned input.
+    fn forward_cow(&mut self, x: std::borrow::Cow<'_, Tensor>, mode: Mode) -> Result<Tensor> {
+        let g = self.prepare_forward(&x)?;
+        let w = self
+            .weight
+            .as_ref()
+            .ok_or_else(|| not_built(&self.name()))?;
+        let out = conv2d_forward(
+            x.view().into_dimensionality::<Ix4>().expect("checked NCHW"),
             w.value
                 .view()
                 .into_dimensionality::<Ix4>()
                 .expect("[O, C, kh, kw]"),
+            self.bias
+                .as_ref()
+                .map(|b| b.value.view().into_dimensionality::<Ix1>().expect("[O]")),
             &g,
             &mut self.ws,
-            w.grad
-                .view_mut()
-                .into_dimensionality::<Ix4>()
-                .expect("[O, C, kh, kw]"),
-            self.bias
-                .as_mut()
-                .map(|b| b.grad.view_mut().into_dimensionality::<Ix1>().expect("[O]")),
-            want_dx,
-        ))
+        );
+        self.keep_input(x, mode, false);
+        Ok(out.into_dyn())
+    }
+
+    /// The checks of a forward; returns the geometry.
+    fn prepare_forward(&mut self, x: &Tensor) -> Result<Conv2dGeom> {
+        if self.geom.is_none() && self.weight.is_some() && x.ndim() == 4 {
+            // a layer from `Conv2d::from_weights` used on its own: its geometry comes from the
+            // first input (the weights exist, so the generator is never drawn from)
+            self.build(&x.shape()[1..], &mut crate::init::rng(0))?;
+        }
+        let g = self.geom.ok_or_else(|| not_built(&self.name()))?;
+        self.check_params(&g)?;
+        self.check_input(x, &g)?;
+        Ok(g)
+    }
+
+    /// Keeps the input of a training forward (moved when owned, else copied into the reused
+    /// buffer), or drops the cache in evaluation mode.
+    fn keep_input(&mut self, x: std::borrow::Cow<'_, Tensor>, mode: Mode, fused: bool) {
+        self.fused = fused && mode == Mode::Train;
+        match (mode, x) {
+            (Mode::Eval, _) => self.cache = None,
+            (Mode::Train, std::borrow::Cow::Owned(x)) if x.is_standard_layout() => {
+                self.cache = Some(x.into_dimensionality::<Ix4>().expect("checked NCHW"));
+            }
+            (Mode::Train, x) => {
+                let x = x.view().into_dimensionality::<Ix4>().expect("checked NCHW");
+                store_input(&mut self.cache, x);
+            }
+        }
     }
 }
 
@@ -487,25 +572,53 @@ impl Layer for Conv2d {
         }
         self.geom = Some(g);
         self.cache = None;
+        self.fused = false;
         Ok(vec![self.out_channels, oh, ow])
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if self.geom.is_none() && self.weight.is_some() && x.ndim() == 4 {
-            // a layer from `Conv2d::from_weights` used on its own: its geometry comes from the
-            // first input (the weights exist, so the generator is never drawn from)
-            self.build(&x.shape()[1..], &mut crate::init::rng(0))?;
+        self.forward_cow(std::borrow::Cow::Borrowed(x), mode)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_cow(std::borrow::Cow::Owned(x), mode)
+    }
+
+    /// A dense stride-1 convolution runs a following `ReLU → MaxPool2d(2)` in its own pass
+    /// ([`crate::ops::conv2d::conv2d_relu_pool_forward`]).
+    fn fuses(&self, tail: &[Fusable]) -> usize {
+        let pair = tail.starts_with(&[Fusable::Relu, Fusable::MaxPool2x2]);
+        if pair && self.geom.is_some_and(|g| supports_relu_pool(&g)) {
+            2
+        } else {
+            0
         }
-        let g = self.geom.ok_or_else(|| not_built(&self.name()))?;
-        self.check_params(&g)?;
-        self.check_input(x, &g)?;
-        let x = x.view().into_dimensionality::<Ix4>().expect("checked NCHW");
+    }
+
+    fn forward_fused(
+        &mut self,
+        x: std::borrow::Cow<'_, Tensor>,
+        mode: Mode,
+        tail: &[Fusable],
+    ) -> Result<Tensor> {
+        if tail.is_empty() {
+            return self.forward_cow(x, mode);
+        }
+        if self.fuses(tail) != tail.len() {
+            return Err(Error::State(format!(
+                "{}: cannot fuse the following layers {tail:?}; it fuses [Relu, MaxPool2x2] \
+                 after a stride-1 convolution without groups",
+                self.name()
+            )));
+        }
+        let g = self.prepare_forward(&x)?;
         let w = self
             .weight
             .as_ref()
             .ok_or_else(|| not_built(&self.name()))?;
-        let out = conv2d_forward(
-            x.view(),
+        let codes = (mode == Mode::Train).then_some(&mut self.codes);
+        let out = conv2d_relu_pool_forward(
+            x.view().into_dimensionality::<Ix4>().expect("checked NCHW"),
             w.value
                 .view()
                 .into_dimensionality::<Ix4>()
@@ -515,11 +628,9 @@ impl Layer for Conv2d {
                 .map(|b| b.value.view().into_dimensionality::<Ix1>().expect("[O]")),
             &g,
             &mut self.ws,
+            codes,
         );
-        match mode {
-            Mode::Train => store_input(&mut self.cache, x),
-            Mode::Eval => self.cache = None,
-        }
+        self.keep_input(x, mode, true);
         Ok(out.into_dyn())
     }
 

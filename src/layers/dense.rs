@@ -114,7 +114,39 @@ impl Dense {
     }
 
     /// Checks `x: (B, …, in)` and returns it flattened to `(rows, in)` with the output shape.
-    fn rows_of(&self, x: &Tensor) -> Result<(Array2<f32>, Vec<usize>)> {
+    /// The forward of a borrowed or owned input (kept as the cache without a copy when owned).
+    fn forward_cow(&mut self, x: std::borrow::Cow<'_, Tensor>, mode: Mode) -> Result<Tensor> {
+        self.check_params()?;
+        let in_shape = x.shape().to_vec();
+        let (rows, out_shape) = self.rows_of(x)?;
+        let w = self
+            .weight
+            .as_ref()
+            .ok_or_else(|| not_built(&self.name()))?;
+        let w = w
+            .value
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("weight is [out, in]");
+        let b = self.bias.as_ref().map(|b| {
+            b.value
+                .view()
+                .into_dimensionality::<Ix1>()
+                .expect("bias is [out]")
+        });
+        let mut out = Array2::<f32>::zeros((rows.nrows(), self.units));
+        linear_forward_into(rows.view(), w, b, out.view_mut());
+        self.cache = match mode {
+            Mode::Train => Some((rows, in_shape)),
+            Mode::Eval => None,
+        };
+        Ok(out
+            .into_shape_with_order(out_shape)
+            .expect("output reshape")
+            .into_dyn())
+    }
+
+    fn rows_of(&self, x: std::borrow::Cow<'_, Tensor>) -> Result<(Array2<f32>, Vec<usize>)> {
         let inp = self.in_features.ok_or_else(|| not_built(&self.name()))?;
         if x.ndim() < 2 || x.shape()[x.ndim() - 1] != inp {
             return Err(Error::shape(
@@ -124,13 +156,16 @@ impl Dense {
             ));
         }
         let rows = x.len() / inp;
-        let flat = x
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((rows, inp))
-            .expect("contiguous reshape");
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 2") = self.units;
+        // an owned input in standard layout is reshaped in place (no copy)
+        let owned = match x {
+            std::borrow::Cow::Owned(x) if x.is_standard_layout() => x,
+            x => x.as_standard_layout().into_owned(),
+        };
+        let flat = owned
+            .into_shape_with_order((rows, inp))
+            .expect("contiguous reshape");
         Ok((flat, out_shape))
     }
 }
@@ -181,33 +216,11 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.check_params()?;
-        let (rows, out_shape) = self.rows_of(x)?;
-        let w = self
-            .weight
-            .as_ref()
-            .ok_or_else(|| not_built(&self.name()))?;
-        let w = w
-            .value
-            .view()
-            .into_dimensionality::<Ix2>()
-            .expect("weight is [out, in]");
-        let b = self.bias.as_ref().map(|b| {
-            b.value
-                .view()
-                .into_dimensionality::<Ix1>()
-                .expect("bias is [out]")
-        });
-        let mut out = Array2::<f32>::zeros((rows.nrows(), self.units));
-        linear_forward_into(rows.view(), w, b, out.view_mut());
-        self.cache = match mode {
-            Mode::Train => Some((rows, x.shape().to_vec())),
-            Mode::Eval => None,
-        };
-        Ok(out
-            .into_shape_with_order(out_shape)
-            .expect("output reshape")
-            .into_dyn())
+        self.forward_cow(std::borrow::Cow::Borrowed(x), mode)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_cow(std::borrow::Cow::Owned(x), mode)
     }
 
     fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {

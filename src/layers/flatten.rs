@@ -61,22 +61,56 @@ impl Layer for Flatten {
     }
 
     fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let out = self.check_forward(x, mode)?;
+        // forward: y[b, c·H·W + i·W + j] = x[b, c, i, j]  (a row-major reshape)
+        Ok(x.to_shape(out).expect("row-major reshape").into_owned())
+    }
+
+    /// As [`Layer::forward`] without a copy when `x` is in standard layout.
+    fn forward_owned(&mut self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        if !x.is_standard_layout() {
+            return self.forward(&x, mode);
+        }
+        let out = self.check_forward(&x, mode)?;
+        Ok(x.into_shape_with_order(out).expect("row-major reshape"))
+    }
+
+    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+        let shape = self.check_backward(dout)?;
+        // backward: dx[b, c, i, j] = dy[b, c·H·W + i·W + j]  (the inverse reshape)
+        Ok(dout
+            .to_shape(shape)
+            .expect("row-major reshape")
+            .into_owned())
+    }
+
+    /// As [`Layer::backward`] without a copy when `dout` is in standard layout.
+    fn backward_owned(&mut self, dout: Tensor) -> Result<Tensor> {
+        if !dout.is_standard_layout() {
+            return self.backward(&dout);
+        }
+        let shape = self.check_backward(&dout)?;
+        Ok(dout
+            .into_shape_with_order(shape)
+            .expect("row-major reshape"))
+    }
+}
+
+impl Flatten {
+    /// Checks a forward input, records its shape for training; returns the output shape.
+    fn check_forward(&mut self, x: &Tensor, mode: Mode) -> Result<IxDyn> {
         let fits = x.ndim() >= 2 && self.input.as_ref().is_none_or(|s| x.shape()[1..] == s[..]);
         if !fits {
             return Err(Error::shape("Flatten", self.expected(), x.shape()));
         }
         let b = x.shape()[0];
         let features: usize = x.shape()[1..].iter().product();
-        // forward: y[b, c·H·W + i·W + j] = x[b, c, i, j]  (a row-major reshape)
-        let y = x
-            .to_shape(IxDyn(&[b, features]))
-            .expect("row-major reshape")
-            .into_owned();
         self.cache = (mode == Mode::Train).then(|| x.shape().to_vec());
-        Ok(y)
+        Ok(IxDyn(&[b, features]))
     }
 
-    fn backward(&mut self, dout: &Tensor) -> Result<Tensor> {
+    /// Checks `dout` against the last training forward; returns the input shape.
+    fn check_backward(&self, dout: &Tensor) -> Result<IxDyn> {
         let shape = self.cache.as_ref().ok_or_else(|| no_cache("Flatten"))?;
         let want = [shape[0], shape[1..].iter().product()];
         if dout.shape() != want {
@@ -86,10 +120,6 @@ impl Layer for Flatten {
                 dout.shape(),
             ));
         }
-        // backward: dx[b, c, i, j] = dy[b, c·H·W + i·W + j]  (the inverse reshape)
-        Ok(dout
-            .to_shape(IxDyn(shape))
-            .expect("row-major reshape")
-            .into_owned())
+        Ok(IxDyn(shape))
     }
 }

@@ -16,6 +16,7 @@ mod dense;
 mod dropout;
 mod embedding;
 mod flatten;
+mod fusion;
 mod global_pool;
 mod layer_norm;
 mod mbconv;
@@ -29,6 +30,7 @@ pub use dense::Dense;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use flatten::Flatten;
+pub use fusion::Fusable;
 pub use global_pool::{GlobalAveragePooling2D, GlobalAvgPool2d};
 pub use layer_norm::LayerNorm;
 pub use mbconv::MbConv;
@@ -104,6 +106,41 @@ pub trait Layer: Send + Sync {
     /// As [`Layer::backward`].
     fn backward_params_only(&mut self, dout: &Tensor) -> Result<()> {
         self.backward(dout).map(|_| ())
+    }
+
+    /// What this layer is when a preceding layer runs it inside its own pass (`None`, the
+    /// default: it cannot be fused).
+    fn fusable(&self) -> Option<Fusable> {
+        None
+    }
+
+    /// How many of the layers that follow (`tail`, their [`Layer::fusable`] kinds in order) this
+    /// layer can run inside its own pass with [`Layer::forward_fused`]: 0 (the default) or a
+    /// prefix length of `tail`.
+    fn fuses(&self, _tail: &[Fusable]) -> usize {
+        0
+    }
+
+    /// Runs this layer followed by the layers `tail` (a prefix accepted by [`Layer::fuses`]) in
+    /// one pass, with the result of running them one by one (bit for bit in [`Mode::Train`]; an
+    /// inference forward may take a faster path that rounds differently). After a
+    /// [`Mode::Train`] call, [`Layer::backward`] takes the gradient of the last fused layer's
+    /// output and returns this layer's input gradient; the fused layers themselves are not
+    /// called (nor their caches updated). `x` is borrowed or owned, like [`Layer::forward`] and
+    /// [`Layer::forward_owned`].
+    ///
+    /// # Errors
+    /// As [`Layer::forward`]; [`crate::Error::State`] for a `tail` this layer does not fuse.
+    fn forward_fused(
+        &mut self,
+        _x: std::borrow::Cow<'_, Tensor>,
+        _mode: Mode,
+        tail: &[Fusable],
+    ) -> Result<Tensor> {
+        Err(crate::Error::State(format!(
+            "{}: cannot fuse the following layers {tail:?}",
+            self.describe()
+        )))
     }
 
     /// `true` for a softmax over the last axis: a following cross-entropy loss then takes the

@@ -6,7 +6,7 @@
 //! Neither has parameters. Configuration errors surface in [`Layer::build`] (or in the first
 //! forward of an unbuilt layer) as [`Error::Config`] / [`Error::Shape`] naming the sizes.
 
-use super::{no_cache, Layer, Mode};
+use super::{no_cache, Fusable, Layer, Mode};
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::ops::pool::{
@@ -276,6 +276,12 @@ impl MaxPool2d {
 impl Layer for MaxPool2d {
     fn describe(&self) -> String {
         self.spec.describe()
+    }
+
+    fn fusable(&self) -> Option<Fusable> {
+        let g = self.spec.geometry();
+        let plain = (g.kernel, g.stride, g.padding, g.ceil_mode) == ((2, 2), (2, 2), (0, 0), false);
+        plain.then_some(Fusable::MaxPool2x2)
     }
 
     fn build(&mut self, input_shape: &[usize], _rng: &mut Rng) -> Result<Vec<usize>> {

@@ -31,6 +31,9 @@ pub struct Sequential {
     pub(super) compiled: Option<Compiled>,
     /// Seed for `fit`'s shuffling and augmentation, drawn from the build RNG.
     pub(super) fit_seed: u64,
+    /// How the last forward grouped the layers it ran: the length of each group in order (1 for
+    /// a layer run alone, more for a layer that ran the following ones fused).
+    groups: Vec<usize>,
 }
 
 /// What `compile` sets.
@@ -51,6 +54,7 @@ impl Sequential {
             built: false,
             compiled: None,
             fit_seed: 0,
+            groups: Vec::new(),
         }
     }
 
@@ -202,17 +206,51 @@ impl Sequential {
     }
 
     pub(super) fn forward_range(&mut self, x: &Tensor, mode: Mode, end: usize) -> Result<Tensor> {
+        use std::borrow::Cow;
         self.check_built()?;
         self.check_input(x)?;
-        let Some((first, rest)) = self.layers[..end].split_first_mut() else {
-            return Ok(x.clone());
-        };
-        // every later layer owns its input: elementwise layers then work in place
-        let mut h = first.forward(x, mode)?;
-        for layer in rest {
-            h = layer.forward_owned(h, mode)?;
+        self.groups.clear();
+        let layers = &mut self.layers[..end];
+        let mut h: Option<Tensor> = None;
+        let mut i = 0;
+        while i < layers.len() {
+            // a layer may run the fusable layers after it in its own pass (`Layer::fuses`)
+            let tail: Vec<_> = layers[i + 1..].iter().map_while(|l| l.fusable()).collect();
+            let fused = layers[i].fuses(&tail).min(tail.len());
+            // every later layer owns its input: elementwise layers then work in place
+            let input = h.take().map_or(Cow::Borrowed(x), Cow::Owned);
+            let out = match (fused, input) {
+                (0, Cow::Borrowed(x)) => layers[i].forward(x, mode),
+                (0, Cow::Owned(x)) => layers[i].forward_owned(x, mode),
+                (k, input) => layers[i].forward_fused(input, mode, &tail[..k]),
+            };
+            h = Some(out?);
+            self.groups.push(1 + fused);
+            i += 1 + fused;
         }
-        Ok(h)
+        Ok(h.unwrap_or_else(|| x.clone()))
+    }
+
+    /// The groups of the last forward within layers `..end`, as `(first layer, length)` in
+    /// order; an error when that forward ran another range.
+    fn groups_until(&self, end: usize) -> Result<Vec<(usize, usize)>> {
+        if self.groups.is_empty() {
+            // no forward yet: every layer alone (each reports its missing cache)
+            return Ok((0..end).map(|i| (i, 1)).collect());
+        }
+        let mut start = 0;
+        let mut out = Vec::with_capacity(self.groups.len());
+        for &len in &self.groups {
+            out.push((start, len));
+            start += len;
+        }
+        if start != end {
+            return Err(Error::State(format!(
+                "Sequential backward through layers 0..{end}, but the last forward ran layers \
+                 0..{start}"
+            )));
+        }
+        Ok(out)
     }
 
     /// Every layer's output for a batch, in evaluation mode (for inspection and debugging):
@@ -244,8 +282,9 @@ impl Sequential {
     fn backward_range(&mut self, dout: &Tensor, end: usize) -> Result<Tensor> {
         self.check_built()?;
         let mut d = dout.clone();
-        for layer in self.layers[..end].iter_mut().rev() {
-            d = layer.backward_owned(d)?;
+        // a fused group's first layer back-propagates through the whole group
+        for (first, _) in self.groups_until(end)?.into_iter().rev() {
+            d = self.layers[first].backward_owned(d)?;
         }
         Ok(d)
     }
@@ -256,9 +295,10 @@ impl Sequential {
         if end == 0 {
             return Ok(());
         }
+        let groups = self.groups_until(end)?;
         let mut d = dout.clone();
-        for layer in self.layers[1..end].iter_mut().rev() {
-            d = layer.backward_owned(d)?;
+        for &(first, _) in groups[1..].iter().rev() {
+            d = self.layers[first].backward_owned(d)?;
         }
         self.layers[0].backward_params_only(&d)
     }

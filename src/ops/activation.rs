@@ -34,8 +34,9 @@ const GELU_COEFF: f32 = 0.044_715;
 // Scalar definitions (the single source of truth for every form below).
 // ---------------------------------------------------------------------------------------------
 
+/// The scalar ReLU every form uses (also the fused convolution epilogue's).
 #[inline]
-fn relu(x: f32) -> f32 {
+pub(crate) fn relu(x: f32) -> f32 {
     // `x > 0` rather than `x.max(0)`: NaN propagates as in torch.relu.
     if x > 0.0 || x.is_nan() {
         x

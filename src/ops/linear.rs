@@ -1,9 +1,18 @@
 //! The fully connected (`nn.Linear`) kernel: `out = x·Wᵀ + b`, forward and backward.
 
-use super::matmul::{matmul_into, matmul_nt_into, matmul_tn_into};
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use super::matmul::{gemm_into, matmul_into, matmul_nt_into, matmul_tn_into, Threads};
+use ndarray::{s, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
+use rayon::prelude::*;
+
+/// Reduction length per task of a long, narrow product ([`linear_forward_into`]).
+const K_CHUNK: usize = 4096;
 
 /// `out[b, o] = Σ_i x[b, i]·w[o, i] + bias[o]`, written into `out`.
+///
+/// A long reduction into a small output (`I ≥ 8192`, `B·O ≤ 65,536`: a Dense layer after a
+/// Flatten, e.g. 12,544 inputs into 64 units at batch 32) is split into fixed chunks of
+/// 4,096 inputs, one serial product each in parallel, summed in chunk order: each thread
+/// then reads its own part of `w` once, and the result does not depend on the thread count.
 ///
 /// # Shapes
 /// `x: (B, I)`, `w: (O, I)` (PyTorch `[out, in]` layout), `bias: (O)`, `out: (B, O)`.
@@ -13,6 +22,28 @@ pub fn linear_forward_into(
     bias: Option<ArrayView1<f32>>,
     mut out: ArrayViewMut2<f32>,
 ) {
+    let ((m, k), n) = (x.dim(), w.nrows());
+    if k >= 2 * K_CHUNK && m * n <= 16 * K_CHUNK && m * n > 0 {
+        let chunks = k.div_ceil(K_CHUNK);
+        let mut parts = vec![0.0f32; chunks * m * n];
+        parts
+            .par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(c, part)| {
+                let ks = s![.., c * K_CHUNK..((c + 1) * K_CHUNK).min(k)];
+                let part = ArrayViewMut2::from_shape((m, n), part).expect("(B, O)");
+                gemm_into(x.slice(ks), w.slice(ks).t(), part, false, Threads::Serial);
+            });
+        // out[b, o] = bias[o] + ((part_0 + part_1) + …) in chunk order
+        for ((b, o), v) in out.indexed_iter_mut() {
+            let mut sum = parts[b * n + o];
+            for part in parts.chunks_exact(m * n).skip(1) {
+                sum += part[b * n + o];
+            }
+            *v = bias.map_or(0.0, |bias| bias[o]) + sum;
+        }
+        return;
+    }
     match bias {
         Some(b) => {
             // out starts as the bias broadcast over rows, then accumulates x·Wᵀ.

@@ -191,3 +191,42 @@ fn misuse_is_an_error_not_a_panic() {
     .to_string();
     assert!(msg.contains("[5]") && msg.contains("[4]"), "{msg}");
 }
+
+/// A long reduction into a small output (split into fixed chunks of inputs): against an f64
+/// reference, and bit-identical on 1 and 2 threads.
+#[test]
+fn long_reduction_matches_an_f64_reference_on_any_thread_count() {
+    let (b, i, o) = (5, 9000, 7);
+    let x = random_tensor(&[b, i], 21);
+    let w = random_tensor(&[o, i], 22);
+    let bias = random_tensor(&[o], 23);
+    let run = |t: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .unwrap()
+            .install(|| {
+                let mut out = Array2::zeros((b, o));
+                linear_forward_into(
+                    ix2(&x),
+                    ix2(&w),
+                    Some(bias.view().into_dimensionality::<Ix1>().unwrap()),
+                    out.view_mut(),
+                );
+                out
+            })
+    };
+    let (one, two) = (run(1), run(2));
+    let bits = |a: &Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&one), bits(&two), "1 vs 2 threads");
+    for ((r, c), &got) in one.indexed_iter() {
+        let want: f64 = bias[[c]] as f64
+            + (0..i)
+                .map(|k| x[[r, k]] as f64 * w[[c, k]] as f64)
+                .sum::<f64>();
+        assert!(
+            (got as f64 - want).abs() <= 1e-3 * want.abs().max(1.0),
+            "out[{r}, {c}] = {got}, f64 reference {want}"
+        );
+    }
+}

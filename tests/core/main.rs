@@ -23,6 +23,7 @@ mod dropout;
 mod examples_cli;
 mod fit;
 mod flatten;
+mod fused_conv;
 mod gemv;
 mod generate;
 mod golden_activations;

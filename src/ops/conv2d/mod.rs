@@ -41,11 +41,15 @@ use std::sync::Mutex;
 
 mod geom;
 mod grouped;
+mod pooled;
 mod unfold;
+mod winograd;
 mod workspace;
 
 pub use geom::{conv_out_len, tf_same_pads, Conv2dGeom, TILE_FLOATS};
 use grouped::*;
+use pooled::expand_pooled;
+pub use pooled::{conv2d_relu_pool_backward, conv2d_relu_pool_forward, supports_relu_pool};
 use unfold::*;
 pub use workspace::Conv2dWorkspace;
 use workspace::*;
@@ -267,13 +271,9 @@ pub fn conv2d_forward_fused(
                     let cols = &mut cols[..k * len];
 
                     if plan.wide {
-                        unfold_wide(src, g, &plan, i0, i1, cols);
                         // wide_out = W · cols, then out_n[o, i, :] = wide_out[o, i·Wp ..] + bias[o]
-                        let wo = &mut wide_out[..g.o * len];
-                        let wm =
-                            ArrayViewMut2::from_shape((g.o, len), &mut wo[..]).expect("(O, L)");
-                        let cm = ArrayView2::from_shape((k, len), &cols[..]).expect("(K, L)");
-                        gemm_into(wmat, cm, wm, false, threads);
+                        let wo =
+                            wide_product(src, g, &plan, (i0, i1), cols, wide_out, wmat, threads);
                         for (o, wrow) in wo.chunks_exact(len).enumerate() {
                             let b = kbias.map_or(0.0, |b| b[o]);
                             let orows =
@@ -306,6 +306,29 @@ pub fn conv2d_forward_fused(
     out
 }
 
+/// The wide product of band `[i0, i1)`: unfolds the (padded) image `src` into `cols` and
+/// returns `wide_out[..O·L] = W · cols`, `(O, L)` with `L = plan.band_cols(i0, i1)`.
+#[allow(clippy::too_many_arguments)]
+fn wide_product<'a>(
+    src: &[f32],
+    g: &Conv2dGeom,
+    plan: &Plan,
+    (i0, i1): (usize, usize),
+    cols: &mut [f32],
+    wide_out: &'a mut [f32],
+    wmat: ArrayView2<f32>,
+    threads: Threads,
+) -> &'a [f32] {
+    let (k, len) = (plan.k, plan.band_cols(i0, i1));
+    let cols = &mut cols[..k * len];
+    unfold_wide(src, g, plan, i0, i1, cols);
+    let wo = &mut wide_out[..g.o * len];
+    let wm = ArrayViewMut2::from_shape((g.o, len), &mut wo[..]).expect("(O, L)");
+    let cm = ArrayView2::from_shape((k, len), &cols[..]).expect("(K, L)");
+    gemm_into(wmat, cm, wm, false, threads);
+    wo
+}
+
 /// Convolution backward: accumulates (`+=`) into `dw` and `dbias`, and returns `dx` when
 /// `want_dx` (the first layer of a model needs no input gradient, which saves the `Wᵀ·dout`
 /// product and the fold).
@@ -336,7 +359,7 @@ pub fn conv2d_backward(
     w: ArrayView4<f32>,
     g: &Conv2dGeom,
     ws: &mut Conv2dWorkspace,
-    mut dw: ArrayViewMut4<f32>,
+    dw: ArrayViewMut4<f32>,
     dbias: Option<ArrayViewMut1<f32>>,
     want_dx: bool,
 ) -> Option<Array4<f32>> {
@@ -347,6 +370,27 @@ pub fn conv2d_backward(
         (n, g.o, oh, ow),
         "conv2d backward: dout does not match the geometry {g:?}"
     );
+    if g.is_depthwise() {
+        let dbias = check_grads(g, &dw, dbias);
+        return super::depthwise::depthwise_backward(dout, x, w, g, dw, dbias, want_dx);
+    }
+    if g.groups > 1 {
+        let dbias = check_grads(g, &dw, dbias);
+        return grouped_backward(dout, x, w, g, ws, dw, dbias, want_dx);
+    }
+    let dout = dout.as_standard_layout();
+    let d = dout.as_slice().expect("standard");
+    let len = g.o * oh * ow;
+    let per_image = (0..n).map(|i| (&d[i * len..][..len], &[][..])).collect();
+    backward_dense(per_image, None, x, w, g, ws, dw, dbias, want_dx)
+}
+
+/// Checks the gradient buffers against the geometry.
+fn check_grads<'a>(
+    g: &Conv2dGeom,
+    dw: &ArrayViewMut4<f32>,
+    dbias: Option<ArrayViewMut1<'a, f32>>,
+) -> Option<ArrayViewMut1<'a, f32>> {
     assert_eq!(
         dw.dim(),
         (g.o, g.c / g.groups, g.kh, g.kw),
@@ -355,12 +399,33 @@ pub fn conv2d_backward(
     if let Some(db) = &dbias {
         assert_eq!(db.len(), g.o, "conv2d backward: dbias does not match");
     }
-    if g.is_depthwise() {
-        return super::depthwise::depthwise_backward(dout, x, w, g, dw, dbias, want_dx);
-    }
-    if g.groups > 1 {
-        return grouped_backward(dout, x, w, g, ws, dw, dbias, want_dx);
-    }
+    dbias
+}
+
+/// The backward of a dense (`groups = 1`) convolution. `per_image[n]` is image `n`'s output
+/// gradient: `(dout_n, [])` with `dout_n: (O, OH, OW)`, or, after a fused ReLU + 2×2 max pool
+/// (`pooled = Some((PH, PW))`), `(dpool_n, codes_n)` with both `(O, PH, PW)`, expanded into the
+/// convolution's output gradient in a scratch buffer before the same products.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_dense(
+    per_image: Vec<(&[f32], &[u8])>,
+    pooled: Option<(usize, usize)>,
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    g: &Conv2dGeom,
+    ws: &mut Conv2dWorkspace,
+    mut dw: ArrayViewMut4<f32>,
+    dbias: Option<ArrayViewMut1<f32>>,
+    want_dx: bool,
+) -> Option<Array4<f32>> {
+    let n = check_shapes(&x, &w, g);
+    let dbias = check_grads(g, &dw, dbias);
+    assert_eq!(
+        per_image.len(),
+        n,
+        "conv2d backward: one gradient per image"
+    );
+    let (oh, ow) = g.out_hw();
     let plan = Plan::new(g);
     let k = plan.k;
     let p = oh * ow;
@@ -370,7 +435,6 @@ pub fn conv2d_backward(
     }
     let x = x.as_standard_layout();
     let w = w.as_standard_layout();
-    let dout = dout.as_standard_layout();
     let wmat = ArrayView2::from_shape((g.o, k), w.as_slice().expect("standard")).expect("(O, K)");
     let threads = threads_for(n);
     let xlen = g.c * g.h * g.w;
@@ -381,9 +445,11 @@ pub fn conv2d_backward(
         (0..n).map(|_| &mut [][..]).collect()
     };
     let pointwise = g.is_pointwise();
-    // scratch: patches (K, L), wide dout (O, L), dcols (K, L), padded image, padded dx
+    // scratch: patches (K, L), wide dout (O, L), dcols (K, L), padded image, padded dx, and
+    // the expanded output gradient (O, OH·OW) after a fused pool
+    let expanded = if pooled.is_some() { g.o * p } else { 0 };
     let lens = if pointwise {
-        [0; 5]
+        [0, 0, 0, 0, 0, expanded]
     } else {
         [
             k * plan.cols_max,
@@ -391,6 +457,7 @@ pub fn conv2d_backward(
             if want_dx { k * plan.cols_max } else { 0 },
             plan.padded_len(g),
             if want_dx { plan.padded_len(g) } else { 0 },
+            expanded,
         ]
     };
     let scratch_len = lens.iter().sum();
@@ -407,28 +474,35 @@ pub fn conv2d_backward(
     dx_slots
         .par_iter_mut()
         .zip(x.as_slice().expect("standard").par_chunks(xlen))
-        .zip(dout.as_slice().expect("standard").par_chunks(g.o * p))
+        .zip(per_image.par_iter())
         .zip(dw_parts[..n * k * g.o].par_chunks_mut(k * g.o))
         .zip(db_parts[..n * g.o].par_chunks_mut(g.o))
-        .for_each(|((((dx_n, x_n), d_n), dwt_n), db_n)| {
-            // dbias_n[o] = Σ_{i,j} dout_n[o, i, j]
-            for (b, row) in db_n.iter_mut().zip(d_n.chunks_exact(p)) {
-                *b = lane_sum(row);
-            }
-            if pointwise {
-                // forward: out_n = W · x_n  ⇒  dWᵀ_n = x_n · dout_nᵀ,  dx_n = Wᵀ · dout_n
-                let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
-                let dm = ArrayView2::from_shape((g.o, p), d_n).expect("(O, P)");
-                let dwt = ArrayViewMut2::from_shape((k, g.o), dwt_n).expect("(C, O)");
-                gemm_into(xm, dm.t(), dwt, false, threads);
-                if want_dx {
-                    let dxm = ArrayViewMut2::from_shape((k, p), &mut dx_n[..]).expect("(C, P)");
-                    gemm_into(wmat.t(), dm, dxm, false, threads);
-                }
-                return;
-            }
+        .for_each(|((((dx_n, x_n), &(d_n, codes_n)), dwt_n), db_n)| {
             with_scratch(scratch, scratch_len, |buf| {
-                let [cols, wide_d, dcols, xp, dxp] = carve(buf, lens);
+                let [cols, wide_d, dcols, xp, dxp, dense] = carve(buf, lens);
+                let d_n: &[f32] = match pooled {
+                    Some((ph, pw)) => {
+                        expand_pooled(d_n, codes_n, g.o, (oh, ow), (ph, pw), dense);
+                        dense
+                    }
+                    None => d_n,
+                };
+                // dbias_n[o] = Σ_{i,j} dout_n[o, i, j]
+                for (b, row) in db_n.iter_mut().zip(d_n.chunks_exact(p)) {
+                    *b = lane_sum(row);
+                }
+                if pointwise {
+                    // forward: out_n = W · x_n  ⇒  dWᵀ_n = x_n · dout_nᵀ,  dx_n = Wᵀ · dout_n
+                    let xm = ArrayView2::from_shape((k, p), x_n).expect("(C, P)");
+                    let dm = ArrayView2::from_shape((g.o, p), d_n).expect("(O, P)");
+                    let dwt = ArrayViewMut2::from_shape((k, g.o), dwt_n).expect("(C, O)");
+                    gemm_into(xm, dm.t(), dwt, false, threads);
+                    if want_dx {
+                        let dxm = ArrayViewMut2::from_shape((k, p), &mut dx_n[..]).expect("(C, P)");
+                        gemm_into(wmat.t(), dm, dxm, false, threads);
+                    }
+                    return;
+                }
                 let src: &[f32] = if plan.padded {
                     pad_into(x_n, g, &plan, xp);
                     xp

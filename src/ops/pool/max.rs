@@ -5,7 +5,7 @@ use super::*;
 /// Folds `v` at flat index `i` into the running maximum `(best, at)`: a strictly greater value
 /// replaces it (so the first maximum wins) and NaN always does (PyTorch). Branch-free.
 #[inline(always)]
-fn fold_max(v: f32, i: u32, best: &mut f32, at: &mut u32) {
+pub(crate) fn fold_max(v: f32, i: u32, best: &mut f32, at: &mut u32) {
     let take = v > *best || v.is_nan();
     *best = if take { v } else { *best };
     *at = if take { i } else { *at };
