@@ -109,7 +109,8 @@ fn encode_conv(name: &str, w: &Param, b: &Param, qtype: QType) -> Result<QuantCo
 impl Gpt {
     /// An inference copy of this model with the projections and `wte` (the tied head) stored
     /// as `qtype` (see [`QuantGpt`]). Drop the `f32` model afterwards to keep only the
-    /// encoded weights (GPT-2 124M: 498 MB in `f32`, 250 MB in F16 / BF16, 133 MB in Q8_0).
+    /// encoded weights (GPT-2 124M: about 498 MB in `f32`, 250 MB in F16 / BF16 and 135 MB in
+    /// Q8_0, the `f32` position table included).
     ///
     /// # Errors
     /// [`Error::Param`] naming a matrix whose input width is not a multiple of the encoding's
