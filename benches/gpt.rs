@@ -9,14 +9,20 @@
 //! nanoGPT's estimate (6N + 12·L·C·T FLOPs per token, N = parameters without wpe) and the
 //! fraction of the machine's FMA peak. Generation: a prompt of 8 tokens + 50 new tokens, greedy,
 //! batch 1, with and without the KV cache, and `num_return_sequences = 5` sampling (top-k 50)
-//! through `Gpt::generate` → new tokens/s. Median and min over repeated runs.
+//! through `Gpt::generate` → new tokens/s. The same greedy decode with the matrices in F16, BF16
+//! and Q8_0 (`Gpt::quantize`): tokens/s, the weights' read rate, and the logits' deviation from
+//! `f32` along the `f32` greedy sequence (max abs, and whether the greedy tokens agree). Prompt
+//! processing: one 256-token prompt (at most `block_size`) through the KV cache, `f32` and the
+//! quantized dtypes → prompt tokens/s. Median and min over repeated runs. `--no-train` skips the
+//! training rows.
 
 mod common;
 
 use common::{fma_peak_gflops, pool, quick, read_bandwidth, row, time_it};
 use handgrad::generate::GenerateConfig;
+use handgrad::ops::quant::QType;
 use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
-use handgrad::transformer::{Gpt, GptConfig};
+use handgrad::transformer::{Gpt, GptConfig, KvCache, QuantGpt};
 use ndarray::Array2;
 use std::time::Duration;
 
@@ -120,9 +126,39 @@ fn greedy(gpt: &mut Gpt, prompt: &[usize], new: usize, cached: bool) -> Vec<usiz
     seq
 }
 
+/// The encodings of the quantized decode rows.
+const QTYPES: [QType; 3] = [QType::F16, QType::BF16, QType::Q8_0];
+
+fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
+    (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b })
+}
+
+/// Cached greedy decoding through any model's `forward_cached`; returns the sequence and the
+/// logits of every step.
+fn greedy_with(
+    forward: &dyn Fn(ndarray::ArrayView2<usize>, &mut KvCache) -> Array2<f32>,
+    mut cache: KvCache,
+    prompt: &[usize],
+    new: usize,
+    teacher: Option<&[usize]>,
+) -> (Vec<usize>, Vec<Array2<f32>>) {
+    let mut seq = prompt.to_vec();
+    let p = Array2::from_shape_vec((1, seq.len()), seq.clone()).expect("prompt");
+    let mut logits = forward(p.view(), &mut cache);
+    let mut all = Vec::new();
+    for i in 0..new {
+        let next = teacher.map_or_else(|| argmax(logits.row(0)), |t| t[prompt.len() + i]);
+        seq.push(next);
+        let l = forward(ndarray::arr2(&[[next]]).view(), &mut cache);
+        all.push(std::mem::replace(&mut logits, l));
+    }
+    all.push(logits);
+    (seq, all)
+}
+
 /// Generation rows; returns the cached greedy decode's weight GB/s (bytes read per token: every
 /// parameter but the position table).
-fn generation(case: &Case, threads: usize) -> f64 {
+fn generation(case: &Case, threads: usize) -> Vec<(String, f64)> {
     let samples = if quick() { 3 } else { 5 };
     let (plen, new) = (8, 50);
     pool(threads).install(|| {
@@ -133,7 +169,7 @@ fn generation(case: &Case, threads: usize) -> f64 {
             .filter(|(name, _)| name != "wpe.weight")
             .map(|(_, p)| 4 * p.value.len())
             .sum();
-        let mut gbps = 0.0;
+        let mut gbps = Vec::new();
         let prompt: Vec<usize> = (0..plen)
             .map(|i| (i * 13 + 5) % case.cfg.vocab_size)
             .collect();
@@ -142,7 +178,10 @@ fn generation(case: &Case, threads: usize) -> f64 {
                 std::hint::black_box(greedy(&mut gpt, &prompt, new, cached));
             });
             if cached {
-                gbps = weight_bytes as f64 * new as f64 / med / 1e9;
+                gbps.push((
+                    "F32".to_string(),
+                    weight_bytes as f64 * new as f64 / med / 1e9,
+                ));
             }
             row(&[
                 format!(
@@ -178,6 +217,79 @@ fn generation(case: &Case, threads: usize) -> f64 {
             "-".into(),
             "-".into(),
         ]);
+        // the same greedy decode with quantized matrices, against the f32 logits
+        let f32_fwd = |x: ndarray::ArrayView2<usize>, c: &mut KvCache| {
+            gpt.forward_cached(x, c).expect("f32 step")
+        };
+        let (want_seq, want) = greedy_with(&f32_fwd, gpt.new_cache(1), &prompt, new, None);
+        let plen_pp = 256.min(case.cfg.block_size);
+        let long: Vec<usize> = (0..plen_pp)
+            .map(|i| (i * 7919 + 11) % case.cfg.vocab_size)
+            .collect();
+        let long = Array2::from_shape_vec((1, plen_pp), long).expect("prompt");
+        let prompt_row = |name: &str, med: f64, min: f64| {
+            row(&[
+                format!("{} prompt {plen_pp} tokens, KV cache, {name}", case.name),
+                threads.to_string(),
+                format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
+                format!("{:.0}", plen_pp as f64 / med),
+                "-".into(),
+                "-".into(),
+            ]);
+        };
+        let (med, min) = time_it(samples, Duration::from_millis(100), || {
+            let mut c = gpt.new_cache(1);
+            std::hint::black_box(gpt.forward_cached(long.view(), &mut c).expect("prompt"));
+        });
+        prompt_row("F32", med, min);
+        for qtype in QTYPES {
+            let q: QuantGpt = gpt.quantize(qtype).expect("quantize");
+            let q_fwd = |x: ndarray::ArrayView2<usize>, c: &mut KvCache| {
+                q.forward_cached(x, c).expect("quantized step")
+            };
+            let (seq, _) = greedy_with(&q_fwd, q.new_cache(1), &prompt, new, None);
+            let (_, got) = greedy_with(&q_fwd, q.new_cache(1), &prompt, new, Some(&want_seq));
+            let dev = want
+                .iter()
+                .zip(&got)
+                .flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()))
+                .fold(0.0f32, f32::max);
+            let scale = want
+                .iter()
+                .flat_map(|a| a.iter())
+                .fold(0.0f32, |m, v| m.max(v.abs()));
+            let agree = seq
+                .iter()
+                .zip(&want_seq)
+                .skip(plen)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let (med, min) = time_it(samples, Duration::from_millis(100), || {
+                std::hint::black_box(greedy_with(&q_fwd, q.new_cache(1), &prompt, new, None));
+            });
+            gbps.push((
+                qtype.name().to_string(),
+                q.weight_bytes() as f64 * new as f64 / med / 1e9,
+            ));
+            row(&[
+                format!(
+                    "{} greedy 8+50, batch 1, KV cache, {} (max |Δlogit| vs f32 {dev:.1e} of \
+                     {scale:.2}; greedy tokens agree: {agree}/{new})",
+                    case.name,
+                    qtype.name()
+                ),
+                threads.to_string(),
+                format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
+                format!("{:.0}", new as f64 / med),
+                "-".into(),
+                "-".into(),
+            ]);
+            let (med, min) = time_it(samples, Duration::from_millis(100), || {
+                let mut c = q.new_cache(1);
+                std::hint::black_box(q.forward_cached(long.view(), &mut c).expect("prompt"));
+            });
+            prompt_row(qtype.name(), med, min);
+        }
         gbps
     })
 }
@@ -198,19 +310,23 @@ fn main() {
         }
         for &th in &threads {
             let peak = fma_peak_gflops(th);
-            train(&case, th, peak);
+            if !std::env::args().any(|a| a == "--no-train") {
+                train(&case, th, peak);
+            }
             decode.push((case.name, th, generation(&case, th)));
         }
     }
     // the decode rows against the read bandwidth (the prompt's prefill is counted as decoding)
     let buf = vec![1.0f32; 128 << 20]; // 512 MB
     println!();
-    for (name, th, gbps) in decode {
+    for (name, th, rates) in decode {
         let bw = read_bandwidth(&buf, th);
-        println!(
-            "{name} greedy decode, KV cache, {th} thread(s): weights read at {gbps:.1} GB/s, \
-             {:.0} % of the read bandwidth ({bw:.1} GB/s, sum of 512 MB)",
-            100.0 * gbps / bw
-        );
+        for (dtype, gbps) in rates {
+            println!(
+                "{name} greedy decode, KV cache, {dtype}, {th} thread(s): weights read at \
+                 {gbps:.1} GB/s, {:.0} % of the read bandwidth ({bw:.1} GB/s, sum of 512 MB)",
+                100.0 * gbps / bw
+            );
+        }
     }
 }

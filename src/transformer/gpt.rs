@@ -165,37 +165,7 @@ impl Gpt {
 
     /// Checks ids `(B, T)`: `1 ≤ T ≤ block_size` and every id `< V`.
     pub(crate) fn check_ids(&self, ids: ArrayView2<usize>, what: &str) -> Result<()> {
-        let (b, t) = ids.dim();
-        let cfg = &self.config;
-        if b == 0 || t == 0 {
-            return Err(Error::shape(
-                format!("Gpt {what}"),
-                "token ids (B, T) with B ≥ 1 and T ≥ 1",
-                &[b, t],
-            ));
-        }
-        if t > cfg.block_size {
-            return Err(Error::shape(
-                format!("Gpt {what}"),
-                format!(
-                    "a sequence length T ≤ block_size = {} (crop the context to the last {} \
-                     tokens)",
-                    cfg.block_size, cfg.block_size
-                ),
-                &[b, t],
-            ));
-        }
-        if let Some(((bb, tt), &id)) = ids.indexed_iter().find(|&(_, &id)| id >= cfg.vocab_size) {
-            return Err(Error::label(
-                format!("Gpt {what}"),
-                format!(
-                    "token id {id} at position (b={bb}, t={tt}) is out of range for a vocabulary \
-                     of {} (ids must be < {})",
-                    cfg.vocab_size, cfg.vocab_size
-                ),
-            ));
-        }
-        Ok(())
+        check_token_ids(&self.config, &format!("Gpt {what}"), ids)
     }
 
     /// [`Gpt::check_shapes`] unless it passed since the last [`Gpt::params_mut`].
@@ -456,4 +426,39 @@ impl Gpt {
     pub fn num_params(&self) -> usize {
         self.params().iter().map(|(_, p)| p.numel()).sum()
     }
+}
+
+/// Checks ids `(B, T)` for a model of config `cfg`: `1 ≤ T ≤ block_size` and every id `< V`;
+/// `who` names the model and call in the errors.
+pub(crate) fn check_token_ids(cfg: &GptConfig, who: &str, ids: ArrayView2<usize>) -> Result<()> {
+    let (b, t) = ids.dim();
+    if b == 0 || t == 0 {
+        return Err(Error::shape(
+            who,
+            "token ids (B, T) with B ≥ 1 and T ≥ 1",
+            &[b, t],
+        ));
+    }
+    if t > cfg.block_size {
+        return Err(Error::shape(
+            who,
+            format!(
+                "a sequence length T ≤ block_size = {} (crop the context to the last {} \
+                 tokens)",
+                cfg.block_size, cfg.block_size
+            ),
+            &[b, t],
+        ));
+    }
+    if let Some(((bb, tt), &id)) = ids.indexed_iter().find(|&(_, &id)| id >= cfg.vocab_size) {
+        return Err(Error::label(
+            who,
+            format!(
+                "token id {id} at position (b={bb}, t={tt}) is out of range for a vocabulary \
+                 of {} (ids must be < {})",
+                cfg.vocab_size, cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
 }

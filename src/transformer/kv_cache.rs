@@ -1,13 +1,15 @@
 //! [`KvCache`]: the keys and values of every layer for the rows being decoded, and the cached
 //! forward of [`Gpt`] that uses it.
 
-use super::{check_btc, Block, CausalSelfAttention, Gpt};
+use super::{check_btc, Block, Gpt};
 use crate::error::{Error, Result};
 
+use crate::layers::LayerNorm;
+use crate::ops::activation::gelu_forward_into;
 use crate::ops::attention::Heads;
 use crate::ops::kv_attention::attention_cached;
 use crate::tensor::Tensor;
-use ndarray::{s, Array2, Array3, ArrayView2, Ix2, IxDyn};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayViewMut2, Ix2, IxDyn};
 
 /// Keys and values of every layer, per row and head, for incremental decoding.
 ///
@@ -147,20 +149,87 @@ impl KvCache {
     }
 }
 
-impl CausalSelfAttention {
-    /// Inference forward of `Tn` new positions per row that appends their keys and values to
-    /// `k` / `v` (one list per row and head) and attends over everything cached.
+/// An affine projection `out = x·W + b` as the cached forward uses it: a [`super::Conv1D`]
+/// (`f32`, `[in, out]`) or a stored-encoding one of [`super::QuantGpt`].
+pub(crate) trait Affine {
+    /// `out = x·W + b`, overwriting `out`.
+    ///
+    /// # Shapes
+    /// `x: (rows, in)`, `out: (rows, out)`.
+    fn affine(&self, x: ArrayView2<f32>, out: ArrayViewMut2<f32>) -> Result<()>;
+    /// The output width.
+    fn width(&self) -> usize;
+}
+
+impl Affine for super::Conv1D {
+    fn affine(&self, x: ArrayView2<f32>, out: ArrayViewMut2<f32>) -> Result<()> {
+        self.forward(x, out)
+    }
+    fn width(&self) -> usize {
+        self.n_out()
+    }
+}
+
+/// The parts of one pre-LN block that the cached forward runs, whatever holds the weights.
+pub(crate) struct CachedBlock<'a, P: Affine> {
+    pub(crate) ln_1: &'a LayerNorm,
+    pub(crate) ln_2: &'a LayerNorm,
+    /// `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`.
+    pub(crate) proj: [&'a P; 4],
+    pub(crate) n_head: usize,
+}
+
+impl<P: Affine> CachedBlock<'_, P> {
+    /// Inference forward with a KV cache (no dropout): `x1 = x + attn(ln_1(x))`,
+    /// `out = x1 + mlp(ln_2(x1))`, appending the new keys and values to `k` / `v` (one list
+    /// per row and head) and attending over everything cached.
     ///
     /// # Shapes
     /// `x: (R, Tn, C) → (R, Tn, C)`.
-    pub(crate) fn forward_cached(
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         k: &mut [Vec<f32>],
         v: &mut [Vec<f32>],
     ) -> Result<Tensor> {
-        let (rows, tn) = check_btc(x, self.n_embd(), "CausalSelfAttention (cached)")?;
-        let (c, nh) = (self.n_embd(), self.n_head());
+        let c = self.proj[1].width();
+        let (rows, tn) = check_btc(x, c, "CausalSelfAttention (cached)")?;
+        let h1 = self.ln_1.infer(x)?;
+        let mut x1 = self.attend(&h1, rows, tn, k, v)?;
+        x1 += x;
+        let h2 = self.ln_2.infer(&x1)?;
+        let h2 = h2.as_standard_layout();
+        let h2 = h2
+            .view()
+            .into_shape_with_order((rows * tn, c))
+            .expect("standard layout");
+        // fc = h2·W_fc + b_fc, act = gelu(fc), out = act·W_proj + b_proj
+        let mut fc = Array2::<f32>::zeros((rows * tn, self.proj[2].width()));
+        self.proj[2].affine(h2, fc.view_mut())?;
+        let mut act = Array2::<f32>::zeros(fc.raw_dim());
+        gelu_forward_into(
+            fc.as_slice().expect("contiguous"),
+            act.as_slice_mut().expect("contiguous"),
+        );
+        let mut out = Array2::<f32>::zeros((rows * tn, c));
+        self.proj[3].affine(act.view(), out.view_mut())?;
+        let mut out = out
+            .into_shape_with_order(IxDyn(&[rows, tn, c]))
+            .expect("contiguous");
+        out += &x1;
+        Ok(out)
+    }
+
+    /// `c_proj(attention(c_attn(x)))` over the cache.
+    fn attend(
+        &self,
+        x: &Tensor,
+        rows: usize,
+        tn: usize,
+        k: &mut [Vec<f32>],
+        v: &mut [Vec<f32>],
+    ) -> Result<Tensor> {
+        let (c, nh) = (self.proj[1].width(), self.n_head);
         let hs = c / nh;
         let x = x.as_standard_layout();
         let x2 = x
@@ -168,7 +237,7 @@ impl CausalSelfAttention {
             .into_shape_with_order((rows * tn, c))
             .expect("standard layout");
         let mut qkv = Array2::<f32>::zeros((rows * tn, 3 * c));
-        self.c_attn.forward(x2, qkv.view_mut())?;
+        self.proj[0].affine(x2, qkv.view_mut())?;
         for r in 0..rows {
             for i in 0..tn {
                 let row = qkv.row(r * tn + i);
@@ -188,7 +257,7 @@ impl CausalSelfAttention {
             .view()
             .into_shape_with_order((rows * tn, c))
             .expect("contiguous");
-        self.c_proj.forward(y2, out.view_mut())?;
+        self.proj[1].affine(y2, out.view_mut())?;
         Ok(out
             .into_shape_with_order(IxDyn(&[rows, tn, c]))
             .expect("contiguous"))
@@ -203,14 +272,44 @@ impl Block {
         k: &mut [Vec<f32>],
         v: &mut [Vec<f32>],
     ) -> Result<Tensor> {
-        let h1 = self.ln_1.infer(x)?;
-        let mut x1 = self.attn.forward_cached(&h1, k, v)?;
-        x1 += x;
-        let h2 = self.ln_2.infer(&x1)?;
-        let mut out = self.mlp.infer(&h2)?;
-        out += &x1;
-        Ok(out)
+        CachedBlock {
+            ln_1: &self.ln_1,
+            ln_2: &self.ln_2,
+            proj: [
+                &self.attn.c_attn,
+                &self.attn.c_proj,
+                self.mlp.c_fc(),
+                self.mlp.c_proj(),
+            ],
+            n_head: self.attn.n_head(),
+        }
+        .forward(x, k, v)
     }
+}
+
+/// Checks a cached forward of `tokens` (`(R, Tn)`) on a model of config `cfg` against `cache`
+/// (ids, rows, the model's shape, room left in `block_size`); returns the first new position.
+pub(crate) fn check_cached(
+    who: &str,
+    cfg: &super::GptConfig,
+    tokens: ArrayView2<usize>,
+    cache: &mut KvCache,
+) -> Result<usize> {
+    super::gpt::check_token_ids(cfg, who, tokens)?;
+    let (rows, tn) = tokens.dim();
+    cache.check_model(who, (cfg.n_layer, cfg.n_head, cfg.head_size()), (rows, tn))?;
+    let start = cache.len;
+    if start + tn > cfg.block_size {
+        return Err(Error::shape(
+            who,
+            format!(
+                "at most block_size = {} positions in all ({start} cached + {tn} new)",
+                cfg.block_size
+            ),
+            &[rows, tn],
+        ));
+    }
+    Ok(start)
 }
 
 impl Gpt {
@@ -233,26 +332,10 @@ impl Gpt {
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
-        self.check_ids(tokens, "forward_cached")?;
         self.ensure_shapes()?;
+        let start = check_cached("Gpt::forward_cached", &self.config, tokens, cache)?;
         let (rows, tn) = tokens.dim();
-        let cfg = self.config.clone();
-        cache.check_model(
-            "Gpt::forward_cached",
-            (cfg.n_layer, cfg.n_head, cfg.head_size()),
-            (rows, tn),
-        )?;
-        let start = cache.len;
-        if start + tn > cfg.block_size {
-            return Err(Error::shape(
-                "Gpt::forward_cached",
-                format!(
-                    "at most block_size = {} positions in all ({start} cached + {tn} new)",
-                    cfg.block_size
-                ),
-                &[rows, tn],
-            ));
-        }
+        let cfg = &self.config;
         let c = cfg.n_embd;
         let wte = self
             .wte

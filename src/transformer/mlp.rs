@@ -114,6 +114,16 @@ impl Mlp {
         self.n_embd
     }
 
+    /// `c_fc` (`[C, H]`).
+    pub(crate) fn c_fc(&self) -> &Conv1D {
+        &self.c_fc
+    }
+
+    /// `c_proj` (`[H, C]`).
+    pub(crate) fn c_proj(&self) -> &Conv1D {
+        &self.c_proj
+    }
+
     /// The hidden width `H` (`4C` in GPT-2).
     pub fn n_inner(&self) -> usize {
         self.c_fc.n_out()

@@ -20,6 +20,7 @@ mod kv_cache;
 pub mod llama;
 mod mlp;
 mod pretrained;
+mod quantized;
 mod train;
 mod train_distributed;
 
@@ -32,6 +33,7 @@ pub use gpt::Gpt;
 pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig};
 pub use mlp::Mlp;
+pub use quantized::QuantGpt;
 pub use train::{LmBatches, LmHistory, LmTrainOptions, LmTrainer, TrainableLm};
 
 use crate::error::{Error, Result};

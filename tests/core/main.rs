@@ -30,6 +30,7 @@ mod golden_activations;
 mod gpt_golden;
 mod gpt_model;
 mod gpt_pretrained;
+mod gpt_quantized;
 mod gradcheck_activations;
 mod gradcheck_matmul;
 mod hostile_inputs;
