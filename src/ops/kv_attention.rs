@@ -76,19 +76,13 @@ pub fn attention_cached(
             }
         });
     };
-    // multiply-adds of the scores (as many again for the weighted sums): a decoding step over
-    // a short context costs less than a fork-join
     let work = rows * n_head * tn * keys.first().map_or(0, Vec::len);
-    if work > PAR_MIN_WORK {
+    if work > 1 << 14 {
         tasks.into_par_iter().for_each(one);
     } else {
         tasks.into_iter().for_each(one);
     }
 }
-
-/// From this much work (`R·NH·Tn·L·HS`) on, the heads run in parallel: SmolLM2 (9 heads of
-/// 64) decodes its first 227 positions on the calling thread.
-const PAR_MIN_WORK: usize = 1 << 17;
 
 /// From this many new queries on, a head's scores are computed as GEMM blocks (prompt
 /// processing); fewer (decoding) take the row loop.
