@@ -5,7 +5,8 @@
 //!
 //! - **Which products quantise activations.** Decoding (`M ≤ 8` activation rows) on Q8_0 /
 //!   Q4_0 / Q4_1 weights runs the *integer path* ([`IntPath`], as llama.cpp does with Q8_1):
-//!   each activation row is quantised once per product into blocks of 32 with an `f32` scale,
+//!   each activation row is quantised once per product (once per group of products for
+//!   [`QMatrix::matmul_t_concat`]) into blocks of 32 with an `f32` scale,
 //!   the block dots are exact integers, the scales are applied in `f32`. Everything else keeps
 //!   `f32` activations: F32 / F16 / BF16 weights, and prompt processing (`M > 8`, below).
 //! - **What it costs in accuracy.** llama.cpp's single `i8` plane per block rounds each value to
@@ -28,7 +29,9 @@
 //!   row's blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C,
 //!   BF16 by a shift) and multiplied with up to four activation rows at once, the block scale
 //!   factored out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx`. Rayon runs over
-//!   fixed chunks of 16 weight rows (32 on the integer path).
+//!   fixed chunks of 16 weight rows; the integer path cuts the rows (of all the matrices of a
+//!   group) into 4 pieces of equal rows per pool thread, and products under 96 KB run on the
+//!   calling thread (each row's dot is the same whatever the piece).
 //! - **Large `M` (prompt processing)**: tiles of 64 weight rows are dequantised into a per-thread
 //!   `f32` scratch (bit-exact with [`QMatrix::dequantize`]) and multiplied with the crate's SGEMM
 //!   ([`crate::ops::matmul::gemm_into`], serial inside each rayon task over tiles).
