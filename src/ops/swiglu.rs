@@ -31,11 +31,18 @@ pub fn silu(g: f32) -> f32 {
 /// When the shapes disagree (checked one tier up).
 pub fn swiglu_forward(g: ArrayView2<f32>, u: ArrayView2<f32>, a: ArrayViewMut2<f32>) {
     assert_eq!(g.dim(), u.dim(), "swiglu_forward: gate and up shapes");
-    Zip::from(a)
-        .and(&g)
-        .and(&u)
-        .par_for_each(|a, &g, &u| *a = silu(g) * u);
+    let zip = Zip::from(a).and(&g).and(&u);
+    // a decoding step's few rows cost less than waking another thread (elementwise: the same
+    // values either way)
+    if g.len() < PAR_MIN_LEN {
+        zip.for_each(|a, &g, &u| *a = silu(g) * u);
+    } else {
+        zip.par_for_each(|a, &g, &u| *a = silu(g) * u);
+    }
 }
+
+/// From this many elements on, [`swiglu_forward`] runs in parallel.
+const PAR_MIN_LEN: usize = 1 << 15;
 
 /// SwiGLU backward: overwrites `dg` and `du` from `da`.
 ///

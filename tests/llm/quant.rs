@@ -266,6 +266,71 @@ fn integer_paths_match_the_scalar_path_and_the_stated_error() {
     assert_eq!(IntPath::available().last(), Some(&IntPath::Scalar));
 }
 
+/// `matmul_t_concat` in a pool of `threads`, into a NaN-filled `(M, Σ rows)` buffer.
+fn run_concat(ws: &[&QMatrix], x: ArrayView2<f32>, threads: usize) -> Array2<f32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let total = ws.iter().map(|w| w.rows()).sum();
+    let mut y = Array2::from_elem((x.nrows(), total), f32::NAN);
+    pool.install(|| QMatrix::matmul_t_concat(ws, x, y.view_mut()));
+    y
+}
+
+#[test]
+fn concatenated_products_equal_the_separate_ones_on_any_threads() {
+    // q | k | v and gate | up shaped groups, large enough for the parallel pieces (≥ 96 KB),
+    // with row counts that do not divide evenly into the pieces
+    for qtype in [QType::Q4_1, QType::Q4_0, QType::Q8_0, QType::F16] {
+        for (gi, rows) in [vec![577, 193, 191], vec![1536, 1536], vec![35, 1000]]
+            .into_iter()
+            .enumerate()
+        {
+            let ws: Vec<QMatrix> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| weights(r, 576, qtype, 50 + 3 * gi as u64 + i as u64))
+                .collect();
+            let refs: Vec<&QMatrix> = ws.iter().collect();
+            for m in [1usize, 3] {
+                let x: Array2<f32> = random_tensor(&[m, 576], 70 + m as u64)
+                    .into_dimensionality()
+                    .unwrap();
+                let what = format!("{} {rows:?} M={m}", qtype.name());
+                // the separate products, one thread
+                let mut sep = Array2::from_elem((m, rows.iter().sum()), f32::NAN);
+                let mut c0 = 0;
+                for w in &ws {
+                    let mut y = Array2::zeros((m, w.rows()));
+                    w.matmul_t(x.view(), y.view_mut());
+                    sep.slice_mut(ndarray::s![.., c0..c0 + w.rows()]).assign(&y);
+                    c0 += w.rows();
+                }
+                for threads in [1, 2, 3] {
+                    let y = run_concat(&refs, x.view(), threads);
+                    assert!(
+                        y.iter().zip(&sep).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{what}: concatenated on {threads} threads differs from the separate products"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "matrices of different widths or encodings")]
+fn concatenated_products_need_one_width_and_encoding() {
+    let (a, b) = (
+        weights(4, 64, QType::Q4_1, 1),
+        weights(4, 64, QType::Q8_0, 2),
+    );
+    let x = Array2::zeros((1, 64));
+    let mut y = Array2::zeros((1, 8));
+    QMatrix::matmul_t_concat(&[&a, &b], x.view(), y.view_mut());
+}
+
 #[test]
 fn matmul_t_takes_strided_activations_and_rows_agree_across_m() {
     let w = weights(40, 64, QType::Q4_1, 3);

@@ -148,19 +148,33 @@ fn dot_rows(path: IntPath, qtype: QType, w: &[u8], a: &QAct, out: &mut [f32]) {
     }
 }
 
-/// Weight rows per rayon task.
+/// Weight rows per call of the dot kernel (one stack buffer of outputs).
 const ROWS: usize = 32;
-/// Matrices smaller than this run on the calling thread (SmolLM2's 576→192 k / v projections,
-/// 69 KB, took longer on two threads than on one).
+/// Products smaller than this run on the calling thread (SmolLM2's 576→192 k / v projections
+/// alone, 69 KB, took longer on two threads than on one).
 const SERIAL_BYTES: usize = 96 << 10;
+/// Pieces of equal size per pool thread: enough for a thread that starts late to be relieved
+/// by the others, few enough that each piece streams tens of KB.
+const PIECES_PER_THREAD: usize = 4;
 
-/// `y = x·Wᵀ` for a few activation rows on the integer path `path` (rayon over fixed chunks
-/// of weight rows; each output computed by one task in a fixed order).
+/// `y = x·[W_0; W_1; …]ᵀ` for a few activation rows on the integer path `path`: the products
+/// of `x` with matrices that share `cols` and the encoding, written side by side. Each row of
+/// `x` is quantised once for all of them, and their rows, taken as one concatenated matrix, are
+/// cut into `PIECES_PER_THREAD` pieces of equal rows (so equal bytes) per pool thread: one
+/// fork-join for the whole group. Each output is computed by the same kernel on the same
+/// quantised row whatever the grouping, the pieces or the number of threads, so the results
+/// equal the separate products bit for bit on any number of threads.
 ///
 /// # Shapes
-/// `x: (M, cols)` → `y: (M, rows)`; `W` Q8_0, Q4_0 or Q4_1.
-pub(crate) fn matvec(path: IntPath, w: &QMatrix, x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
-    let (cols, qtype) = (w.cols(), w.qtype());
+/// `x: (M, cols)`, `ws[i]: (rows_i, cols)` → `y: (M, Σ rows_i)`; `W` Q8_0, Q4_0 or Q4_1.
+pub(crate) fn matvec(path: IntPath, ws: &[&QMatrix], x: ArrayView2<f32>, y: ArrayViewMut2<f32>) {
+    let (cols, qtype) = (x.ncols(), ws[0].qtype());
+    assert!(
+        ws.iter().all(|w| w.cols() == cols && w.qtype() == qtype),
+        "intdot::matvec: matrices of different widths or encodings"
+    );
+    let total: usize = ws.iter().map(|w| w.rows()).sum();
+    assert_eq!(y.dim(), (x.nrows(), total), "intdot::matvec: y shape");
     let acts: Vec<QAct> = x
         .rows()
         .into_iter()
@@ -170,23 +184,43 @@ pub(crate) fn matvec(path: IntPath, w: &QMatrix, x: ArrayView2<f32>, mut y: Arra
         })
         .collect();
     let rb = qtype.row_bytes(cols).expect("checked by QMatrix::new");
-    let data: &[u8] = w.data();
-    let chunk = |(c, mut yc): (usize, ArrayViewMut2<f32>)| {
-        let (r0, n) = (c * ROWS, yc.ncols());
-        let wr = &data[r0 * rb..(r0 + n) * rb];
+    // the rows g0.. of the concatenation into the columns of `yp`, at most ROWS per kernel call
+    let run = |(g0, mut yp): (usize, ArrayViewMut2<f32>)| {
+        let n = yp.ncols();
         let mut out = [0.0f32; ROWS];
-        for (i, a) in acts.iter().enumerate() {
-            dot_rows(path, qtype, wr, a, &mut out[..n]);
-            for (j, &o) in out[..n].iter().enumerate() {
-                yc[[i, j]] = o;
+        let (mut k, mut first) = (0, 0); // matrix k holds global rows first..first + rows_k
+        let mut done = 0;
+        while done < n {
+            let g = g0 + done;
+            while g >= first + ws[k].rows() {
+                first += ws[k].rows();
+                k += 1;
             }
+            let local = g - first;
+            let take = (ws[k].rows() - local).min(n - done).min(ROWS);
+            let data: &[u8] = ws[k].data();
+            let wr = &data[local * rb..(local + take) * rb];
+            for (i, a) in acts.iter().enumerate() {
+                dot_rows(path, qtype, wr, a, &mut out[..take]);
+                for (j, &o) in out[..take].iter().enumerate() {
+                    yp[[i, done + j]] = o;
+                }
+            }
+            done += take;
         }
     };
-    let chunks = y.axis_chunks_iter_mut(Axis(1), ROWS);
-    // the same chunks either way (same results): small matrices skip the fork-join
-    if data.len() < SERIAL_BYTES {
-        chunks.enumerate().for_each(chunk);
-    } else {
-        chunks.into_par_iter().enumerate().for_each(chunk);
+    let threads = rayon::current_num_threads();
+    if threads == 1 || total * rb < SERIAL_BYTES {
+        return run((0, y));
     }
+    let pieces = (threads * PIECES_PER_THREAD).min(total);
+    let mut parts = Vec::with_capacity(pieces);
+    let (mut rest, mut start) = (y, 0);
+    for p in 1..=pieces {
+        let end = p * total / pieces;
+        let (a, b) = rest.split_at(Axis(1), end - start);
+        parts.push((start, a));
+        (rest, start) = (b, end);
+    }
+    parts.into_par_iter().for_each(run);
 }

@@ -5,7 +5,8 @@
 //!
 //! - **Which products quantise activations.** Decoding (`M ≤ 8` activation rows) on Q8_0 /
 //!   Q4_0 / Q4_1 weights runs the *integer path* ([`IntPath`], as llama.cpp does with Q8_1):
-//!   each activation row is quantised once per product into blocks of 32 with an `f32` scale,
+//!   each activation row is quantised once per product (once per group of products for
+//!   [`QMatrix::matmul_t_concat`]) into blocks of 32 with an `f32` scale,
 //!   the block dots are exact integers, the scales are applied in `f32`. Everything else keeps
 //!   `f32` activations: F32 / F16 / BF16 weights, and prompt processing (`M > 8`, below).
 //! - **What it costs in accuracy.** llama.cpp's single `i8` plane per block rounds each value to
@@ -28,7 +29,9 @@
 //!   row's blocks are expanded in registers (nibbles / bytes → f32, f16 scales through F16C,
 //!   BF16 by a shift) and multiplied with up to four activation rows at once, the block scale
 //!   factored out: Q8_0 `d·Σ q·x`, Q4_0 `d·Σ (q − 8)·x`, Q4_1 `d·Σ q·x + m·Σx`. Rayon runs over
-//!   fixed chunks of 16 weight rows (32 on the integer path).
+//!   fixed chunks of 16 weight rows; the integer path cuts the rows (of all the matrices of a
+//!   group) into 4 pieces of equal rows per pool thread, and products under 96 KB run on the
+//!   calling thread (each row's dot is the same whatever the piece).
 //! - **Large `M` (prompt processing)**: tiles of 64 weight rows are dequantised into a per-thread
 //!   `f32` scratch (bit-exact with [`QMatrix::dequantize`]) and multiplied with the crate's SGEMM
 //!   ([`crate::ops::matmul::gemm_into`], serial inside each rayon task over tiles).
@@ -223,6 +226,51 @@ impl QMatrix {
         }
     }
 
+    /// `y = x·[W_0; W_1; …]ᵀ`: the products of one activation matrix with several matrices of
+    /// the same width and encoding (Llama's `q | k | v`, `gate | up`), written side by side.
+    /// On the integer path (see [`QMatrix::matmul_t`]) each row of `x` is quantised once for
+    /// the group and the rows of all the matrices run as one parallel call, cut into pieces of
+    /// equal bytes per thread; otherwise each product runs as [`QMatrix::matmul_t`]. Either way
+    /// the results equal the separate products bit for bit.
+    ///
+    /// # Shapes
+    /// `x: (M, cols)`, `ws[i]: (rows_i, cols)` → `y: (M, Σ rows_i)`.
+    ///
+    /// # Panics
+    /// When `ws` is empty, the matrices differ in `cols` or encoding, or on a shape mismatch
+    /// (ops tier: checked above).
+    pub fn matmul_t_concat(ws: &[&QMatrix], x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        assert!(!ws.is_empty(), "QMatrix::matmul_t_concat: no matrices");
+        let (cols, qtype) = (ws[0].cols, ws[0].qtype);
+        assert!(
+            ws.iter().all(|w| w.cols == cols && w.qtype == qtype),
+            "QMatrix::matmul_t_concat: matrices of different widths or encodings"
+        );
+        let total: usize = ws.iter().map(|w| w.rows).sum();
+        let m = x.nrows();
+        assert_eq!(
+            (x.ncols(), y.dim()),
+            (cols, (m, total)),
+            "QMatrix::matmul_t_concat: x is {:?} and y {:?} for {} matrices of width {cols} \
+             and {total} rows in all",
+            x.dim(),
+            y.dim(),
+            ws.len()
+        );
+        match decode_int_path() {
+            Some(p) if ws[0].uses_int_path(m) && cols > 0 && total > 0 => {
+                intdot::matvec(p, ws, x, y)
+            }
+            _ => {
+                let mut c0 = 0;
+                for w in ws {
+                    w.matmul_t(x, y.slice_mut(ndarray::s![.., c0..c0 + w.rows]));
+                    c0 += w.rows;
+                }
+            }
+        }
+    }
+
     /// Whether [`QMatrix::matmul_t`] runs the integer path for `m` activation rows (when
     /// [`decode_int_path`] is not `None`): block-quantised weights and `1 ≤ m ≤ 8`.
     pub fn uses_int_path(&self, m: usize) -> bool {
@@ -267,7 +315,7 @@ impl QMatrix {
             y.fill(0.0);
             return;
         }
-        intdot::matvec(path, self, x, y);
+        intdot::matvec(path, &[self], x, y);
     }
 
     /// `y = x·Wᵀ` with a given kernel family (for tests and benchmarks).

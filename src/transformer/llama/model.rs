@@ -89,9 +89,12 @@ pub(crate) fn project_qkv(
         cfg.num_attention_heads * cfg.head_dim,
         cfg.num_key_value_heads * cfg.head_dim,
     );
-    layer.q_proj.matmul_t(n, qkv.slice_mut(s![.., ..q]));
-    layer.k_proj.matmul_t(n, qkv.slice_mut(s![.., q..q + kv]));
-    layer.v_proj.matmul_t(n, qkv.slice_mut(s![.., q + kv..]));
+    // one product for the three (decoding: n quantised once, one parallel call)
+    Weight::matmul_t_concat(
+        &[&layer.q_proj, &layer.k_proj, &layer.v_proj],
+        n,
+        qkv.view_mut(),
+    );
     rope.apply(
         qkv.slice_mut(s![.., ..q]),
         cfg.num_attention_heads,
@@ -333,12 +336,11 @@ impl Llama {
     pub(crate) fn mlp_residual(&self, layer: &LlamaLayer, mut x: ArrayViewMut2<f32>) {
         let n = self.rms(x.view(), &layer.post_attention_layernorm);
         let f = self.config.intermediate_size;
-        let mut g = Array2::<f32>::zeros((n.nrows(), f));
-        let mut u = Array2::<f32>::zeros((n.nrows(), f));
-        layer.gate_proj.matmul_t(n.view(), g.view_mut());
-        layer.up_proj.matmul_t(n.view(), u.view_mut());
+        // gate | up side by side, as one product (decoding: one parallel call)
+        let mut gu = Array2::<f32>::zeros((n.nrows(), 2 * f));
+        Weight::matmul_t_concat(&[&layer.gate_proj, &layer.up_proj], n.view(), gu.view_mut());
         let mut a = Array2::<f32>::zeros((n.nrows(), f));
-        swiglu_forward(g.view(), u.view(), a.view_mut());
+        swiglu_forward(gu.slice(s![.., ..f]), gu.slice(s![.., f..]), a.view_mut());
         let mut d = Array2::<f32>::zeros(x.raw_dim());
         layer.down_proj.matmul_t(a.view(), d.view_mut());
         x += &d;

@@ -7,7 +7,7 @@ use crate::ops::matmul::{matmul_into, matmul_nt_into, matmul_tn_into};
 use crate::ops::quant::{QMatrix, QType};
 use crate::param::Param;
 use crate::tensor::Tensor;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Ix2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Ix2};
 
 /// A weight matrix `W: [rows = out, cols = in]` used as `y = x·Wᵀ` (and, for the embedding,
 /// row by row).
@@ -117,6 +117,34 @@ impl Weight {
         match self {
             Weight::Dense(p) => matmul_nt_into(x, Self::matrix(p), y, false),
             Weight::Quant(q) => q.matmul_t(x, y),
+        }
+    }
+
+    /// `y = x·[W_0; W_1; …]ᵀ`: the products of `x` with several weights of the same width,
+    /// written side by side. Encoded weights of one type go through
+    /// [`QMatrix::matmul_t_concat`] (decoding: `x` quantised once, one parallel call for the
+    /// group); any other mix runs one [`Weight::matmul_t`] per weight. The results equal the
+    /// separate products bit for bit.
+    ///
+    /// # Shapes
+    /// `x: (M, cols)`, `ws[i]: (rows_i, cols)` → `y: (M, Σ rows_i)`.
+    pub fn matmul_t_concat(ws: &[&Weight], x: ArrayView2<f32>, mut y: ArrayViewMut2<f32>) {
+        let qs: Vec<&QMatrix> = ws
+            .iter()
+            .filter_map(|w| match w {
+                Weight::Quant(q) => Some(q),
+                Weight::Dense(_) => None,
+            })
+            .collect();
+        let same = |q: &&QMatrix| q.qtype() == qs[0].qtype() && q.cols() == qs[0].cols();
+        if !qs.is_empty() && qs.len() == ws.len() && qs.iter().all(same) {
+            return QMatrix::matmul_t_concat(&qs, x, y);
+        }
+        let mut c0 = 0;
+        for w in ws {
+            let rows = w.dim().0;
+            w.matmul_t(x, y.slice_mut(s![.., c0..c0 + rows]));
+            c0 += rows;
         }
     }
 
