@@ -39,7 +39,10 @@ fn main() {
     let min_sample = Duration::from_millis(if quick { 20 } else { 50 });
     // `--threads=N`: that thread count only
     let threads_list: Vec<usize> = std::env::args()
-        .find_map(|a| a.strip_prefix("--threads=").map(|t| t.parse().expect("--threads=N")))
+        .find_map(|a| {
+            a.strip_prefix("--threads=")
+                .map(|t| t.parse().expect("--threads=N"))
+        })
         .map_or(vec![1, 2], |t| vec![t]);
 
     let mut shapes: Vec<(usize, usize, usize, &'static str)> = [128, 256, 512, 1024, 2048]
@@ -102,10 +105,12 @@ fn main() {
             let mut out = Array2::<f32>::zeros((m, n));
             let form = case.form;
             let (med, min) = pool(case.threads).install(|| {
-                time_it(samples, min_sample, || match form.trim_start_matches("train ") {
-                    "A·B" => matmul_into(a.view(), b.view(), out.view_mut(), false),
-                    "Aᵀ·B" => matmul_tn_into(at.view(), b.view(), out.view_mut(), false),
-                    _ => matmul_nt_into(a.view(), bt.view(), out.view_mut(), false),
+                time_it(samples, min_sample, || {
+                    match form.trim_start_matches("train ") {
+                        "A·B" => matmul_into(a.view(), b.view(), out.view_mut(), false),
+                        "Aᵀ·B" => matmul_tn_into(at.view(), b.view(), out.view_mut(), false),
+                        _ => matmul_nt_into(a.view(), bt.view(), out.view_mut(), false),
+                    }
                 })
             });
             std::hint::black_box(&out);
