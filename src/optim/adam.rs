@@ -16,6 +16,9 @@ const EXP_AVG_SQ: &str = "exp_avg_sq";
 const STEP: &str = "step";
 const ENTRIES: [&str; 3] = [EXP_AVG, EXP_AVG_SQ, STEP];
 
+/// One chunk of the update: `(((param, grad), exp_avg), exp_avg_sq)`.
+type UpdChunk<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+
 /// The state of one parameter: step count `t` and the two moments (not bias-corrected).
 #[derive(Debug, Clone)]
 struct AdamState {
@@ -146,7 +149,7 @@ impl AdamCore {
                 st.exp_avg_sq.as_slice_memory_order_mut(),
             ) {
                 use rayon::prelude::*;
-                let run = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+                let run = |(((p, g), m), v): UpdChunk| {
                     crate::ops::wide::wide(|| {
                         for (((p, g), m), v) in
                             p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
