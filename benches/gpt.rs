@@ -1,4 +1,4 @@
-//! GPT timings: `cargo bench --bench gpt [-- --quick] [FILTER]`.
+//! GPT timings: `cargo bench --bench gpt [-- --quick] [--train] [--threads=N] [FILTER]`.
 //!
 //! The workloads of `../shared/peers/py/bench_gpt_torch.py` (PyTorch / HF transformers, dropout
 //! 0, random init):
@@ -13,8 +13,13 @@
 //! and Q8_0 (`Gpt::quantize`): tokens/s, the weights' read rate, and the logits' deviation from
 //! `f32` along the `f32` greedy sequence (max abs, and whether the greedy tokens agree). Prompt
 //! processing: one 256-token prompt (at most `block_size`) through the KV cache, `f32` and the
-//! quantized dtypes → prompt tokens/s. Median and min over repeated runs. `--no-train` skips the
-//! training rows.
+//! quantized dtypes → prompt tokens/s. Median and min over repeated runs.
+//!
+//! Each training row runs in a child process (this binary re-run with `--train-case=…`), so that
+//! the peak RSS it prints (`VmHWM`: model, gradients, AdamW moments, activations) is the
+//! training's own. `--train` runs only the training rows, `--no-train` skips them,
+//! `--threads=N` runs only that thread count, `--phases` prints each training row's time per part
+//! of the step (forward, backward, AdamW…).
 
 mod common;
 
@@ -60,6 +65,38 @@ fn train_flops_per_token(c: &GptConfig, t: usize) -> f64 {
     6.0 * n + 12.0 * (c.n_layer * c.n_embd * t) as f64
 }
 
+/// The process's peak resident set (`VmHWM` of `/proc/self/status`) in MiB, where available.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The value of a `--key=value` argument.
+fn arg_value(key: &str) -> Option<String> {
+    let prefix = format!("--{key}=");
+    std::env::args().find_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// Runs training row `case` at `threads` in a child process (see the module docs).
+fn train_in_child(case: usize, threads: usize, peak: Option<f64>) {
+    let exe = std::env::current_exe().expect("this bench's path");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(format!("--train-case={case}"))
+        .arg(format!("--threads={threads}"));
+    if let Some(p) = peak {
+        cmd.arg(format!("--peak={p}"));
+    }
+    for flag in ["--quick", "--phases"] {
+        if std::env::args().any(|a| a == flag) {
+            cmd.arg(flag);
+        }
+    }
+    let status = cmd.status().expect("run the training row");
+    assert!(status.success(), "training row {case} failed");
+}
+
 fn train(case: &Case, threads: usize, peak: Option<f64>) {
     let samples = if quick() { 3 } else { 7 };
     pool(threads).install(|| {
@@ -79,6 +116,9 @@ fn train(case: &Case, threads: usize, peak: Option<f64>) {
             opt.step(&mut params).expect("step");
         };
         let (med, min) = time_it(samples, Duration::from_millis(200), &mut step);
+        if std::env::args().any(|a| a == "--phases") {
+            phases(&mut gpt, &mut opt, &x, &y);
+        }
         let tokens = (case.b * case.t) as f64;
         let gflops = train_flops_per_token(&case.cfg, case.t) * tokens / med / 1e9;
         row(&[
@@ -87,9 +127,45 @@ fn train(case: &Case, threads: usize, peak: Option<f64>) {
             format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
             format!("{:.0}", tokens / med),
             format!("{gflops:.1}"),
-            peak.map_or("-".into(), |p| format!("{:.0} %", 100.0 * gflops / p)),
+            peak.map_or("-".into(), |p| {
+                format!("{:.0} % (of {p:.0})", 100.0 * gflops / p)
+            }),
+            peak_rss_mib().map_or("-".into(), |m| format!("{m:.0}")),
         ]);
     });
+}
+
+/// `--phases`: the median milliseconds of each part of a training step over 5 steps.
+fn phases(gpt: &mut Gpt, opt: &mut AdamW, x: &Array2<usize>, y: &Array2<usize>) {
+    let mut ms = vec![Vec::new(); 5];
+    for _ in 0..5 {
+        let mut lap = std::time::Instant::now();
+        let mut mark = |i: usize, ms: &mut Vec<Vec<f64>>| {
+            ms[i].push(lap.elapsed().as_secs_f64() * 1e3);
+            lap = std::time::Instant::now();
+        };
+        gpt.zero_grad();
+        mark(0, &mut ms);
+        gpt.forward_loss(x.view(), y.view()).expect("loss");
+        mark(1, &mut ms);
+        gpt.backward().expect("backward");
+        mark(2, &mut ms);
+        let mut params = gpt.params_mut();
+        clip_grad_norm(&mut params, 1.0).expect("clip");
+        mark(3, &mut ms);
+        opt.step(&mut params).expect("step");
+        mark(4, &mut ms);
+    }
+    let names = ["zero_grad", "forward_loss", "backward", "clip", "AdamW"];
+    let parts: Vec<String> = names
+        .iter()
+        .zip(ms.iter_mut())
+        .map(|(n, v)| {
+            v.sort_by(f64::total_cmp);
+            format!("{n} {:.1}", v[v.len() / 2])
+        })
+        .collect();
+    println!("  phases, ms (median of 5): {}", parts.join(", "));
 }
 
 /// Greedy decoding of `new` tokens after `prompt`, batch 1: with the cache each step runs one
@@ -194,6 +270,7 @@ fn generation(case: &Case, threads: usize) -> Vec<(String, f64)> {
                 format!("{:.0}", new as f64 / med),
                 "-".into(),
                 "-".into(),
+                "-".into(),
             ]);
         }
         // Gpt::generate: 5 sampled sequences decoded as one batch (top-k 50), KV cache
@@ -214,6 +291,7 @@ fn generation(case: &Case, threads: usize) -> Vec<(String, f64)> {
             threads.to_string(),
             format!("{:.1} / {:.1}", med * 1e3, min * 1e3),
             format!("{:.0}", (5 * new) as f64 / med),
+            "-".into(),
             "-".into(),
             "-".into(),
         ]);
@@ -295,26 +373,60 @@ fn generation(case: &Case, threads: usize) -> Vec<(String, f64)> {
 }
 
 fn main() {
+    let threads_arg = arg_value("threads").map(|t| t.parse::<usize>().expect("--threads=N"));
+    if let Some(i) = arg_value("train-case") {
+        let case = &cases()[i.parse::<usize>().expect("--train-case=<index>")];
+        let th = threads_arg.expect("--threads with --train-case");
+        // the peak measured by the parent and once more here, the best kept: a shared machine
+        // only ever makes a measured peak lower than the real one
+        let peak = [
+            arg_value("peak").and_then(|p| p.parse().ok()),
+            fma_peak_gflops(th),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(f64::max);
+        train(case, th, peak);
+        return;
+    }
     let filter = common::filter();
-    let threads: Vec<usize> = if quick() { vec![2] } else { vec![1, 2] };
+    let train_only = std::env::args().any(|a| a == "--train");
+    let threads: Vec<usize> = match threads_arg {
+        Some(t) => vec![t],
+        None if quick() => vec![2],
+        None => vec![1, 2],
+    };
     println!(
-        "few-rows products (decoding): {}",
-        handgrad::ops::gemv::KernelPath::detected().name()
+        "few-rows products (decoding): {}; SGEMM: {}",
+        handgrad::ops::gemv::KernelPath::detected().name(),
+        handgrad::ops::matmul::sgemm_path()
     );
-    println!("| case | threads | ms median / min | tokens/s | GFLOP/s | of FMA peak |");
-    println!("|---|---|---|---|---|---|");
+    for &th in &threads {
+        println!(
+            "FMA peak, {th} thread(s): {}",
+            fma_peak_gflops(th).map_or("-".into(), |p| format!("{p:.0} GFLOP/s"))
+        );
+    }
+    println!(
+        "| case | threads | ms median / min | tokens/s | GFLOP/s | of FMA peak | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let mut decode = Vec::new();
-    for case in cases() {
+    for (i, case) in cases().iter().enumerate() {
         if filter.as_deref().is_some_and(|f| !case.name.contains(f)) {
             continue;
         }
         for &th in &threads {
-            let peak = fma_peak_gflops(th);
             if !std::env::args().any(|a| a == "--no-train") {
-                train(&case, th, peak);
+                train_in_child(i, th, fma_peak_gflops(th));
             }
-            decode.push((case.name, th, generation(&case, th)));
+            if !train_only {
+                decode.push((case.name, th, generation(case, th)));
+            }
         }
+    }
+    if train_only {
+        return;
     }
     // the decode rows against the read bandwidth (the prompt's prefill is counted as decoding)
     let buf = vec![1.0f32; 128 << 20]; // 512 MB

@@ -37,7 +37,13 @@ fn main() {
     // (all pass medians are printed too), as the peers' scripts do.
     let passes = if quick { 1 } else { 3 };
     let min_sample = Duration::from_millis(if quick { 20 } else { 50 });
-    let threads_list = [1usize, 2];
+    // `--threads=N`: that thread count only
+    let threads_list: Vec<usize> = std::env::args()
+        .find_map(|a| {
+            a.strip_prefix("--threads=")
+                .map(|t| t.parse().expect("--threads=N"))
+        })
+        .map_or(vec![1, 2], |t| vec![t]);
 
     let mut shapes: Vec<(usize, usize, usize, &'static str)> = [128, 256, 512, 1024, 2048]
         .iter()
@@ -47,6 +53,19 @@ fn main() {
         shapes.push((1024, 256, 768, form));
         shapes.push((1024, 1024, 256, form));
     }
+    // the products of one training step (`--bench gpt`): every Conv1D forward (x·W), its two
+    // backward products (dout·Wᵀ, xᵀ·dout) and the tied LM head (h·wteᵀ, dlogits·wte,
+    // dlogitsᵀ·h), at GPT-2's B·T = 256 and the char GPT's 2048 (filter `train`)
+    for (rows, c, v) in [(256, 768, 50257), (2048, 128, 65)] {
+        for (i, o) in [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] {
+            shapes.push((rows, i, o, "train A·B"));
+            shapes.push((rows, o, i, "train A·Bᵀ"));
+            shapes.push((i, rows, o, "train Aᵀ·B"));
+        }
+        shapes.push((rows, c, v, "train A·Bᵀ"));
+        shapes.push((rows, v, c, "train A·B"));
+        shapes.push((v, rows, c, "train Aᵀ·B"));
+    }
     let mut cases: Vec<Case> = Vec::new();
     for &(m, k, n, form) in &shapes {
         let name = format!("{m},{k},{n}");
@@ -55,7 +74,7 @@ fn main() {
                 continue;
             }
         }
-        if quick && m * k * n > 1 << 30 {
+        if quick && m * k * n > 1 << 30 && !form.starts_with("train") {
             continue;
         }
         for &threads in &threads_list {
@@ -86,10 +105,12 @@ fn main() {
             let mut out = Array2::<f32>::zeros((m, n));
             let form = case.form;
             let (med, min) = pool(case.threads).install(|| {
-                time_it(samples, min_sample, || match form {
-                    "A·B" => matmul_into(a.view(), b.view(), out.view_mut(), false),
-                    "Aᵀ·B" => matmul_tn_into(at.view(), b.view(), out.view_mut(), false),
-                    _ => matmul_nt_into(a.view(), bt.view(), out.view_mut(), false),
+                time_it(samples, min_sample, || {
+                    match form.trim_start_matches("train ") {
+                        "A·B" => matmul_into(a.view(), b.view(), out.view_mut(), false),
+                        "Aᵀ·B" => matmul_tn_into(at.view(), b.view(), out.view_mut(), false),
+                        _ => matmul_nt_into(a.view(), bt.view(), out.view_mut(), false),
+                    }
                 })
             });
             std::hint::black_box(&out);

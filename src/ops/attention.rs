@@ -193,7 +193,9 @@ pub fn attention_forward(
     tasks.into_par_iter().for_each(|(b, h, att, y)| {
         let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
         let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
-        SCRATCH.with_borrow_mut(|scratch| forward_head(q, k, v, scale, att, y, drop, scratch));
+        SCRATCH.with_borrow_mut(|scratch| {
+            super::wide::wide(|| forward_head(q, k, v, scale, att, y, drop, scratch))
+        });
     });
 }
 
@@ -224,6 +226,7 @@ pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
 /// `q, k, v: (T, HS)`, `att: (T, T)`, `y: (T, HS)`, `scratch`: grown to `(ROW_BLOCK·T)` when
 /// dropout is on.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn forward_head(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,
@@ -343,19 +346,21 @@ pub fn attention_backward(
                 let att = att.slice(s![b, h, .., ..]);
                 let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
                 SCRATCH.with_borrow_mut(|scratch| {
-                    backward_head(
-                        q,
-                        k,
-                        v,
-                        att,
-                        dy,
-                        scale,
-                        dq,
-                        dk.view_mut(),
-                        dv.view_mut(),
-                        drop,
-                        scratch,
-                    );
+                    super::wide::wide(|| {
+                        backward_head(
+                            q,
+                            k,
+                            v,
+                            att,
+                            dy,
+                            scale,
+                            dq,
+                            dk.view_mut(),
+                            dv.view_mut(),
+                            drop,
+                            scratch,
+                        )
+                    })
                 });
             }
         });
@@ -367,6 +372,7 @@ pub fn attention_backward(
 /// `q, k, v: (T, HS)`, `att: (T, T)`, `dy: (T, HS)`, `dq, dk, dv: (T, HS)`,
 /// `scratch`: grown to `(ROW_BLOCK·T)`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_head(
     q: ArrayView2<f32>,
     k: ArrayView2<f32>,

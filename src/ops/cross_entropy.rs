@@ -307,19 +307,25 @@ pub fn lm_cross_entropy_in_place(
         .as_slice_mut()
         .expect("lm_cross_entropy: logits must be in standard layout");
     let inv_n = 1.0 / n.max(1) as f32;
-    let row = |(x, &t): (&mut [f32], &usize)| -> f64 {
+    let row = |(x, &t): (&mut [f32], &usize)| -> f64 { super::wide::wide(|| lm_row(x, t, inv_n)) };
+    // one row: dlogits in place, returns the row's loss (inside `wide`: the widest vectors)
+    #[inline(always)]
+    fn lm_row(x: &mut [f32], t: usize, inv_n: f32) -> f64 {
         if t == IGNORE_INDEX {
             x.fill(0.0);
             return 0.0;
         }
         let xt = x[t] as f64;
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0f64;
-        for x in x.iter_mut() {
+        // Σ e in eight interleaved f64 partial sums added in a fixed order (it vectorises; the
+        // order depends on V only, not on the thread count)
+        let mut acc = [0.0f64; 8];
+        for (i, x) in x.iter_mut().enumerate() {
             let e = super::fast_exp::exp(*x - max);
             *x = e;
-            sum += e as f64;
+            acc[i % 8] += e as f64;
         }
+        let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         // dlogits[j] = (p_j − δ_jt)/n with p_j = e_j / Σe
         let scale = (1.0 / sum) as f32 * inv_n;
         for x in x.iter_mut() {
@@ -327,7 +333,7 @@ pub fn lm_cross_entropy_in_place(
         }
         x[t] -= inv_n;
         max as f64 + sum.ln() - xt
-    };
+    }
     let losses: Vec<f64> = if n_rows * v > PARALLEL_MIN_LEN {
         x.par_chunks_mut(v)
             .zip(targets.par_iter())

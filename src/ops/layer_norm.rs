@@ -83,14 +83,16 @@ pub fn layer_norm_forward(
     }
     let chunk = ROWS_PER_TASK * c;
     let task = |((out, x), (mean, rstd)): FwdChunk| {
-        for (((o, x), m), r) in out
-            .chunks_mut(c)
-            .zip(x.chunks(c))
-            .zip(mean.iter_mut())
-            .zip(rstd.iter_mut())
-        {
-            (*m, *r) = forward_row(x, weight, bias, eps, o);
-        }
+        super::wide::wide(|| {
+            for (((o, x), m), r) in out
+                .chunks_mut(c)
+                .zip(x.chunks(c))
+                .zip(mean.iter_mut())
+                .zip(rstd.iter_mut())
+            {
+                (*m, *r) = forward_row(x, weight, bias, eps, o);
+            }
+        })
     };
     if x.len() >= PARALLEL_MIN_LEN {
         out.par_chunks_mut(chunk)
@@ -158,6 +160,21 @@ pub fn layer_norm_backward(
     // partials[k] = [Σ dout·xhat (C) | Σ dout (C)] over the rows of chunk k.
     let mut partials = vec![0.0f32; n_chunks * 2 * c];
     let task = |(((dx, dout), x), (part, (mean, rstd))): BwdChunk| {
+        super::wide::wide(|| backward_rows(dx, dout, x, weight, part, mean, rstd))
+    };
+    // (the rows of one task; inside `wide` so that its loops run on the widest vectors)
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn backward_rows(
+        dx: &mut [f32],
+        dout: &[f32],
+        x: &[f32],
+        weight: &[f32],
+        part: &mut [f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let c = weight.len();
         let (pw, pb) = part.split_at_mut(c);
         for ((((dx, dout), x), &m), &r) in dx
             .chunks_mut(c)
@@ -189,7 +206,7 @@ pub fn layer_norm_backward(
                 *dx = r * (d * w - mean_d - xhat * mean_dx);
             }
         }
-    };
+    }
     if x.len() >= PARALLEL_MIN_LEN {
         dx.par_chunks_mut(chunk)
             .zip(dout.par_chunks(chunk))

@@ -65,6 +65,21 @@ pub fn matmul_nt_into(
     gemm_into(a, b.t(), out, accumulate, Threads::Pool);
 }
 
+/// The SGEMM micro-kernel family chosen at run time on this CPU: `"avx512"`, `"avx2+fma"` or
+/// `"portable"` (what the benches print beside their figures).
+pub fn sgemm_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return "avx2+fma";
+        }
+    }
+    "portable"
+}
+
 /// `a·b` into a new array (convenience; hot loops use [`matmul_into`]).
 ///
 /// # Shapes

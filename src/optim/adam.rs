@@ -16,6 +16,9 @@ const EXP_AVG_SQ: &str = "exp_avg_sq";
 const STEP: &str = "step";
 const ENTRIES: [&str; 3] = [EXP_AVG, EXP_AVG_SQ, STEP];
 
+/// One chunk of the update: `(((param, grad), exp_avg), exp_avg_sq)`.
+type UpdChunk<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+
 /// The state of one parameter: step count `t` and the two moments (not bias-corrected).
 #[derive(Debug, Clone)]
 struct AdamState {
@@ -133,6 +136,40 @@ impl AdamCore {
                 *p += neg_step_size * *m / denom;
             };
             let par = value.len() >= PAR_MIN_LEN;
+            // contiguous tensors in the same layout (always, unless a user replaced one):
+            // fixed chunks, each in `wide` (the same update, on the widest vectors)
+            let same_layout = value.strides() == grad.strides()
+                && value.strides() == st.exp_avg.strides()
+                && value.strides() == st.exp_avg_sq.strides();
+            if let (true, Some(p), Some(g), Some(m), Some(v)) = (
+                same_layout,
+                value.as_slice_memory_order_mut(),
+                grad.as_slice_memory_order(),
+                st.exp_avg.as_slice_memory_order_mut(),
+                st.exp_avg_sq.as_slice_memory_order_mut(),
+            ) {
+                use rayon::prelude::*;
+                let run = |(((p, g), m), v): UpdChunk| {
+                    crate::ops::wide::wide(|| {
+                        for (((p, g), m), v) in
+                            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                        {
+                            upd(p, g, m, v);
+                        }
+                    })
+                };
+                const CHUNK: usize = 1 << 14;
+                if par {
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .for_each(run);
+                } else {
+                    run((((p, g), m), v));
+                }
+                continue;
+            }
             let z = Zip::from(&mut *value)
                 .and(&*grad)
                 .and(&mut st.exp_avg)

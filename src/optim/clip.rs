@@ -3,12 +3,14 @@
 
 use crate::error::{Error, Result};
 use crate::param::Param;
+use rayon::prelude::*;
 
 /// Rescales all gradients together so that their total L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=2, error_if_nonfinite=True)`.
 ///
 /// ```text
-/// total = √(Σ_params Σ_i grad_i²)          (accumulated in f64, params in the given order)
+/// total = √(Σ_params Σ_i grad_i²)          (accumulated in f64, params in the given order,
+///                                            each in fixed chunks summed in parallel)
 /// coef  = max_norm / (total + 1e-6)
 /// grad ← grad·coef                          (only if coef < 1)
 /// ```
@@ -41,10 +43,12 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
     }
     // total_norm = vector_norm(stack([vector_norm(g) for g in grads])), as Σ g² in f64
     // frozen parameters have no gradient in PyTorch: they are left out
+    // (each gradient in fixed chunks of SUM_CHUNK, summed in parallel, the partial sums added in
+    // order: the same value for any thread count)
     let sum_sq: f64 = params
         .iter()
         .filter(|(_, p)| !p.is_frozen())
-        .map(|(_, p)| p.grad.iter().map(|&g| g as f64 * g as f64).sum::<f64>())
+        .map(|(_, p)| sum_squares(&p.grad))
         .sum();
     let total = sum_sq.sqrt();
     if !total.is_finite() {
@@ -69,10 +73,49 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
         let coef = coef as f32;
         for (_, p) in params.iter_mut().filter(|(_, p)| !p.is_frozen()) {
             // g.mul_(clip_coef_clamped)
-            p.grad.mapv_inplace(|g| g * coef);
+            match p.grad.as_slice_memory_order_mut() {
+                Some(g) => g
+                    .par_chunks_mut(SUM_CHUNK)
+                    .for_each(|c| c.iter_mut().for_each(|g| *g *= coef)),
+                None => p.grad.mapv_inplace(|g| g * coef),
+            }
         }
     }
     Ok(total as f32)
+}
+
+/// Elements per task of [`sum_squares`] (fixed: the sum does not depend on the thread count).
+const SUM_CHUNK: usize = 1 << 16;
+
+/// `Σ g²` in `f64`: chunks of [`SUM_CHUNK`] elements in parallel, each summed in eight
+/// interleaved partial sums (so that it vectorises) added in a fixed order, then the chunks'
+/// sums added in order.
+fn sum_squares(g: &crate::tensor::Tensor) -> f64 {
+    #[inline(always)]
+    fn chunk(c: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let mut it = c.chunks_exact(8);
+        for v in &mut it {
+            for k in 0..8 {
+                acc[k] += v[k] as f64 * v[k] as f64;
+            }
+        }
+        for (k, &x) in it.remainder().iter().enumerate() {
+            acc[k] += x as f64 * x as f64;
+        }
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    }
+    match g.as_slice_memory_order() {
+        Some(s) if s.len() > SUM_CHUNK => {
+            let parts: Vec<f64> = s
+                .par_chunks(SUM_CHUNK)
+                .map(|c| crate::ops::wide::wide(|| chunk(c)))
+                .collect();
+            parts.iter().sum()
+        }
+        Some(s) => chunk(s),
+        None => chunk(&g.iter().copied().collect::<Vec<_>>()),
+    }
 }
 
 /// Clamps every gradient entry to `[−clip_value, clip_value]`, as
