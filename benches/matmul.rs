@@ -69,10 +69,11 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for &(m, k, n, form) in &shapes {
         let name = format!("{m},{k},{n}");
-        if let Some(f) = &filter {
-            if !name.contains(f.as_str()) && !form.contains(f.as_str()) {
-                continue;
-            }
+        if let Some(f) = &filter
+            && !name.contains(f.as_str())
+            && !form.contains(f.as_str())
+        {
+            continue;
         }
         if quick && m * k * n > 1 << 30 && !form.starts_with("train") {
             continue;

@@ -367,16 +367,16 @@ impl Args {
             ("--top-p", 1.0, &mut cfg.top_p),
             ("--repetition-penalty", 100.0, &mut cfg.repetition_penalty),
         ] {
-            if declared(name) {
-                if let Some(v) = self.float(name, 0.0, hi, true)? {
-                    *field = v as f32;
-                }
+            if declared(name)
+                && let Some(v) = self.float(name, 0.0, hi, true)?
+            {
+                *field = v as f32;
             }
         }
-        if declared("--top-k") {
-            if let Some(k) = self.int("--top-k", 1, u32::MAX as u64)? {
-                cfg.top_k = Some(k as usize);
-            }
+        if declared("--top-k")
+            && let Some(k) = self.int("--top-k", 1, u32::MAX as u64)?
+        {
+            cfg.top_k = Some(k as usize);
         }
         if declared("--seed") {
             cfg.seed = self.u64_or("--seed", cfg.seed)?;

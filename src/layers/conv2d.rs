@@ -176,17 +176,17 @@ impl Conv2d {
                 ))
             }
         };
-        if let Some(b) = &bias {
-            if b.shape() != [o] {
-                return Err(Error::shape(
-                    "Conv2d::from_weights",
-                    format!(
-                        "a bias of shape [{o}] to match the weight {:?}",
-                        weight.shape()
-                    ),
-                    b.shape(),
-                ));
-            }
+        if let Some(b) = &bias
+            && b.shape() != [o]
+        {
+            return Err(Error::shape(
+                "Conv2d::from_weights",
+                format!(
+                    "a bias of shape [{o}] to match the weight {:?}",
+                    weight.shape()
+                ),
+                b.shape(),
+            ));
         }
         let mut layer = Conv2d::new(o, kh).kernel(kh, kw).with_bias(bias.is_some());
         layer.weight = Some(Param::new(weight));

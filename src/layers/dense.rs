@@ -59,14 +59,14 @@ impl Dense {
             )
         })?;
         let (out, inp) = w.dim();
-        if let Some(b) = &bias {
-            if b.shape() != [out] {
-                return Err(Error::shape(
-                    "Dense::from_weights",
-                    format!("a bias of shape [{out}] to match weight [{out}, {inp}]"),
-                    b.shape(),
-                ));
-            }
+        if let Some(b) = &bias
+            && b.shape() != [out]
+        {
+            return Err(Error::shape(
+                "Dense::from_weights",
+                format!("a bias of shape [{out}] to match weight [{out}, {inp}]"),
+                b.shape(),
+            ));
         }
         Ok(Dense {
             units: out,

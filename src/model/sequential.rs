@@ -184,12 +184,13 @@ impl Sequential {
                     x.insert_axis(Axis(0))"
                 .into();
         }
-        if let &[c, h, w] = want.as_slice() {
-            if c != h && crate::tensor::looks_nhwc(got, [c, h, w]) {
-                return "; this batch looks like NHWC (channels last), but handgrad expects NCHW \
+        if let &[c, h, w] = want.as_slice()
+            && c != h
+            && crate::tensor::looks_nhwc(got, [c, h, w])
+        {
+            return "; this batch looks like NHWC (channels last), but handgrad expects NCHW \
                         (PyTorch layout): permute the axes, e.g. x.permuted_axes([0, 3, 1, 2])"
-                    .into();
-            }
+                .into();
         }
         String::new()
     }

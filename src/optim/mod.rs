@@ -128,14 +128,14 @@ pub(crate) fn check_params<'s>(
                 p.value.shape()
             )));
         }
-        if let Some(s) = state_shape(name) {
-            if s != p.value.shape() {
-                return Err(param_err(format!(
-                    "{op}: parameter shape {:?} differs from the shape {s:?} of the optimizer \
+        if let Some(s) = state_shape(name)
+            && s != p.value.shape()
+        {
+            return Err(param_err(format!(
+                "{op}: parameter shape {:?} differs from the shape {s:?} of the optimizer \
                      state stored under this name (use a fresh optimizer after changing the model)",
-                    p.value.shape()
-                )));
-            }
+                p.value.shape()
+            )));
         }
     }
     Ok(())

@@ -74,10 +74,10 @@ pub(crate) fn bpe_simple(syms: &mut Vec<u32>, merges: &MergeMap) {
     while syms.len() > 1 {
         let mut best: Option<(u32, u32, u32, u32)> = None; // (rank, left, right, merged)
         for w in syms.windows(2) {
-            if let Some(&(rank, merged)) = merges.get(&(w[0], w[1])) {
-                if best.is_none_or(|b| rank < b.0) {
-                    best = Some((rank, w[0], w[1], merged));
-                }
+            if let Some(&(rank, merged)) = merges.get(&(w[0], w[1]))
+                && best.is_none_or(|b| rank < b.0)
+            {
+                best = Some((rank, w[0], w[1], merged));
             }
         }
         let Some((_, left, right, merged)) = best else {
@@ -160,10 +160,10 @@ pub(crate) fn bpe_heap(syms: &mut Vec<u32>, merges: &MergeMap) {
             if !alive[p] {
                 continue;
             }
-            if prev[p] != NONE {
-                if let Some((r, _)) = rank_at(&sym, &next, prev[p]) {
-                    heap.push(Reverse((r, prev[p])));
-                }
+            if prev[p] != NONE
+                && let Some((r, _)) = rank_at(&sym, &next, prev[p])
+            {
+                heap.push(Reverse((r, prev[p])));
             }
             if let Some((r, _)) = rank_at(&sym, &next, p) {
                 heap.push(Reverse((r, p)));

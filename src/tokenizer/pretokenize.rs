@@ -198,18 +198,18 @@ pub(crate) const CONTRACTIONS: [&str; 7] = ["s", "t", "re", "ve", "m", "ll", "d"
 fn piece_len(s: &str) -> usize {
     let mut chars = s.chars();
     let Some(c0) = chars.next() else { return 0 };
-    if c0 == '\'' {
-        if let Some(suffix) = CONTRACTIONS.iter().find(|x| s[1..].starts_with(**x)) {
-            return 1 + suffix.len();
-        }
+    if c0 == '\''
+        && let Some(suffix) = CONTRACTIONS.iter().find(|x| s[1..].starts_with(**x))
+    {
+        return 1 + suffix.len();
     }
     let k0 = class(c0);
     if c0 == ' ' {
         // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: the space joins a following non-space run.
-        if let Some(k1) = chars.next().map(class) {
-            if k1 != Class::Space {
-                return 1 + run_len(&s[1..], k1);
-            }
+        if let Some(k1) = chars.next().map(class)
+            && k1 != Class::Space
+        {
+            return 1 + run_len(&s[1..], k1);
         }
     }
     if k0 != Class::Space {

@@ -238,10 +238,10 @@ impl GptConfig {
                 )
             }
         }
-        if let Some(inner) = obj.get("n_inner").filter(|x| !x.is_null()) {
-            if inner.as_u64() != Some(4 * n_embd as u64) {
-                return unsupported("n_inner", inner.to_string(), "null or 4·n_embd");
-            }
+        if let Some(inner) = obj.get("n_inner").filter(|x| !x.is_null())
+            && inner.as_u64() != Some(4 * n_embd as u64)
+        {
+            return unsupported("n_inner", inner.to_string(), "null or 4·n_embd");
         }
         for key in [
             "scale_attn_by_inverse_layer_idx",

@@ -54,7 +54,8 @@ impl CachedLm for Gpt {
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
-        (&*self).forward_cached(tokens, cache)
+        // the shared-reference implementation, spelled out (a plain `self.` call would recurse)
+        <&Gpt as CachedLm>::forward_cached(&mut &*self, tokens, cache)
     }
     fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
         let logits = self.forward(tokens, crate::Mode::Eval)?;

@@ -153,14 +153,14 @@ impl Gpt {
                 ),
             ));
         }
-        if let Some(head) = lm_head {
-            if head != wte {
-                return Err(param_err(
-                    source,
-                    "lm_head.weight",
-                    "differs from wte.weight (untied LM heads are not supported)",
-                ));
-            }
+        if let Some(head) = lm_head
+            && head != wte
+        {
+            return Err(param_err(
+                source,
+                "lm_head.weight",
+                "differs from wte.weight (untied LM heads are not supported)",
+            ));
         }
         Gpt::from_parts(config, wte, wpe, blocks, ln_f, &mut rng)
     }

@@ -325,10 +325,10 @@ impl LmTrainOptions {
                 format!("at most steps = {}", self.steps),
             ));
         }
-        if let Some(c) = self.grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::config(OP, "grad_clip", c, "a finite number > 0"));
-            }
+        if let Some(c) = self.grad_clip
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::config(OP, "grad_clip", c, "a finite number > 0"));
         }
         // the optimizer's own checks, reported under the option's name
         self.optimizer().validate().map_err(|e| match e {
@@ -609,16 +609,16 @@ impl LmTrainer {
         }
         let v = gpt.vocab_size();
         for (what, data) in [("training", Some(train)), ("validation", val)] {
-            if let Some((id, at)) = data.and_then(|d| d.max_token_id()) {
-                if id >= v {
-                    return Err(Error::label(
-                        "LmTrainer::train",
-                        format!(
-                            "the {what} data holds token id {id} ({at}), out of range for the \
+            if let Some((id, at)) = data.and_then(|d| d.max_token_id())
+                && id >= v
+            {
+                return Err(Error::label(
+                    "LmTrainer::train",
+                    format!(
+                        "the {what} data holds token id {id} ({at}), out of range for the \
                              model's vocabulary of {v} (ids must be < {v}); nothing was trained"
-                        ),
-                    ));
-                }
+                    ),
+                ));
             }
         }
         if let Some(world) = &self.world {

@@ -33,14 +33,14 @@ pub(super) fn read(b: &[u8]) -> R<(Pickle, Vec<&[u8]>)> {
         return Err(format!("legacy protocol version is not {PROTOCOL}"));
     }
     let sys = next("sys_info")?;
-    if let V::Obj(i) = sys.root {
-        if let Obj::Dict(d) = &sys.arena[i] {
-            let le = d
-                .iter()
-                .find(|(k, _)| matches!(k, V::Str(s) if &**s == "little_endian"));
-            if let Some((_, V::Bool(false))) = le {
-                return Err("the file was written on a big-endian machine (not supported)".into());
-            }
+    if let V::Obj(i) = sys.root
+        && let Obj::Dict(d) = &sys.arena[i]
+    {
+        let le = d
+            .iter()
+            .find(|(k, _)| matches!(k, V::Str(s) if &**s == "little_endian"));
+        if let Some((_, V::Bool(false))) = le {
+            return Err("the file was written on a big-endian machine (not supported)".into());
         }
     }
     let main = next("object")?;

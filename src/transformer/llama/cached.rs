@@ -200,9 +200,10 @@ impl CachedLm for Llama {
         tokens: ArrayView2<usize>,
         cache: &mut KvCache,
     ) -> Result<Array2<f32>> {
-        (&*self).forward_cached(tokens, cache)
+        // the shared-reference implementation, spelled out (a plain `self.` call would recurse)
+        <&Llama as CachedLm>::forward_cached(&mut &*self, tokens, cache)
     }
     fn forward_last(&mut self, tokens: ArrayView2<usize>) -> Result<Array2<f32>> {
-        (&*self).forward_last(tokens)
+        <&Llama as CachedLm>::forward_last(&mut &*self, tokens)
     }
 }

@@ -132,18 +132,18 @@ pub fn config_from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         kv,
     );
     cfg.head_dim = opt_dim("llama.attention.key_length")?.unwrap_or(hidden / heads.max(1));
-    if let Some(rot) = opt_dim("llama.rope.dimension_count")? {
-        if rot != cfg.head_dim {
-            return Err(Error::config(
-                "Llama::from_gguf",
-                "llama.rope.dimension_count",
-                rot,
-                format!(
-                    "the head size {} (partial RoPE is not implemented)",
-                    cfg.head_dim
-                ),
-            ));
-        }
+    if let Some(rot) = opt_dim("llama.rope.dimension_count")?
+        && rot != cfg.head_dim
+    {
+        return Err(Error::config(
+            "Llama::from_gguf",
+            "llama.rope.dimension_count",
+            rot,
+            format!(
+                "the head size {} (partial RoPE is not implemented)",
+                cfg.head_dim
+            ),
+        ));
     }
     cfg.max_position_embeddings = dim("llama.context_length")?;
     cfg.rms_norm_eps = file.f32("llama.attention.layer_norm_rms_epsilon")? as f64;

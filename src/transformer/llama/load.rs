@@ -166,16 +166,16 @@ impl Llama {
         let final_norm = norm("model.norm.weight".into())?;
         if config.tie_word_embeddings {
             // transformers writes no lm_head for tied models; accept an identical copy
-            if let Some(h) = tensors.remove("lm_head.weight") {
-                if Some(h.view()) != embed.param().map(|p| p.value.view()) {
-                    return Err(Error::Param {
-                        name: "lm_head.weight".into(),
-                        message: format!(
-                            "differs from model.embed_tokens.weight although the config ties \
+            if let Some(h) = tensors.remove("lm_head.weight")
+                && Some(h.view()) != embed.param().map(|p| p.value.view())
+            {
+                return Err(Error::Param {
+                    name: "lm_head.weight".into(),
+                    message: format!(
+                        "differs from model.embed_tokens.weight although the config ties \
                              them (in {source})"
-                        ),
-                    });
-                }
+                    ),
+                });
             }
         }
         if let Some(extra) = tensors.keys().next() {
