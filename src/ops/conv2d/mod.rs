@@ -260,12 +260,7 @@ pub fn conv2d_forward_fused(
             }
             with_scratch(scratch, scratch_len, |buf| {
                 let [cols, wide_out, xp] = carve(buf, lens);
-                let src: &[f32] = if plan.padded {
-                    pad_into(x_n, g, &plan, xp);
-                    xp
-                } else {
-                    x_n
-                };
+                let src = padded_source(x_n, g, &plan, xp);
                 for (i0, i1) in plan.bands() {
                     let len = plan.band_cols(i0, i1);
                     let cols = &mut cols[..k * len];
@@ -503,12 +498,7 @@ pub(super) fn backward_dense(
                     }
                     return;
                 }
-                let src: &[f32] = if plan.padded {
-                    pad_into(x_n, g, &plan, xp);
-                    xp
-                } else {
-                    x_n
-                };
+                let src = padded_source(x_n, g, &plan, xp);
                 if plan.padded && want_dx {
                     dxp.fill(0.0);
                 }

@@ -120,12 +120,7 @@ pub fn conv2d_relu_pool_forward(
         .for_each(|((out_n, codes_n), x_n)| {
             with_scratch(scratch, scratch_len, |buf| {
                 let [cols, wide_out, xp] = carve(buf, lens);
-                let src: &[f32] = if plan.padded {
-                    pad_into(x_n, g, &plan, xp);
-                    xp
-                } else {
-                    x_n
-                };
+                let src = padded_source(x_n, g, &plan, xp);
                 for (i0, i1) in plan.bands() {
                     let len = plan.band_cols(i0, i1);
                     let wo = wide_product(src, g, &plan, (i0, i1), cols, wide_out, wmat, threads);

@@ -73,6 +73,21 @@ impl Plan {
 }
 
 /// Copies `x: (C, H, W)` into the interior of the zero-bordered `xp: (C, Hp, Wp)`.
+/// The image a band reads: `x` itself, or `x` zero-padded into `xp` when the plan pads.
+pub(super) fn padded_source<'a>(
+    x: &'a [f32],
+    g: &Conv2dGeom,
+    plan: &Plan,
+    xp: &'a mut [f32],
+) -> &'a [f32] {
+    if plan.padded {
+        pad_into(x, g, plan, xp);
+        xp
+    } else {
+        x
+    }
+}
+
 pub(super) fn pad_into(x: &[f32], g: &Conv2dGeom, plan: &Plan, xp: &mut [f32]) {
     xp.fill(0.0);
     for (src, dst) in x
