@@ -202,16 +202,11 @@ pub fn attention_forward(
 /// One causal softmax row: `att[j] = exp(s_j − max) / Σ_{j' < visible} exp(s_j' − max)` with
 /// `s_j = att[j]·scale` for `j < visible`; the masked rest is set to exactly 0 (the −∞ of the
 /// mask, never exp'd). Shared by this kernel and [`super::kv_attention`].
-#[inline]
+#[inline(always)]
 pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
     let (vis, masked) = att.split_at_mut(visible);
-    let max = vis.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r * scale));
-    let mut sum = 0.0f32;
-    for a in vis.iter_mut() {
-        let e = super::fast_exp::exp(*a * scale - max);
-        *a = e;
-        sum += e;
-    }
+    let max = super::lanes::max_scaled(vis, scale);
+    let sum = super::lanes::exp_in_place_sum(vis, scale, max);
     let inv = 1.0 / sum;
     for a in vis.iter_mut() {
         *a *= inv;
@@ -449,8 +444,9 @@ fn backward_head(
             let (dvis, dmasked) = d.split_at_mut(i + 1);
             let p = p.slice(s![..i + 1]);
             // softmax backward over the causal part only; scale folded in for dq and dk
-            let dot: f32 = dvis.iter().zip(p.iter()).map(|(&d, &p)| d * p).sum();
-            for (d, &p) in dvis.iter_mut().zip(p.iter()) {
+            let p = p.as_slice().expect("att rows are contiguous");
+            let dot = super::lanes::dot(dvis, p);
+            for (d, &p) in dvis.iter_mut().zip(p) {
                 *d = p * (*d - dot) * scale;
             }
             dmasked.fill(0.0);

@@ -316,16 +316,10 @@ pub fn lm_cross_entropy_in_place(
             return 0.0;
         }
         let xt = x[t] as f64;
-        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let max = super::lanes::max_scaled(x, 1.0);
         // Σ e in eight interleaved f64 partial sums added in a fixed order (it vectorises; the
         // order depends on V only, not on the thread count)
-        let mut acc = [0.0f64; 8];
-        for (i, x) in x.iter_mut().enumerate() {
-            let e = super::fast_exp::exp(*x - max);
-            *x = e;
-            acc[i % 8] += e as f64;
-        }
-        let sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        let sum = super::lanes::exp_in_place_sum_f64(x, max);
         // dlogits[j] = (p_j − δ_jt)/n with p_j = e_j / Σe
         let scale = (1.0 / sum) as f32 * inv_n;
         for x in x.iter_mut() {

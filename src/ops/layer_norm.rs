@@ -30,18 +30,16 @@ type BwdChunk<'a> = (
 );
 
 /// One row of the forward; returns `(mean, rstd)`.
-#[inline]
+#[inline(always)]
 fn forward_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) -> (f32, f32) {
+    use super::lanes::sum_f64_by;
     let c = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / c;
-    let var = x
-        .iter()
-        .map(|&v| {
-            let d = v as f64 - mean;
-            d * d
-        })
-        .sum::<f64>()
-        / c;
+    // both sums in f64 lanes (see `lanes`): they vectorise, and the order is fixed
+    let mean = sum_f64_by(x, |v| v as f64) / c;
+    let var = sum_f64_by(x, |v| {
+        let d = v as f64 - mean;
+        d * d
+    }) / c;
     let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
     let mean = mean as f32;
     for (((o, &x), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
@@ -183,22 +181,29 @@ pub fn layer_norm_backward(
             .zip(mean)
             .zip(rstd)
         {
-            // mean_c(dxhat) and mean_c(dxhat·xhat), dxhat = dout·w
-            let mut sum_d = 0.0f32;
-            let mut sum_dx = 0.0f32;
-            for (((&d, &x), &w), (pw, pb)) in dout
-                .iter()
-                .zip(x)
-                .zip(weight)
-                .zip(pw.iter_mut().zip(pb.iter_mut()))
-            {
-                let xhat = (x - m) * r;
-                let dxhat = d * w;
-                sum_d += dxhat;
-                sum_dx += dxhat * xhat;
-                *pw += d * xhat;
-                *pb += d;
+            // mean_c(dxhat) and mean_c(dxhat·xhat), dxhat = dout·w, in LANES interleaved
+            // partial sums (element j into lane j mod LANES) so that the loop vectorises
+            const L: usize = super::lanes::LANES;
+            let (mut acc_d, mut acc_dx) = ([0.0f32; L], [0.0f32; L]);
+            let mut lane_step = |j: usize, n: usize, pw: &mut [f32], pb: &mut [f32]| {
+                let (d, x, w) = (&dout[j..j + n], &x[j..j + n], &weight[j..j + n]);
+                let (pw, pb) = (&mut pw[j..j + n], &mut pb[j..j + n]);
+                for l in 0..n {
+                    let xhat = (x[l] - m) * r;
+                    let dxhat = d[l] * w[l];
+                    acc_d[l] += dxhat;
+                    acc_dx[l] += dxhat * xhat;
+                    pw[l] += d[l] * xhat;
+                    pb[l] += d[l];
+                }
+            };
+            let full = c - c % L;
+            for j in (0..full).step_by(L) {
+                lane_step(j, L, pw, pb);
             }
+            lane_step(full, c - full, pw, pb);
+            let sum_d = super::lanes::lanes_sum(acc_d);
+            let sum_dx = super::lanes::lanes_sum(acc_dx);
             let mean_d = sum_d / c as f32;
             let mean_dx = sum_dx / c as f32;
             for (((dx, &d), &x), &w) in dx.iter_mut().zip(dout).zip(x).zip(weight) {

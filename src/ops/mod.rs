@@ -13,6 +13,7 @@ pub mod fast_exp;
 pub mod gemv;
 pub mod global_pool;
 pub mod kv_attention;
+pub mod lanes;
 pub mod layer_norm;
 pub mod linear;
 pub mod losses;

@@ -1,0 +1,199 @@
+//! Row reductions in fixed interleaved lanes, so the compiler vectorises them.
+//!
+//! A loop such as `x.iter().fold(m, f32::max)` or `sum += exp(x)` carries one scalar from each
+//! element to the next; Rust never reorders floating-point operations, so it runs one element at a
+//! time. These helpers keep [`LANES`] partial results (element `i` goes to lane `i mod LANES`)
+//! and combine them in one fixed order at the end: the loops then run as wide as the vectors are
+//! (inside [`super::wide::wide`]: AVX-512 or AVX2), and the result depends on the data only —
+//! not on the vector width nor on the thread count.
+//!
+//! Used by the softmax rows of attention and by the language-model cross-entropy.
+
+/// Interleaved lanes of the `f32` reductions (one AVX-512 register, two AVX2 ones).
+pub const LANES: usize = 16;
+
+/// `max_i x[i]·scale` (`−∞` for an empty row; NaN elements are skipped, as `f32::max` does).
+#[inline(always)]
+pub fn max_scaled(x: &[f32], scale: f32) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in chunks.by_ref() {
+        for l in 0..LANES {
+            m[l] = m[l].max(c[l] * scale);
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        m[l] = m[l].max(v * scale);
+    }
+    m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+/// Sums `LANES` partial sums pairwise: `((l0 + l1) + (l2 + l3)) + …` in a fixed tree.
+#[inline(always)]
+fn tree_sum(mut lanes: [f32; LANES]) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            lanes[l] = lanes[2 * l] + lanes[2 * l + 1];
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// Overwrites `x[i] = e^(x[i]·scale − shift)` and returns `Σ_i x[i]` (after the overwrite) in
+/// [`LANES`] `f32` lanes, added pairwise at the end.
+#[inline(always)]
+pub fn exp_in_place_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in chunks.by_ref() {
+        for l in 0..LANES {
+            let e = super::fast_exp::exp(c[l] * scale - shift);
+            c[l] = e;
+            acc[l] += e;
+        }
+    }
+    for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+        let e = super::fast_exp::exp(*v * scale - shift);
+        *v = e;
+        acc[l] += e;
+    }
+    tree_sum(acc)
+}
+
+/// Overwrites `x[i] = e^(x[i] − shift)` and returns `Σ_i x[i]` accumulated in `f64`: eight lanes
+/// (element `i` into lane `i mod 8`), added as `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`.
+/// For long rows (a vocabulary of 50,257 logits) where an `f32` sum would lose digits.
+#[inline(always)]
+pub fn exp_in_place_sum_f64(x: &mut [f32], shift: f32) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in chunks.by_ref() {
+        let mut e = [0.0f32; LANES];
+        for l in 0..LANES {
+            e[l] = super::fast_exp::exp(c[l] - shift);
+            c[l] = e[l];
+        }
+        // elements i and i + 8 of the chunk go to lane i, in index order
+        for l in 0..8 {
+            acc[l] += e[l] as f64;
+        }
+        for l in 0..8 {
+            acc[l] += e[8 + l] as f64;
+        }
+    }
+    for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+        let e = super::fast_exp::exp(*v - shift);
+        *v = e;
+        acc[l % 8] += e as f64;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// `Σ_i f(x[i])` accumulated in `f64`: eight lanes (element `i` into lane `i mod 8`), added as
+/// `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`.
+#[inline(always)]
+pub fn sum_f64_by(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in chunks.by_ref() {
+        for l in 0..8 {
+            acc[l] += f(c[l]);
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        acc[l] += f(v);
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// Sums [`LANES`] partial sums pairwise in a fixed tree (the end of a lane-wise reduction).
+#[inline(always)]
+pub fn lanes_sum(lanes: [f32; LANES]) -> f32 {
+    tree_sum(lanes)
+}
+
+/// `Σ_i a[i]·b[i]` in [`LANES`] `f32` lanes, added pairwise at the end.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    tree_sum(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 * 0.173).sin() * 4.0)
+            .collect()
+    }
+
+    #[test]
+    fn reductions_agree_with_f64_references_and_each_vector_width() {
+        for n in [0, 1, 7, 16, 17, 33, 128, 50_257] {
+            let x = row(n);
+            let m = max_scaled(&x, 0.5);
+            let want = x.iter().map(|&v| v * 0.5).fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(m, want, "max, n={n}");
+
+            let mut y = x.clone();
+            let s = exp_in_place_sum(&mut y, 0.5, m.max(0.0));
+            let want: f64 = x
+                .iter()
+                .map(|&v| ((v * 0.5 - m.max(0.0)) as f64).exp())
+                .sum();
+            assert!(
+                (s as f64 - want).abs() <= 1e-5 * want.max(1.0),
+                "sum, n={n}"
+            );
+            let mut y64 = x.clone();
+            let s64 = exp_in_place_sum_f64(&mut y64, 1.0);
+            let want64: f64 = x.iter().map(|&v| ((v - 1.0) as f64).exp()).sum();
+            assert!(
+                (s64 - want64).abs() <= 1e-6 * want64.max(1.0),
+                "sum f64, n={n}"
+            );
+
+            let d = dot(&x, &y);
+            let want: f64 = x.iter().zip(&y).map(|(&a, &b)| a as f64 * b as f64).sum();
+            assert!(
+                (d as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "dot, n={n}"
+            );
+
+            // the wide copies give the same bits as the baseline build
+            let mut z = x.clone();
+            let wide = super::super::wide::wide(|| {
+                (
+                    max_scaled(&x, 0.5),
+                    exp_in_place_sum(&mut z, 0.5, 1.0),
+                    dot(&x, &x),
+                )
+            });
+            let mut z2 = x.clone();
+            let base = (
+                max_scaled(&x, 0.5),
+                exp_in_place_sum(&mut z2, 0.5, 1.0),
+                dot(&x, &x),
+            );
+            assert_eq!(wide.0.to_bits(), base.0.to_bits());
+            assert_eq!(wide.1.to_bits(), base.1.to_bits());
+            assert_eq!(wide.2.to_bits(), base.2.to_bits());
+            assert_eq!(z, z2);
+        }
+    }
+}
