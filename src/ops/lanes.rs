@@ -177,13 +177,16 @@ mod tests {
 
             // the wide copies give the same bits as the baseline build
             let mut z = x.clone();
-            let wide = super::super::wide::wide(|| {
-                (
-                    max_scaled(&x, 0.5),
-                    exp_in_place_sum(&mut z, 0.5, 1.0),
-                    dot(&x, &x),
-                )
-            });
+            let wide = super::super::wide::wide(
+                #[inline(always)]
+                || {
+                    (
+                        max_scaled(&x, 0.5),
+                        exp_in_place_sum(&mut z, 0.5, 1.0),
+                        dot(&x, &x),
+                    )
+                },
+            );
             let mut z2 = x.clone();
             let base = (
                 max_scaled(&x, 0.5),

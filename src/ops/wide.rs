@@ -8,7 +8,10 @@
 //! bit-identical results (checked in the tests below); only the vector width differs.
 //!
 //! The closure should hold the whole loop (call `wide` once per chunk of work, not per element)
-//! and be called once, so that the compiler inlines it into the wide copy.
+//! and be marked `#[inline(always)]` (`wide(#[inline(always)] || …)`): [`wide`] calls it from
+//! three places (the AVX-512, AVX2 and baseline copies), so without the mark the compiler may
+//! keep a large closure as one out-of-line function compiled for the baseline target, and the
+//! loop would silently run four lanes wide.
 
 /// The vector width [`wide`] uses on this CPU: `"avx512"`, `"avx2"` or `"baseline"`.
 pub fn path() -> &'static str {

@@ -109,7 +109,12 @@ fn sum_squares(g: &crate::tensor::Tensor) -> f64 {
         Some(s) if s.len() > SUM_CHUNK => {
             let parts: Vec<f64> = s
                 .par_chunks(SUM_CHUNK)
-                .map(|c| crate::ops::wide::wide(|| chunk(c)))
+                .map(|c| {
+                    crate::ops::wide::wide(
+                        #[inline(always)]
+                        || chunk(c),
+                    )
+                })
                 .collect();
             parts.iter().sum()
         }
