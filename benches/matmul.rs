@@ -100,9 +100,11 @@ fn main() {
         for case in cases.iter_mut() {
             let (m, k, n) = (case.m, case.k, case.n);
             let a = filled(m, k, 1);
-            let at = a.t().to_owned();
+            // row-major transposed copies (`t().to_owned()` would keep the column-major
+            // layout, and `at.t()`, `bt.t()` would then be plain row-major operands again)
+            let at = a.t().as_standard_layout().into_owned();
             let b = filled(k, n, 2);
-            let bt = b.t().to_owned();
+            let bt = b.t().as_standard_layout().into_owned();
             let mut out = Array2::<f32>::zeros((m, n));
             let form = case.form;
             let (med, min) = pool(case.threads).install(|| {
