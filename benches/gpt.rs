@@ -5,7 +5,8 @@
 //! - `char`: n_layer 4, n_head 4, n_embd 128, block 128, vocab 65; training at B 16, T 128;
 //! - `gpt2`: GPT-2 small (124M); training at B 4, T 64.
 //!
-//! Training: one AdamW step (forward, loss, backward, clipping, update) → tokens/s, GFLOP/s with
+//! Training: one AdamW step (forward, loss, backward, clipping to norm 1 inside the update
+//! (`AdamW::max_grad_norm`), update) → tokens/s, GFLOP/s with
 //! nanoGPT's estimate (6N + 12·L·C·T FLOPs per token, N = parameters without wpe) and the
 //! fraction of the machine's FMA peak. Generation: a prompt of 8 tokens + 50 new tokens, greedy,
 //! batch 1, with and without the KV cache, and `num_return_sequences = 5` sampling (top-k 50)
@@ -26,7 +27,7 @@ mod common;
 use common::{fma_peak_gflops, pool, quick, read_bandwidth, row, time_it};
 use handgrad::generate::GenerateConfig;
 use handgrad::ops::quant::QType;
-use handgrad::optim::{clip_grad_norm, AdamW, Optimizer};
+use handgrad::optim::{AdamW, Optimizer};
 use handgrad::transformer::{Gpt, GptConfig, KvCache, QuantGpt};
 use ndarray::Array2;
 use std::time::Duration;
@@ -104,16 +105,16 @@ fn train(case: &Case, threads: usize, peak: Option<f64>) {
         let mut opt = AdamW::new(3e-4)
             .betas(0.9, 0.95)
             .weight_decay(0.1)
-            .decay_min_rank(2);
+            .decay_min_rank(2)
+            // clip_grad_norm(params, 1.0) folded into the step (the same bits, one pass fewer)
+            .max_grad_norm(1.0);
         let x = ids(case.b, case.t, case.cfg.vocab_size, 1);
         let y = ids(case.b, case.t, case.cfg.vocab_size, 2);
         let mut step = || {
             gpt.zero_grad();
             gpt.forward_loss(x.view(), y.view()).expect("loss");
             gpt.backward().expect("backward");
-            let mut params = gpt.params_mut();
-            clip_grad_norm(&mut params, 1.0).expect("clip");
-            opt.step(&mut params).expect("step");
+            opt.step(&mut gpt.params_mut()).expect("step");
         };
         let (med, min) = time_it(samples, Duration::from_millis(200), &mut step);
         if std::env::args().any(|a| a == "--phases") {
@@ -137,7 +138,7 @@ fn train(case: &Case, threads: usize, peak: Option<f64>) {
 
 /// `--phases`: the median milliseconds of each part of a training step over 5 steps.
 fn phases(gpt: &mut Gpt, opt: &mut AdamW, x: &Array2<usize>, y: &Array2<usize>) {
-    let mut ms = vec![Vec::new(); 5];
+    let mut ms = vec![Vec::new(); 4];
     for _ in 0..5 {
         let mut lap = std::time::Instant::now();
         let mut mark = |i: usize, ms: &mut Vec<Vec<f64>>| {
@@ -150,13 +151,10 @@ fn phases(gpt: &mut Gpt, opt: &mut AdamW, x: &Array2<usize>, y: &Array2<usize>) 
         mark(1, &mut ms);
         gpt.backward().expect("backward");
         mark(2, &mut ms);
-        let mut params = gpt.params_mut();
-        clip_grad_norm(&mut params, 1.0).expect("clip");
+        opt.step(&mut gpt.params_mut()).expect("step");
         mark(3, &mut ms);
-        opt.step(&mut params).expect("step");
-        mark(4, &mut ms);
     }
-    let names = ["zero_grad", "forward_loss", "backward", "clip", "AdamW"];
+    let names = ["zero_grad", "forward_loss", "backward", "clip + AdamW"];
     let parts: Vec<String> = names
         .iter()
         .zip(ms.iter_mut())

@@ -29,9 +29,6 @@ pub const K_CHUNK: usize = 64;
 /// Outputs per parallel task in the dots form.
 const N_CHUNK: usize = 64;
 
-/// Lanes of the dots form's accumulators.
-const LANES: usize = 16;
-
 /// Below this many weight elements a product runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 
@@ -247,27 +244,8 @@ fn axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
     }
 }
 
-/// `Σ_j a[j]·w[j]` in [`LANES`] interleaved lanes, summed pairwise in a fixed order.
+/// `Σ_j a[j]·w[j]` in 16 interleaved lanes, folded in a fixed order ([`super::lanes::dot`]).
 #[inline(always)]
 fn dot_body(a: &[f32], w: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (ac, wc) = (a.chunks_exact(LANES), w.chunks_exact(LANES));
-    let (at, wt) = (ac.remainder(), wc.remainder());
-    for (x, y) in ac.zip(wc) {
-        for l in 0..LANES {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in at.iter().zip(wt).enumerate() {
-        lanes[l] += x * y;
-    }
-    // fixed pairwise order: (0+8, 1+9, …), then halves again
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            lanes[l] += lanes[l + width];
-        }
-        width /= 2;
-    }
-    lanes[0]
+    super::lanes::dot(a, w)
 }

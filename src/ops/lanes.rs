@@ -28,13 +28,14 @@ pub fn max_scaled(x: &[f32], scale: f32) -> f32 {
     m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
-/// Sums `LANES` partial sums pairwise: `((l0 + l1) + (l2 + l3)) + …` in a fixed tree.
+/// Sums [`LANES`] partial sums in a fixed tree: lane `l` += lane `l + 8`, then `l + 4`, `l + 2`,
+/// `l + 1` (halves folded onto each other).
 #[inline(always)]
 fn tree_sum(mut lanes: [f32; LANES]) -> f32 {
     let mut width = LANES / 2;
     while width > 0 {
         for l in 0..width {
-            lanes[l] = lanes[2 * l] + lanes[2 * l + 1];
+            lanes[l] += lanes[l + width];
         }
         width /= 2;
     }
@@ -42,7 +43,7 @@ fn tree_sum(mut lanes: [f32; LANES]) -> f32 {
 }
 
 /// Overwrites `x[i] = e^(x[i]·scale − shift)` and returns `Σ_i x[i]` (after the overwrite) in
-/// [`LANES`] `f32` lanes, added pairwise at the end.
+/// [`LANES`] `f32` lanes, folded at the end as in [`lanes_sum`].
 #[inline(always)]
 pub fn exp_in_place_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -108,13 +109,15 @@ pub fn sum_f64_by(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
-/// Sums [`LANES`] partial sums pairwise in a fixed tree (the end of a lane-wise reduction).
+/// Folds [`LANES`] partial sums in a fixed tree (the end of a lane-wise reduction): lane `l`
+/// += lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
 #[inline(always)]
 pub fn lanes_sum(lanes: [f32; LANES]) -> f32 {
     tree_sum(lanes)
 }
 
-/// `Σ_i a[i]·b[i]` in [`LANES`] `f32` lanes, added pairwise at the end.
+/// `Σ_i a[i]·b[i]` in [`LANES`] `f32` lanes, folded at the end as in [`lanes_sum`] (the dot
+/// product of the few-rows kernels in `gemv`, too).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());

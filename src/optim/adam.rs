@@ -42,6 +42,10 @@ struct AdamCore {
     weight_decay: f32,
     /// Weight decay applies only to parameters of at least this rank (0: all).
     decay_min_rank: usize,
+    /// Clip the gradients' total norm to this inside the step (`None`: no clipping).
+    max_grad_norm: Option<f32>,
+    /// The total gradient norm the last step measured (with `max_grad_norm` set).
+    last_grad_norm: Option<f32>,
     state: BTreeMap<String, AdamState>,
 }
 
@@ -56,6 +60,8 @@ impl AdamCore {
             eps: 1e-8,
             weight_decay,
             decay_min_rank: 0,
+            max_grad_norm: None,
+            last_grad_norm: None,
             state: BTreeMap::new(),
         }
     }
@@ -65,7 +71,16 @@ impl AdamCore {
         check_unit_interval(self.op, "beta1", self.beta1)?;
         check_unit_interval(self.op, "beta2", self.beta2)?;
         check_non_negative(self.op, "eps", self.eps)?;
-        check_non_negative(self.op, "weight_decay", self.weight_decay)
+        check_non_negative(self.op, "weight_decay", self.weight_decay)?;
+        match self.max_grad_norm {
+            Some(m) if !(m.is_finite() && m > 0.0) => Err(crate::error::Error::config(
+                self.op,
+                "max_grad_norm",
+                m,
+                "a finite value > 0",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn step(&mut self, params: &mut [(String, &mut Param)]) -> Result<()> {
@@ -85,6 +100,16 @@ impl AdamCore {
         let b2 = self.beta2;
         let one_minus_b2 = (1.0 - beta2) as f32;
         let eps = self.eps;
+        // clip_grad_norm_ folded into the update: g·coef is formed where g is read, the bits
+        // clip_grad_norm would have stored (the gradients themselves are left unscaled)
+        let gscale = match self.max_grad_norm {
+            Some(max_norm) => {
+                let (total, coef) = super::clip::clip_coef(params, max_norm, self.op)?;
+                self.last_grad_norm = Some(total as f32);
+                coef
+            }
+            None => None,
+        };
         for (name, p) in params.iter_mut() {
             if p.is_frozen() {
                 // requires_grad = False: PyTorch's optimizers skip a parameter without a grad
@@ -120,6 +145,11 @@ impl AdamCore {
             // bias_correction2_sqrt = bias_correction2 ** 0.5
             let bc2_sqrt = bias_correction2.sqrt() as f32;
             let upd = move |p: &mut f32, &g: &f32, m: &mut f32, v: &mut f32| {
+                // g.mul_(clip_coef_clamped)
+                let g = match gscale {
+                    Some(c) => g * c,
+                    None => g,
+                };
                 if decoupled {
                     // param.mul_(1 - lr * weight_decay)
                     *p *= decay;
@@ -334,6 +364,23 @@ macro_rules! adam_common {
             pub fn decay_min_rank(mut self, min_rank: usize) -> Self {
                 self.0.decay_min_rank = min_rank;
                 self
+            }
+
+            /// Clips the gradients' total L2 norm to `max_norm` as part of each step (Hugging
+            /// Face `Trainer`'s `max_grad_norm`): the step gives the parameters and moments,
+            /// bit for bit, that [`crate::optim::clip_grad_norm`]`(params, max_norm)` followed by
+            /// the step would, without a pass that rewrites the gradients (they are left as the
+            /// backward wrote them). A NaN or infinite gradient is an [`crate::Error::Param`]
+            /// naming it, before anything changes. Default: no clipping.
+            pub fn max_grad_norm(mut self, max_norm: f32) -> Self {
+                self.0.max_grad_norm = Some(max_norm);
+                self
+            }
+
+            /// The total gradient norm (before clipping) that the last step measured; `None`
+            /// before the first step or without [`Self::max_grad_norm`].
+            pub fn last_grad_norm(&self) -> Option<f32> {
+                self.0.last_grad_norm
             }
         }
 

@@ -33,9 +33,32 @@ use rayon::prelude::*;
 /// # Ok::<(), handgrad::Error>(())
 /// ```
 pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Result<f32> {
+    let (total, coef) = clip_coef(params, max_norm, "clip_grad_norm")?;
+    if let Some(coef) = coef {
+        for (_, p) in params.iter_mut().filter(|(_, p)| !p.is_frozen()) {
+            // g.mul_(clip_coef_clamped)
+            match p.grad.as_slice_memory_order_mut() {
+                Some(g) => g
+                    .par_chunks_mut(SUM_CHUNK)
+                    .for_each(|c| c.iter_mut().for_each(|g| *g *= coef)),
+                None => p.grad.mapv_inplace(|g| g * coef),
+            }
+        }
+    }
+    Ok(total as f32)
+}
+
+/// The total gradient norm of `params` and, when it exceeds `max_norm`, the factor
+/// `max_norm / (total + 1e-6)` (as `f32`) that [`clip_grad_norm`] multiplies every gradient by.
+/// `op` names the caller in the errors (those of [`clip_grad_norm`]).
+pub(crate) fn clip_coef(
+    params: &[(String, &mut Param)],
+    max_norm: f32,
+    op: &str,
+) -> Result<(f64, Option<f32>)> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
         return Err(Error::config(
-            "clip_grad_norm",
+            op,
             "max_norm",
             max_norm,
             "a finite value > 0",
@@ -60,28 +83,16 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> Res
             Some((name, _)) => Error::Param {
                 name: name.clone(),
                 message: format!(
-                    "clip_grad_norm: the total gradient norm is {total} (non-finite): this \
-                     parameter's gradient has NaN or infinite entries; no gradient was clipped"
+                    "{op}: the total gradient norm is {total} (non-finite): this parameter's \
+                     gradient has NaN or infinite entries; no gradient was clipped"
                 ),
             },
-            None => Error::config("clip_grad_norm", "total_norm", total, "a finite value"),
+            None => Error::config(op, "total_norm", total, "a finite value"),
         });
     }
     // clip_coef = max_norm / (total_norm + 1e-6); clip_coef_clamped = clamp(clip_coef, max=1.0)
     let coef = max_norm as f64 / (total + 1e-6);
-    if coef < 1.0 {
-        let coef = coef as f32;
-        for (_, p) in params.iter_mut().filter(|(_, p)| !p.is_frozen()) {
-            // g.mul_(clip_coef_clamped)
-            match p.grad.as_slice_memory_order_mut() {
-                Some(g) => g
-                    .par_chunks_mut(SUM_CHUNK)
-                    .for_each(|c| c.iter_mut().for_each(|g| *g *= coef)),
-                None => p.grad.mapv_inplace(|g| g * coef),
-            }
-        }
-    }
-    Ok(total as f32)
+    Ok((total, (coef < 1.0).then_some(coef as f32)))
 }
 
 /// Elements per task of [`sum_squares`] (fixed: the sum does not depend on the thread count).

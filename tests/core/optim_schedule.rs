@@ -299,3 +299,84 @@ fn clip_grad_value_clamps() {
     clip_grad_value(&mut [("c".into(), &mut c)], 0.0).unwrap();
     assert_eq!(c.grad.as_slice().unwrap(), &[0.0, 0.0]);
 }
+
+/// Two parameters with a gradient pattern of `n` entries each, and values to update.
+fn clip_case(n: usize, scale: f32) -> (Param, Param) {
+    let mk = |seed: usize| {
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7 + seed) % 13) as f32 * 0.1 - 0.6)
+            .collect();
+        let g: Vec<f32> = (0..n)
+            .map(|i| (((i * 5 + seed) % 11) as f32 - 5.0) * scale)
+            .collect();
+        let mut p = Param::new(Tensor::from_shape_vec(IxDyn(&[n / 4, 4]), v).unwrap());
+        p.grad = Tensor::from_shape_vec(IxDyn(&[n / 4, 4]), g).unwrap();
+        p
+    };
+    (mk(1), mk(2))
+}
+
+#[test]
+fn adamw_max_grad_norm_is_clip_grad_norm_then_step_bit_for_bit() {
+    use handgrad::optim::AdamW;
+    // 70,000 entries each: the parallel, chunked paths; a large and a small gradient scale
+    // (clipped / not clipped at max_norm 1)
+    for scale in [0.5f32, 1e-5] {
+        let (mut a1, mut b1) = clip_case(70_000, scale);
+        let (mut a2, mut b2) = (a1.clone(), b1.clone());
+        let mut separate = AdamW::new(1e-2).weight_decay(0.1);
+        let mut fused = AdamW::new(1e-2).weight_decay(0.1).max_grad_norm(1.0);
+        for _ in 0..3 {
+            let total =
+                clip_grad_norm(&mut [("a".into(), &mut a1), ("b".into(), &mut b1)], 1.0).unwrap();
+            separate
+                .step(&mut [("a".into(), &mut a1), ("b".into(), &mut b1)])
+                .unwrap();
+            let g_before = a2.grad.clone();
+            fused
+                .step(&mut [("a".into(), &mut a2), ("b".into(), &mut b2)])
+                .unwrap();
+            assert_eq!(fused.last_grad_norm(), Some(total));
+            assert_eq!(a2.grad, g_before, "the gradients are left as they were");
+            assert_eq!(a1.value, a2.value, "scale {scale}");
+            assert_eq!(b1.value, b2.value, "scale {scale}");
+            // the next step's gradients: the unclipped ones again on both sides
+            a1.grad.assign(&a2.grad);
+            b1.grad.assign(&b2.grad);
+        }
+        assert_eq!(separate.state(), fused.state());
+    }
+}
+
+#[test]
+fn adamw_max_grad_norm_rejects_bad_norms_and_non_finite_gradients_before_any_change() {
+    use handgrad::optim::AdamW;
+    let (mut a, mut b) = clip_case(64, 0.5);
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let err = AdamW::new(1e-2)
+            .max_grad_norm(bad)
+            .step(&mut [("a".into(), &mut a)])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { .. }) && err.to_string().contains("max_grad_norm"),
+            "{err}"
+        );
+    }
+    b.grad[[3, 1]] = f32::NAN;
+    let (a0, b0) = (a.clone(), b.clone());
+    let mut opt = AdamW::new(1e-2).max_grad_norm(1.0);
+    let err = opt
+        .step(&mut [("a".into(), &mut a), ("b".into(), &mut b)])
+        .unwrap_err();
+    match &err {
+        Error::Param { name, message } => {
+            assert_eq!(name, "b");
+            assert!(message.contains("non-finite"), "{message}");
+        }
+        e => panic!("expected a Param error, got {e}"),
+    }
+    assert_eq!(a.value, a0.value);
+    assert_eq!(b.value, b0.value);
+    assert!(opt.state().is_empty(), "no state was created");
+    assert_eq!(opt.last_grad_norm(), None);
+}
