@@ -216,15 +216,13 @@ impl Conv1D {
             .into_dimensionality::<Ix2>()
             .expect("[in, out]");
         matmul_tn_into(x, dout, dw, true);
-        let mut db = self
+        let db = self
             .bias
             .grad
             .view_mut()
             .into_dimensionality::<Ix1>()
             .expect("[out]");
-        for row in dout.rows() {
-            db += &row;
-        }
+        crate::ops::linear::add_column_sums(dout, db);
         Ok(())
     }
 
