@@ -140,14 +140,11 @@ fn map_into(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
         y.len()
     );
     let run = |x: &[f32], y: &mut [f32]| {
-        super::wide::wide(
-            #[inline(always)]
-            || {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = f(x);
-                }
-            },
-        )
+        super::wide::wide_loop!({
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = f(x);
+            }
+        })
     };
     if x.len() > PARALLEL_MIN_LEN {
         y.par_chunks_mut(CHUNK)
@@ -168,14 +165,11 @@ fn zip_map_into(cache: &[f32], dy: &[f32], dx: &mut [f32], g: impl Fn(f32, f32) 
         dx.len()
     );
     let run = |c: &[f32], dy: &[f32], dx: &mut [f32]| {
-        super::wide::wide(
-            #[inline(always)]
-            || {
-                for ((dx, &c), &dy) in dx.iter_mut().zip(c).zip(dy) {
-                    *dx = g(c, dy);
-                }
-            },
-        )
+        super::wide::wide_loop!({
+            for ((dx, &c), &dy) in dx.iter_mut().zip(c).zip(dy) {
+                *dx = g(c, dy);
+            }
+        })
     };
     if dx.len() > PARALLEL_MIN_LEN {
         dx.par_chunks_mut(CHUNK)

@@ -194,10 +194,7 @@ pub fn attention_forward(
         let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
         let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
         SCRATCH.with_borrow_mut(|scratch| {
-            super::wide::wide(
-                #[inline(always)]
-                || forward_head(q, k, v, scale, att, y, drop, scratch),
-            )
+            super::wide::wide_loop!(forward_head(q, k, v, scale, att, y, drop, scratch))
         });
     });
 }
@@ -344,24 +341,21 @@ pub fn attention_backward(
                 let att = att.slice(s![b, h, .., ..]);
                 let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
                 SCRATCH.with_borrow_mut(|scratch| {
-                    super::wide::wide(
-                        #[inline(always)]
-                        || {
-                            backward_head(
-                                q,
-                                k,
-                                v,
-                                att,
-                                dy,
-                                scale,
-                                dq,
-                                dk.view_mut(),
-                                dv.view_mut(),
-                                drop,
-                                scratch,
-                            )
-                        },
-                    )
+                    super::wide::wide_loop!({
+                        backward_head(
+                            q,
+                            k,
+                            v,
+                            att,
+                            dy,
+                            scale,
+                            dq,
+                            dk.view_mut(),
+                            dv.view_mut(),
+                            drop,
+                            scratch,
+                        )
+                    })
                 });
             }
         });

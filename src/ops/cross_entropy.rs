@@ -307,12 +307,8 @@ pub fn lm_cross_entropy_in_place(
         .as_slice_mut()
         .expect("lm_cross_entropy: logits must be in standard layout");
     let inv_n = 1.0 / n.max(1) as f32;
-    let row = |(x, &t): (&mut [f32], &usize)| -> f64 {
-        super::wide::wide(
-            #[inline(always)]
-            || lm_row(x, t, inv_n),
-        )
-    };
+    let row =
+        |(x, &t): (&mut [f32], &usize)| -> f64 { super::wide::wide_loop!(lm_row(x, t, inv_n)) };
     // one row: dlogits in place, returns the row's loss (inside `wide`: the widest vectors)
     #[inline(always)]
     fn lm_row(x: &mut [f32], t: usize, inv_n: f32) -> f64 {

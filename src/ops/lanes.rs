@@ -7,7 +7,8 @@
 //! (inside [`super::wide::wide`]: AVX-512 or AVX2), and the result depends on the data only —
 //! not on the vector width nor on the thread count.
 //!
-//! Used by the softmax rows of attention and by the language-model cross-entropy.
+//! Used by the softmax rows of attention, the language-model cross-entropy, LayerNorm, the
+//! few-rows products of `gemv` and the gradient norm of `optim::clip_grad_norm`.
 
 /// Interleaved lanes of the `f32` reductions (one AVX-512 register, two AVX2 ones).
 pub const LANES: usize = 16;
@@ -28,10 +29,10 @@ pub fn max_scaled(x: &[f32], scale: f32) -> f32 {
     m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
-/// Sums [`LANES`] partial sums in a fixed tree: lane `l` += lane `l + 8`, then `l + 4`, `l + 2`,
-/// `l + 1` (halves folded onto each other).
+/// Folds [`LANES`] partial sums in a fixed tree (the end of a lane-wise reduction): lane `l`
+/// += lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
 #[inline(always)]
-fn tree_sum(mut lanes: [f32; LANES]) -> f32 {
+pub fn lanes_sum(mut lanes: [f32; LANES]) -> f32 {
     let mut width = LANES / 2;
     while width > 0 {
         for l in 0..width {
@@ -40,6 +41,12 @@ fn tree_sum(mut lanes: [f32; LANES]) -> f32 {
         width /= 2;
     }
     lanes[0]
+}
+
+/// Folds eight `f64` partial sums as `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`.
+#[inline(always)]
+fn fold8(a: [f64; 8]) -> f64 {
+    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }
 
 /// Overwrites `x[i] = e^(x[i]·scale − shift)` and returns `Σ_i x[i]` (after the overwrite) in
@@ -60,11 +67,11 @@ pub fn exp_in_place_sum(x: &mut [f32], scale: f32, shift: f32) -> f32 {
         *v = e;
         acc[l] += e;
     }
-    tree_sum(acc)
+    lanes_sum(acc)
 }
 
 /// Overwrites `x[i] = e^(x[i] − shift)` and returns `Σ_i x[i]` accumulated in `f64`: eight lanes
-/// (element `i` into lane `i mod 8`), added as `((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))`.
+/// (element `i` into lane `i mod 8`), folded as in [`sum_f64_by`].
 /// For long rows (a vocabulary of 50,257 logits) where an `f32` sum would lose digits.
 #[inline(always)]
 pub fn exp_in_place_sum_f64(x: &mut [f32], shift: f32) -> f64 {
@@ -89,7 +96,7 @@ pub fn exp_in_place_sum_f64(x: &mut [f32], shift: f32) -> f64 {
         *v = e;
         acc[l % 8] += e as f64;
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    fold8(acc)
 }
 
 /// `Σ_i f(x[i])` accumulated in `f64`: eight lanes (element `i` into lane `i mod 8`), added as
@@ -106,14 +113,7 @@ pub fn sum_f64_by(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     for (l, &v) in chunks.remainder().iter().enumerate() {
         acc[l] += f(v);
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-}
-
-/// Folds [`LANES`] partial sums in a fixed tree (the end of a lane-wise reduction): lane `l`
-/// += lane `l + 8`, then `l + 4`, `l + 2`, `l + 1`.
-#[inline(always)]
-pub fn lanes_sum(lanes: [f32; LANES]) -> f32 {
-    tree_sum(lanes)
+    fold8(acc)
 }
 
 /// `Σ_i a[i]·b[i]` in [`LANES`] `f32` lanes, folded at the end as in [`lanes_sum`] (the dot
@@ -132,7 +132,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
         acc[l] += x * y;
     }
-    tree_sum(acc)
+    lanes_sum(acc)
 }
 
 #[cfg(test)]
@@ -180,16 +180,13 @@ mod tests {
 
             // the wide copies give the same bits as the baseline build
             let mut z = x.clone();
-            let wide = super::super::wide::wide(
-                #[inline(always)]
-                || {
-                    (
-                        max_scaled(&x, 0.5),
-                        exp_in_place_sum(&mut z, 0.5, 1.0),
-                        dot(&x, &x),
-                    )
-                },
-            );
+            let wide = super::super::wide::wide_loop!({
+                (
+                    max_scaled(&x, 0.5),
+                    exp_in_place_sum(&mut z, 0.5, 1.0),
+                    dot(&x, &x),
+                )
+            });
             let mut z2 = x.clone();
             let base = (
                 max_scaled(&x, 0.5),

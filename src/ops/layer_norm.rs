@@ -81,19 +81,16 @@ pub fn layer_norm_forward(
     }
     let chunk = ROWS_PER_TASK * c;
     let task = |((out, x), (mean, rstd)): FwdChunk| {
-        super::wide::wide(
-            #[inline(always)]
-            || {
-                for (((o, x), m), r) in out
-                    .chunks_mut(c)
-                    .zip(x.chunks(c))
-                    .zip(mean.iter_mut())
-                    .zip(rstd.iter_mut())
-                {
-                    (*m, *r) = forward_row(x, weight, bias, eps, o);
-                }
-            },
-        )
+        super::wide::wide_loop!({
+            for (((o, x), m), r) in out
+                .chunks_mut(c)
+                .zip(x.chunks(c))
+                .zip(mean.iter_mut())
+                .zip(rstd.iter_mut())
+            {
+                (*m, *r) = forward_row(x, weight, bias, eps, o);
+            }
+        })
     };
     if x.len() >= PARALLEL_MIN_LEN {
         out.par_chunks_mut(chunk)
@@ -161,10 +158,7 @@ pub fn layer_norm_backward(
     // partials[k] = [Σ dout·xhat (C) | Σ dout (C)] over the rows of chunk k.
     let mut partials = vec![0.0f32; n_chunks * 2 * c];
     let task = |(((dx, dout), x), (part, (mean, rstd))): BwdChunk| {
-        super::wide::wide(
-            #[inline(always)]
-            || backward_rows(dx, dout, x, weight, part, mean, rstd),
-        )
+        super::wide::wide_loop!(backward_rows(dx, dout, x, weight, part, mean, rstd))
     };
     // (the rows of one task; inside `wide` so that its loops run on the widest vectors)
     #[allow(clippy::too_many_arguments)]

@@ -113,17 +113,14 @@ pub fn add_column_sums(dout: ArrayView2<f32>, mut db: ArrayViewMut1<f32>) {
     };
     let block = |(c, acc): (usize, &mut [f32])| {
         let c0 = c * COLS;
-        crate::ops::wide::wide(
-            #[inline(always)]
-            || {
-                for r in 0..rows {
-                    let src = &d[r * cols + c0..r * cols + c0 + acc.len()];
-                    for (a, &v) in acc.iter_mut().zip(src) {
-                        *a += v;
-                    }
+        crate::ops::wide::wide_loop!({
+            for r in 0..rows {
+                let src = &d[r * cols + c0..r * cols + c0 + acc.len()];
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += v;
                 }
-            },
-        )
+            }
+        })
     };
     if rows * cols >= 1 << 16 && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(COLS).enumerate().for_each(block);

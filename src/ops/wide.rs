@@ -8,10 +8,10 @@
 //! bit-identical results (checked in the tests below); only the vector width differs.
 //!
 //! The closure should hold the whole loop (call `wide` once per chunk of work, not per element)
-//! and be marked `#[inline(always)]` (`wide(#[inline(always)] || …)`): [`wide`] calls it from
-//! three places (the AVX-512, AVX2 and baseline copies), so without the mark the compiler may
-//! keep a large closure as one out-of-line function compiled for the baseline target, and the
-//! loop would silently run four lanes wide.
+//! and be marked `#[inline(always)]`: [`wide`] calls it from three places (the AVX-512, AVX2 and
+//! baseline copies), so without the mark the compiler may keep a large closure as one
+//! out-of-line function compiled for the baseline target, and the loop would silently run four
+//! lanes wide. Inside the crate, the `wide_loop!(expr)` macro writes that closure.
 
 /// The vector width [`wide`] uses on this CPU: `"avx512"`, `"avx2"` or `"baseline"`.
 pub fn path() -> &'static str {
@@ -62,6 +62,18 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// `wide_loop!(expr)`: evaluates `expr` through [`wide`] in an `#[inline(always)]` closure, so
+/// that its loops are compiled into each wide copy (see the module docs).
+macro_rules! wide_loop {
+    ($body:expr) => {
+        $crate::ops::wide::wide(
+            #[inline(always)]
+            || $body,
+        )
+    };
+}
+pub(crate) use wide_loop;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -180,16 +180,13 @@ impl AdamCore {
             ) {
                 use rayon::prelude::*;
                 let run = |(((p, g), m), v): UpdChunk| {
-                    crate::ops::wide::wide(
-                        #[inline(always)]
-                        || {
-                            for (((p, g), m), v) in
-                                p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                            {
-                                upd(p, g, m, v);
-                            }
-                        },
-                    )
+                    crate::ops::wide::wide_loop!({
+                        for (((p, g), m), v) in
+                            p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                        {
+                            upd(p, g, m, v);
+                        }
+                    })
                 };
                 const CHUNK: usize = 1 << 14;
                 if par {

@@ -102,30 +102,16 @@ const SUM_CHUNK: usize = 1 << 16;
 /// interleaved partial sums (so that it vectorises) added in a fixed order, then the chunks'
 /// sums added in order.
 fn sum_squares(g: &crate::tensor::Tensor) -> f64 {
+    // Σ g² of one chunk in eight f64 lanes
     #[inline(always)]
     fn chunk(c: &[f32]) -> f64 {
-        let mut acc = [0.0f64; 8];
-        let mut it = c.chunks_exact(8);
-        for v in &mut it {
-            for k in 0..8 {
-                acc[k] += v[k] as f64 * v[k] as f64;
-            }
-        }
-        for (k, &x) in it.remainder().iter().enumerate() {
-            acc[k] += x as f64 * x as f64;
-        }
-        ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        crate::ops::lanes::sum_f64_by(c, |v| v as f64 * v as f64)
     }
     match g.as_slice_memory_order() {
         Some(s) if s.len() > SUM_CHUNK => {
             let parts: Vec<f64> = s
                 .par_chunks(SUM_CHUNK)
-                .map(|c| {
-                    crate::ops::wide::wide(
-                        #[inline(always)]
-                        || chunk(c),
-                    )
-                })
+                .map(|c| crate::ops::wide::wide_loop!(chunk(c)))
                 .collect();
             parts.iter().sum()
         }
