@@ -82,6 +82,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buffers;
 pub mod data;
 pub mod describe;
 pub mod distributed;

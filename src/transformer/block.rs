@@ -206,6 +206,7 @@ impl Block {
         // x1 = x + attn(ln_1(x))
         let h1 = self.ln_1.forward(x, mode)?;
         let mut x1 = self.attn.forward(&h1, mode)?;
+        crate::buffers::recycle(h1);
         if mode == Mode::Train && self.drop[0].p() > 0.0 {
             x1 = self.drop[0].forward(&x1, mode)?;
         }
@@ -213,10 +214,12 @@ impl Block {
         // out = x1 + mlp(ln_2(x1))
         let h2 = self.ln_2.forward(&x1, mode)?;
         let mut out = self.mlp.forward(&h2, mode)?;
+        crate::buffers::recycle(h2);
         if mode == Mode::Train && self.drop[1].p() > 0.0 {
             out = self.drop[1].forward(&out, mode)?;
         }
         out += &x1;
+        crate::buffers::recycle(x1);
         Ok(out)
     }
 
@@ -241,6 +244,7 @@ impl Block {
             self.mlp.backward(dout)?
         };
         let mut dx1 = self.ln_2.backward(&dh2)?;
+        crate::buffers::recycle(dh2);
         dx1 += dout;
         let dh1 = if self.drop[0].p() > 0.0 {
             self.attn.backward(&self.drop[0].backward(&dx1)?)?
@@ -248,7 +252,9 @@ impl Block {
             self.attn.backward(&dx1)?
         };
         let mut dx = self.ln_1.backward(&dh1)?;
+        crate::buffers::recycle(dh1);
         dx += &dx1;
+        crate::buffers::recycle(dx1);
         Ok(dx)
     }
 

@@ -187,7 +187,7 @@ impl Gpt {
         let (b, t) = ids.dim();
         let c = self.config.n_embd;
         let ids: Vec<usize> = ids.iter().copied().collect();
-        let mut x = Tensor::zeros(IxDyn(&[b, t, c]));
+        let mut x = crate::buffers::zeros(IxDyn(&[b, t, c]));
         // (a user may have replaced a weight by one in another memory layout)
         let (wte, wpe) = (
             self.wte.value.as_standard_layout(),
@@ -206,9 +206,11 @@ impl Gpt {
             x = self.drop.forward(&x, mode)?;
         }
         for block in &mut self.blocks {
-            x = block.forward(&x, mode)?;
+            let y = block.forward(&x, mode)?;
+            crate::buffers::recycle(std::mem::replace(&mut x, y));
         }
         let h = self.ln_f.forward(&x, mode)?;
+        crate::buffers::recycle(x);
         self.cache.ids = ids;
         self.cache.bt = (b, t);
         Ok(h.into_shape_with_order((b * t, c))
@@ -339,7 +341,7 @@ impl Gpt {
             .view()
             .into_dimensionality::<Ix2>()
             .expect("[V, C]");
-        let mut dh = Array2::<f32>::zeros((b * t, c));
+        let mut dh: Array2<f32> = crate::buffers::zeros((b * t, c));
         // dh = dlogits·wte
         matmul_into(self.cache.dlogits.view(), wte, dh.view_mut(), false);
         // dwte += dlogitsᵀ·h   (the tied head's share)
@@ -354,8 +356,10 @@ impl Gpt {
             .into_shape_with_order(IxDyn(&[b, t, c]))
             .expect("contiguous");
         let mut dx = self.ln_f.backward(&dh)?;
+        crate::buffers::recycle(dh);
         for block in self.blocks.iter_mut().rev() {
-            dx = block.backward(&dx)?;
+            let d = block.backward(&dx)?;
+            crate::buffers::recycle(std::mem::replace(&mut dx, d));
         }
         if self.drop.p() > 0.0 {
             dx = self.drop.backward(&dx)?;
