@@ -24,4 +24,5 @@ pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+pub mod tile_gemm;
 pub mod wide;
