@@ -19,19 +19,21 @@
 //!
 //! Work layout: one rayon task per `(b, h)` pair in the forward and per `(b, g)` key/value head
 //! in the backward (its query heads run one after the other, so `dk_g`, `dv_g` are summed over
-//! them in a fixed order without sharing a buffer between tasks), each running serial GEMMs
-//! ([`Threads::Serial`]) on strided views of `qkv` (nothing is copied into per-head buffers) and
-//! writing a disjoint part of the outputs. Rows are processed in blocks of [`ROW_BLOCK`] queries;
-//! a block only multiplies against the keys `0..r1` it can see, so the masked upper triangle is
-//! (mostly) never computed. Each task's arithmetic is independent of the thread count, so results
-//! are bit-identical on 1 or N threads.
+//! them in a fixed order without sharing a buffer between tasks), each running the serial
+//! register-tiled products of [`super::tile_gemm`] on `qkv` itself (rows of a head are read in
+//! place when the head size is a multiple of its padding, as in every real model; `kᵀ`, `vᵀ`
+//! and odd-sized heads go through padded per-thread copies) and writing a disjoint part of the
+//! outputs. Rows are processed in blocks of [`ROW_BLOCK`] queries, and inside a block each tile
+//! of query rows only multiplies against the keys it can see, so the masked upper triangle is
+//! (mostly) never computed. Each task's arithmetic is independent of the thread count, so
+//! results are bit-identical on 1 or N threads.
 //!
 //! Memory: the `(B, NH, T, T)` probabilities `att` are the only tensor of that size; the backward
 //! works through a per-thread `(ROW_BLOCK, T)` scratch row block instead of a second one.
 
-use super::matmul::{gemm_into, Threads};
+use super::tile_gemm::{gemm_tiles, pad, Span, Strided};
 use ndarray::{
-    s, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
+    s, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
 };
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -81,9 +83,110 @@ impl AttnDropout {
     }
 }
 
+/// Per-thread buffers of the attention kernels (reused across calls): padded copies of one
+/// head's operands ([`super::tile_gemm::NPAD`]-wide rows), a score block and the head's gradients.
+#[derive(Default)]
+struct Scratch {
+    /// `kᵀ: (HS, pad T)` for the scores `q·kᵀ`.
+    kt: Vec<f32>,
+    /// `vᵀ: (HS, pad T)` for `datt = dy·vᵀ`.
+    vt: Vec<f32>,
+    /// `k: (T, pad HS)` for `dq = ds·k`.
+    kp: Vec<f32>,
+    /// `v: (T, pad HS)` for `y = att·v`.
+    vp: Vec<f32>,
+    /// `q: (T, pad HS)` for `dk = dsᵀ·q`.
+    qp: Vec<f32>,
+    /// `dy: (T, pad HS)` for `dv = attᵀ·dy`.
+    dyp: Vec<f32>,
+    /// A `(ROW_BLOCK, pad T)` block of scores, probabilities or their gradients.
+    s: Vec<f32>,
+    /// A `(ROW_BLOCK, pad T)` block of dropped-out probabilities.
+    pd: Vec<f32>,
+    /// `(T, pad HS)` outputs: `y` or `dq`, and `dk`, `dv`.
+    out: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
 thread_local! {
-    /// The backward's `datt`/`dpre` block for the current thread (reused across calls).
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// `v[..n]`, grown (with zeros) when shorter.
+fn buf(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+/// `dst[r·ld + c] = src(r, c)` for `r < rows`, `c < cols`, zeros in columns `cols..ld`.
+fn copy_rows(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+    for (r, d) in dst.chunks_exact_mut(ld).take(rows).enumerate() {
+        let row = &src.data[r * src.rs..];
+        if src.cs == 1 {
+            d[..cols].copy_from_slice(&row[..cols]);
+        } else {
+            for (c, x) in d[..cols].iter_mut().enumerate() {
+                *x = row[c * src.cs];
+            }
+        }
+        d[cols..].fill(0.0);
+    }
+}
+
+/// The rows of a `(rows, cols)` operand as [`gemm_tiles`] reads them, `(data, row stride)`:
+/// `src` itself when its rows are contiguous and `cols` is a multiple of the padding (every
+/// real model's head size), else a zero-padded copy in `spare`.
+fn padded_rows<'a>(
+    src: Strided<'a>,
+    rows: usize,
+    cols: usize,
+    spare: &'a mut Vec<f32>,
+) -> (&'a [f32], usize) {
+    let cp = pad(cols);
+    if src.cs == 1 && cp == cols {
+        return (src.data, src.rs);
+    }
+    let dst = buf(spare, rows * cp);
+    copy_rows(src, rows, cols, dst, cp);
+    (dst, cp)
+}
+
+/// `dst[c·ld + r] = src(r, c)` (the transpose) for `r < rows`, `c < cols`, zeros in `rows..ld`.
+fn copy_transposed(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
+    assert!(cols * ld <= dst.len() && rows <= ld, "copy_transposed: dst too short");
+    let full = if src.cs == 1 { rows / 8 * 8 } else { 0 };
+    // eight source rows at a time: each destination row gets 8 consecutive floats
+    for r0 in (0..full).step_by(8) {
+        let src_rows: [&[f32]; 8] =
+            std::array::from_fn(|i| &src.data[(r0 + i) * src.rs..][..cols]);
+        for c in 0..cols {
+            let d = &mut dst[c * ld + r0..][..8];
+            for (x, row) in d.iter_mut().zip(&src_rows) {
+                *x = row[c];
+            }
+        }
+    }
+    for r in full..rows {
+        let row = &src.data[r * src.rs..];
+        for c in 0..cols {
+            dst[c * ld + r] = row[c * src.cs];
+        }
+    }
+    for d in dst.chunks_exact_mut(ld).take(cols) {
+        d[rows..].fill(0.0);
+    }
+}
+
+/// Writes `src[r·ld..r·ld + HS]` into row `r` of `dst: (T, HS)`.
+fn write_rows(src: &[f32], ld: usize, mut dst: ArrayViewMut2<f32>) {
+    for (row, s) in dst.outer_iter_mut().zip(src.chunks(ld)) {
+        for (d, &v) in row.into_iter().zip(s) {
+            *d = v;
+        }
+    }
 }
 
 /// How the heads of a packed `qkv` are laid out: `n_head` query heads and `n_kv_head` key/value
@@ -134,19 +237,15 @@ fn dims(qkv: &ArrayView3<f32>, heads: Heads, op: &str) -> (usize, usize, usize, 
     (b, t, nh * hs, hs)
 }
 
-/// The `(T, HS)` views of `q` (query head `h`), `k`, `v` (its key/value head) for batch row `b`.
-fn qkv_head<'a>(
-    qkv: &ArrayView3<'a, f32>,
-    heads: Heads,
-    b: usize,
-    h: usize,
-    hs: usize,
-) -> [ArrayView2<'a, f32>; 3] {
-    let at = |lo: usize| (*qkv).slice_move(s![b, .., lo..lo + hs]);
+/// Where the heads of batch row `b` start in a standard-layout `qkv` (element offsets): query
+/// head `h` and its key and value heads.
+fn head_offsets(heads: Heads, b: usize, h: usize, t: usize, hs: usize) -> [usize; 3] {
+    let width = heads.qkv_width(hs);
+    let base = b * t * width;
     let g = h / heads.group();
     let k0 = heads.n_head * hs;
     let v0 = k0 + heads.n_kv_head * hs;
-    [at(h * hs), at(k0 + g * hs), at(v0 + g * hs)]
+    [base + h * hs, base + k0 + g * hs, base + v0 + g * hs]
 }
 
 /// Causal attention forward: writes the probabilities `att` and the merged head outputs `y`.
@@ -160,7 +259,7 @@ fn qkv_head<'a>(
 pub fn attention_forward(
     qkv: ArrayView3<f32>,
     heads: Heads,
-    att: ArrayViewMut4<f32>,
+    mut att: ArrayViewMut4<f32>,
     y: ArrayViewMut3<f32>,
     dropout: Option<AttnDropout>,
 ) {
@@ -175,10 +274,19 @@ pub fn attention_forward(
     if bsz == 0 || t == 0 {
         return;
     }
+    if !att.is_standard_layout() {
+        let mut tmp = ndarray::Array4::zeros(att.dim());
+        attention_forward(qkv, heads, tmp.view_mut(), y, dropout);
+        att.assign(&tmp);
+        return;
+    }
+    let qkv = qkv.as_standard_layout();
+    let data = qkv.as_slice().expect("standard layout");
+    let width = heads.qkv_width(hs);
     let scale = 1.0 / (hs as f32).sqrt();
     let mut tasks = Vec::with_capacity(bsz * n_head);
     for (b, (att_b, y_b)) in att
-        .into_outer_iter_mut()
+        .outer_iter_mut()
         .zip(y.into_outer_iter_mut())
         .enumerate()
     {
@@ -190,11 +298,17 @@ pub fn attention_forward(
             tasks.push((b, h, att_bh, y_bh));
         }
     }
-    tasks.into_par_iter().for_each(|(b, h, att, y)| {
-        let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
+    tasks.into_par_iter().for_each(|(b, h, mut att, y)| {
+        let at = |o: usize| Strided {
+            data: &data[o..],
+            rs: width,
+            cs: 1,
+        };
+        let [q, k, v] = head_offsets(heads, b, h, t, hs).map(at);
+        let att = att.as_slice_mut().expect("a standard-layout (T, T) block");
         let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
-        SCRATCH.with_borrow_mut(|scratch| {
-            super::wide::wide_loop!(forward_head(q, k, v, scale, att, y, drop, scratch))
+        SCRATCH.with_borrow_mut(|sc| {
+            super::wide::wide_loop!(forward_head(q, k, v, t, hs, scale, att, y, drop, sc))
         });
     });
 }
@@ -202,80 +316,127 @@ pub fn attention_forward(
 /// One causal softmax row: `att[j] = exp(s_j − max) / Σ_{j' < visible} exp(s_j' − max)` with
 /// `s_j = att[j]·scale` for `j < visible`; the masked rest is set to exactly 0 (the −∞ of the
 /// mask, never exp'd). Shared by this kernel and [`super::kv_attention`].
+///
+/// Entries past `visible` up to the next multiple of 16 (when the row is that long) are read
+/// as whole vectors and masked out, so a row's tail is not a scalar loop; they may hold
+/// anything (their lanes are never combined with the visible ones).
 #[inline(always)]
 pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
-    let (vis, masked) = att.split_at_mut(visible);
-    let max = super::lanes::max_scaled(vis, scale);
-    let sum = super::lanes::exp_in_place_sum(vis, scale, max);
-    let inv = 1.0 / sum;
+    use super::lanes::LANES;
+    let whole = visible.div_ceil(LANES) * LANES;
+    if whole > att.len() {
+        // a short row: the scalar tail
+        let (vis, masked) = att.split_at_mut(visible);
+        let max = super::lanes::max_scaled(vis, scale);
+        let sum = super::lanes::exp_in_place_sum(vis, scale, max);
+        let inv = 1.0 / sum;
+        for a in vis.iter_mut() {
+            *a *= inv;
+        }
+        masked.fill(0.0);
+        return;
+    }
+    let (vis, rest) = att.split_at_mut(whole);
+    let mut m = [f32::NEG_INFINITY; LANES];
+    for (c, chunk) in vis.chunks_exact(LANES).enumerate() {
+        for l in 0..LANES {
+            let x = if c * LANES + l < visible {
+                chunk[l] * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            m[l] = m[l].max(x);
+        }
+    }
+    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    // the same lanes and order as `lanes::exp_in_place_sum`: masked lanes add exact zeros
+    let mut acc = [0.0f32; LANES];
+    for (c, chunk) in vis.chunks_exact_mut(LANES).enumerate() {
+        for l in 0..LANES {
+            let e = super::fast_exp::exp(chunk[l] * scale - max);
+            let e = if c * LANES + l < visible { e } else { 0.0 };
+            chunk[l] = e;
+            acc[l] += e;
+        }
+    }
+    let inv = 1.0 / super::lanes::lanes_sum(acc);
     for a in vis.iter_mut() {
         *a *= inv;
     }
-    masked.fill(0.0);
+    rest.fill(0.0);
 }
 
 /// One `(b, h)` pair of [`attention_forward`]; `drop` carries the dropout and the mask index of
 /// this pair's entry `(0, 0)`.
 ///
+/// Per block of [`ROW_BLOCK`] queries `r0..r1`: the scores against the visible keys (each tile
+/// of rows `i0..i1` only up to key `i1`, rounded up to the padding), the softmax in the score
+/// block, its copy into `att`, and `y = att·v` (tile `i0..i1` over keys `0..i1`).
+///
 /// # Shapes
-/// `q, k, v: (T, HS)`, `att: (T, T)`, `y: (T, HS)`, `scratch`: grown to `(ROW_BLOCK·T)` when
-/// dropout is on.
+/// `q, k, v: (T, HS)` (strided), `att: (T·T)`, `y: (T, HS)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_head(
-    q: ArrayView2<f32>,
-    k: ArrayView2<f32>,
-    v: ArrayView2<f32>,
+    q: Strided,
+    k: Strided,
+    v: Strided,
+    t: usize,
+    hs: usize,
     scale: f32,
-    mut att: ArrayViewMut2<f32>,
+    att: &mut [f32],
     mut y: ArrayViewMut2<f32>,
     drop: Option<(AttnDropout, u64)>,
-    scratch: &mut Vec<f32>,
+    sc: &mut Scratch,
 ) {
-    let t = q.nrows();
+    let (tp, hp, rb) = (pad(t), pad(hs), ROW_BLOCK.min(t));
+    let kt = buf(&mut sc.kt, hs * tp);
+    copy_transposed(k, t, hs, kt, tp);
+    let (vp, ldv) = padded_rows(v, t, hs, &mut sc.vp);
+    let s = buf(&mut sc.s, rb * tp);
+    let out = buf(&mut sc.out, rb * hp);
     for r0 in (0..t).step_by(ROW_BLOCK) {
         let r1 = (r0 + ROW_BLOCK).min(t);
-        // raw[i, j] = q[i]·k[j] for the block's queries i ∈ r0..r1 and visible keys j < r1
-        gemm_into(
-            q.slice(s![r0..r1, ..]),
-            k.slice(s![..r1, ..]).t(),
-            att.slice_mut(s![r0..r1, ..r1]),
-            false,
-            Threads::Serial,
-        );
-        for i in r0..r1 {
-            let mut row = att.row_mut(i);
-            softmax_visible(
-                row.as_slice_mut().expect("att rows are contiguous"),
-                i + 1,
-                scale,
-            );
+        let nb = r1 - r0;
+        // s[ii, j] = q[r0 + ii]·k[j] for the keys j < r0 + i1 (rounded up) tile i0..i1 sees
+        let qa = Strided {
+            data: &q.data[r0 * q.rs..],
+            ..q
+        };
+        gemm_tiles(nb, qa, kt, tp, s, tp, false, |_, i1| Span {
+            n: pad(r0 + i1),
+            k0: 0,
+            k1: hs,
+        });
+        for (ii, row) in s.chunks_exact_mut(tp).take(nb).enumerate() {
+            let i = r0 + ii;
+            softmax_visible(row, i + 1, scale);
+            att[i * t..(i + 1) * t].copy_from_slice(&row[..t]);
         }
-        // y[i] = Σ_{j ≤ i} att[i, j]·v[j]   (att[i, j] = 0 for i < j < r1); with dropout the
-        // masked, rescaled copy is used and `att` keeps the probabilities for the backward
-        let a = match drop {
-            None => att.slice(s![r0..r1, ..r1]),
+        // y[i] = Σ_{j ≤ i} att[i, j]·v[j]; with dropout the masked, rescaled copy is used and
+        // `att` keeps the probabilities for the backward
+        let p: &[f32] = match drop {
+            None => s,
             Some((d, base)) => {
-                let n = (r1 - r0) * r1;
-                if scratch.len() < n {
-                    scratch.resize(n, 0.0);
-                }
-                for (ii, out) in scratch[..n].chunks_mut(r1).enumerate() {
+                let pd = buf(&mut sc.pd, nb * tp);
+                for (ii, out) in pd.chunks_exact_mut(tp).enumerate() {
                     let i = r0 + ii;
-                    let row = att.row(i);
-                    let row = row.as_slice().expect("att rows are contiguous");
-                    d.apply_row(base + (i * t) as u64, &row[..r1], out);
+                    d.apply_row(base + (i * t) as u64, &s[ii * tp..ii * tp + r1], &mut out[..r1]);
                 }
-                ArrayView2::from_shape((r1 - r0, r1), &scratch[..n]).expect("scratch block")
+                pd
             }
         };
-        gemm_into(
-            a,
-            v.slice(s![..r1, ..]),
-            y.slice_mut(s![r0..r1, ..]),
-            false,
-            Threads::Serial,
-        );
+        let pa = Strided {
+            data: p,
+            rs: tp,
+            cs: 1,
+        };
+        gemm_tiles(nb, pa, vp, ldv, out, hp, false, |_, i1| Span {
+            n: hp,
+            k0: 0,
+            k1: r0 + i1,
+        });
+        write_rows(out, hp, y.slice_mut(s![r0..r1, ..]));
     }
 }
 
@@ -315,6 +476,17 @@ pub fn attention_backward(
     if bsz == 0 || t == 0 {
         return;
     }
+    let (qkv, dy, att) = (
+        qkv.as_standard_layout(),
+        dy.as_standard_layout(),
+        att.as_standard_layout(),
+    );
+    let (data, dyd, attd) = (
+        qkv.as_slice().expect("standard layout"),
+        dy.as_slice().expect("standard layout"),
+        att.as_slice().expect("standard layout"),
+    );
+    let width = heads.qkv_width(hs);
     let scale = 1.0 / (hs as f32).sqrt();
     let (nkv, group) = (heads.n_kv_head, heads.group());
     let mut tasks = Vec::with_capacity(bsz * nkv);
@@ -329,145 +501,189 @@ pub fn attention_backward(
             tasks.push((b, g, dqs, dk, dv));
         }
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(b, g, dqs, mut dk, mut dv)| {
-            dk.fill(0.0);
-            dv.fill(0.0);
-            for (i, dq) in dqs.into_iter().enumerate() {
+    tasks.into_par_iter().for_each(|(b, g, dqs, dk, dv)| {
+        let at = |o: usize| Strided {
+            data: &data[o..],
+            rs: width,
+            cs: 1,
+        };
+        let heads_of_g: Vec<Head> = (0..group)
+            .map(|i| {
                 let h = g * group + i;
-                let [q, k, v] = qkv_head(&qkv, heads, b, h, hs);
-                let dy = dy.slice(s![b, .., h * hs..(h + 1) * hs]);
-                let att = att.slice(s![b, h, .., ..]);
-                let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
-                SCRATCH.with_borrow_mut(|scratch| {
-                    super::wide::wide_loop!({
-                        backward_head(
-                            q,
-                            k,
-                            v,
-                            att,
-                            dy,
-                            scale,
-                            dq,
-                            dk.view_mut(),
-                            dv.view_mut(),
-                            drop,
-                            scratch,
-                        )
-                    })
-                });
-            }
+                let [q, _, _] = head_offsets(heads, b, h, t, hs).map(at);
+                Head {
+                    q,
+                    dy: Strided {
+                        data: &dyd[(b * t * c) + h * hs..],
+                        rs: c,
+                        cs: 1,
+                    },
+                    att: &attd[(b * n_head + h) * t * t..(b * n_head + h + 1) * t * t],
+                    drop: dropout
+                        .map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64)),
+                }
+            })
+            .collect();
+        let [_, k, v] = head_offsets(heads, b, g * group, t, hs).map(at);
+        SCRATCH.with_borrow_mut(|sc| {
+            super::wide::wide_loop!(backward_group(
+                &heads_of_g,
+                k,
+                v,
+                t,
+                hs,
+                scale,
+                dqs,
+                dk,
+                dv,
+                sc
+            ))
         });
+    });
 }
 
-/// One `(b, h)` pair of [`attention_backward`]: overwrites `dq`, adds into `dk` and `dv`.
+/// One query head of a key/value group in [`attention_backward`].
+struct Head<'a> {
+    /// `q: (T, HS)`.
+    q: Strided<'a>,
+    /// `dy: (T, HS)`.
+    dy: Strided<'a>,
+    /// The probabilities `(T·T)`.
+    att: &'a [f32],
+    /// The dropout and the mask index of entry `(0, 0)`.
+    drop: Option<(AttnDropout, u64)>,
+}
+
+/// The key/value head `g` of one batch row in [`attention_backward`]: overwrites each query
+/// head's `dq` and the group's `dk`, `dv` (summed over its query heads in order).
 ///
 /// # Shapes
-/// `q, k, v: (T, HS)`, `att: (T, T)`, `dy: (T, HS)`, `dq, dk, dv: (T, HS)`,
-/// `scratch`: grown to `(ROW_BLOCK·T)`.
+/// `k, v: (T, HS)` (strided), `dqs`: one `(T, HS)` per query head, `dk, dv: (T, HS)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_head(
-    q: ArrayView2<f32>,
-    k: ArrayView2<f32>,
-    v: ArrayView2<f32>,
-    att: ArrayView2<f32>,
-    dy: ArrayView2<f32>,
+fn backward_group(
+    heads: &[Head],
+    k: Strided,
+    v: Strided,
+    t: usize,
+    hs: usize,
     scale: f32,
-    mut dq: ArrayViewMut2<f32>,
-    mut dk: ArrayViewMut2<f32>,
-    mut dv: ArrayViewMut2<f32>,
-    drop: Option<(AttnDropout, u64)>,
-    scratch: &mut Vec<f32>,
+    dqs: Vec<ArrayViewMut2<f32>>,
+    dk: ArrayViewMut2<f32>,
+    dv: ArrayViewMut2<f32>,
+    sc: &mut Scratch,
 ) {
-    let t = q.nrows();
-    dq.fill(0.0);
-    if scratch.len() < ROW_BLOCK.min(t) * t {
-        scratch.resize(ROW_BLOCK.min(t) * t, 0.0);
-    }
-    for r0 in (0..t).step_by(ROW_BLOCK) {
-        let r1 = (r0 + ROW_BLOCK).min(t);
-        let a = att.slice(s![r0..r1, ..r1]);
-        let dyb = dy.slice(s![r0..r1, ..]);
-        // dv[j] += Σ_i att_d[i, j]·dy[i]   (dv = att_dᵀ·dy over this block's queries, with
-        // att_d = att ⊙ mask/(1 − p) under dropout, regenerated into the scratch block)
-        let n = (r1 - r0) * r1;
-        match drop {
-            None => gemm_into(
-                a.t(),
-                dyb,
-                dv.slice_mut(s![..r1, ..]),
-                true,
-                Threads::Serial,
-            ),
-            Some((d, base)) => {
-                for (ii, out) in scratch[..n].chunks_mut(r1).enumerate() {
-                    let i = r0 + ii;
-                    let row = a.row(ii);
-                    d.apply_row(
-                        base + (i * t) as u64,
-                        row.as_slice().expect("contiguous"),
-                        out,
-                    );
+    let (tp, hp, rb) = (pad(t), pad(hs), ROW_BLOCK.min(t));
+    let Scratch {
+        kt: _,
+        vt,
+        kp,
+        vp: _,
+        qp,
+        dyp,
+        s,
+        pd,
+        out,
+        dk: dkp,
+        dv: dvp,
+    } = sc;
+    let vt = buf(vt, hs * tp);
+    copy_transposed(v, t, hs, vt, tp);
+    let (kp, ldk) = padded_rows(k, t, hs, kp);
+    let dkp = buf(dkp, t * hp);
+    dkp.fill(0.0);
+    let dvp = buf(dvp, t * hp);
+    dvp.fill(0.0);
+    let s = buf(s, rb * tp);
+    for (head, dq) in heads.iter().zip(dqs) {
+        let (qp, ldq) = padded_rows(head.q, t, hs, qp);
+        let (dyp, lddy) = padded_rows(head.dy, t, hs, dyp);
+        let dqp = buf(out, t * hp);
+        let att = head.att;
+        for r0 in (0..t).step_by(ROW_BLOCK) {
+            let r1 = (r0 + ROW_BLOCK).min(t);
+            let nb = r1 - r0;
+            // dv[j] += Σ_i att_d[i, j]·dy[i] over this block's queries i (only i ≥ j is
+            // nonzero: tile j0..j1 starts at query j0), att_d = att ⊙ mask/(1 − p) under
+            // dropout, regenerated into a block
+            let (p, ld): (&[f32], usize) = match head.drop {
+                None => (&att[r0 * t..], t),
+                Some((d, base)) => {
+                    let pd = buf(pd, nb * tp);
+                    for (ii, o) in pd.chunks_exact_mut(tp).enumerate() {
+                        let i = r0 + ii;
+                        let row = &att[i * t..i * t + r1];
+                        d.apply_row(base + (i * t) as u64, row, &mut o[..r1]);
+                    }
+                    (pd, tp)
                 }
-                let ad = ArrayView2::from_shape((r1 - r0, r1), &scratch[..n]).expect("block");
-                gemm_into(
-                    ad.t(),
-                    dyb,
-                    dv.slice_mut(s![..r1, ..]),
-                    true,
-                    Threads::Serial,
-                );
-            }
-        }
-        // datt[i, j] = dy[i]·v[j]   (datt = dy·vᵀ)
-        let mut ds = ArrayViewMut2::from_shape((r1 - r0, r1), &mut scratch[..(r1 - r0) * r1])
-            .expect("scratch holds the block");
-        gemm_into(
-            dyb,
-            v.slice(s![..r1, ..]).t(),
-            ds.view_mut(),
-            false,
-            Threads::Serial,
-        );
-        for (ii, (mut d, p)) in ds.outer_iter_mut().zip(a.outer_iter()).enumerate() {
-            let i = r0 + ii;
-            let d = d.as_slice_mut().expect("scratch rows are contiguous");
-            if let Some((drop, base)) = drop {
-                // datt = datt_d ⊙ mask/(1 − p)
-                let row_base = base + (i * t) as u64;
-                for (j, d) in d[..=i].iter_mut().enumerate() {
-                    *d *= drop.factor(row_base + j as u64);
+            };
+            let pa = Strided {
+                data: p,
+                rs: 1,
+                cs: ld,
+            };
+            gemm_tiles(r1, pa, &dyp[r0 * lddy..], lddy, dvp, hp, true, |j0, _| Span {
+                n: hp,
+                k0: j0.saturating_sub(r0),
+                k1: nb,
+            });
+            // datt[i, j] = dy[i]·v[j] for the keys j < r0 + i1 (rounded up) tile i0..i1 sees
+            let dya = Strided {
+                data: &head.dy.data[r0 * head.dy.rs..],
+                ..head.dy
+            };
+            gemm_tiles(nb, dya, vt, tp, s, tp, false, |_, i1| Span {
+                n: pad(r0 + i1),
+                k0: 0,
+                k1: hs,
+            });
+            for (ii, d) in s.chunks_exact_mut(tp).take(nb).enumerate() {
+                let i = r0 + ii;
+                if let Some((drop, base)) = head.drop {
+                    // datt = datt_d ⊙ mask/(1 − p)
+                    let row_base = base + (i * t) as u64;
+                    for (j, d) in d[..=i].iter_mut().enumerate() {
+                        *d *= drop.factor(row_base + j as u64);
+                    }
                 }
+                let (dvis, dmasked) = d.split_at_mut(i + 1);
+                // softmax backward over the causal part only; scale folded in for dq and dk
+                let p = &att[i * t..i * t + i + 1];
+                let dot = super::lanes::dot(dvis, p);
+                for (d, &p) in dvis.iter_mut().zip(p) {
+                    *d = p * (*d - dot) * scale;
+                }
+                // zeros up to the block's last key (the products below read them)
+                dmasked[..r1 - i - 1].fill(0.0);
             }
-            let (dvis, dmasked) = d.split_at_mut(i + 1);
-            let p = p.slice(s![..i + 1]);
-            // softmax backward over the causal part only; scale folded in for dq and dk
-            let p = p.as_slice().expect("att rows are contiguous");
-            let dot = super::lanes::dot(dvis, p);
-            for (d, &p) in dvis.iter_mut().zip(p) {
-                *d = p * (*d - dot) * scale;
-            }
-            dmasked.fill(0.0);
+            let da = Strided {
+                data: s,
+                rs: tp,
+                cs: 1,
+            };
+            // dq[i] = Σ_{j ≤ i} ds[i, j]·k[j]·scale (tile i0..i1 over keys 0..i1)
+            gemm_tiles(nb, da, kp, ldk, &mut dqp[r0 * hp..], hp, false, |_, i1| Span {
+                n: hp,
+                k0: 0,
+                k1: r0 + i1,
+            });
+            // dk[j] += Σ_i ds[i, j]·q[i]·scale over this block's queries i ≥ j
+            let dsa = Strided {
+                data: s,
+                rs: 1,
+                cs: tp,
+            };
+            gemm_tiles(r1, dsa, &qp[r0 * ldq..], ldq, dkp, hp, true, |j0, _| Span {
+                n: hp,
+                k0: j0.saturating_sub(r0),
+                k1: nb,
+            });
         }
-        // dq[i] += Σ_j ds[i, j]·k[j]·scale
-        gemm_into(
-            ds.view(),
-            k.slice(s![..r1, ..]),
-            dq.slice_mut(s![r0..r1, ..]),
-            true,
-            Threads::Serial,
-        );
-        // dk[j] += Σ_i ds[i, j]·q[i]·scale
-        gemm_into(
-            ds.t(),
-            q.slice(s![r0..r1, ..]),
-            dk.slice_mut(s![..r1, ..]),
-            true,
-            Threads::Serial,
-        );
+        write_rows(dqp, hp, dq);
     }
+    write_rows(dkp, hp, dk);
+    write_rows(dvp, hp, dv);
 }
 
 #[cfg(test)]

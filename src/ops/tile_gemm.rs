@@ -5,7 +5,7 @@
 //! general SGEMM spends much of its time packing operands and dispatching (measured: 59–88
 //! GFLOP/s on one thread for the char GPT's 64×32·32×128 products, against ~110 at peak). This
 //! kernel packs nothing: the left operand is read element by element (broadcast, any strides),
-//! the right operand and the output are row-major with rows padded to [`NPAD`] floats, so that
+//! the right operand and the output are row-major with a multiple of [`NPAD`] columns, so that
 //! a tile of `MR` rows × `NR` columns of the output stays in registers through the whole inner
 //! dimension. Each output tile may use its own inner range and width ([`Span`]), which is how
 //! the causal mask skips the zero upper triangle.
@@ -18,7 +18,7 @@
 
 use super::quant::KernelPath;
 
-/// Rows of the right operand and of the output hold a multiple of this many floats.
+/// The products' widths are multiples of this many columns.
 pub const NPAD: usize = 32;
 
 /// `n` rounded up to a multiple of [`NPAD`].
@@ -70,8 +70,8 @@ pub struct Span {
 /// columns `0..n` are overwritten (with zeros when `k0 ≥ k1`).
 ///
 /// # Panics
-/// When `ldb` or `ldc` is not a multiple of [`NPAD`], a span's `n` is not a multiple of
-/// [`NPAD`] or exceeds `ldb`/`ldc`, or an index falls outside `a`, `b` or `c`.
+/// When a span's `n` is not a multiple of [`NPAD`] or exceeds `ldb` or `ldc`, or an index falls
+/// outside `a`, `b` or `c`.
 pub fn gemm_tiles(
     m: usize,
     a: Strided,
@@ -100,10 +100,6 @@ fn gemm_tiles_on(
     span: impl Fn(usize, usize) -> Span,
 ) {
     assert!(path.is_available(), "gemm_tiles: {} is not available", path.name());
-    assert!(
-        ldb.is_multiple_of(NPAD) && ldc.is_multiple_of(NPAD),
-        "gemm_tiles: ldb {ldb} and ldc {ldc} must be multiples of {NPAD}"
-    );
     match path {
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => {
