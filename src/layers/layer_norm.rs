@@ -241,7 +241,7 @@ impl Layer for LayerNorm {
         cache.valid = mode == Mode::Train;
         if cache.valid {
             if cache.x.shape() == x.shape() {
-                cache.x.assign(&x_std);
+                crate::ops::par::assign(cache.x.view_mut(), x_std.view());
             } else {
                 cache.x = x_std.into_owned();
             }

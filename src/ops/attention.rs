@@ -32,9 +32,7 @@
 //! works through a per-thread `(ROW_BLOCK, T)` scratch row block instead of a second one.
 
 use super::tile_gemm::{gemm_tiles, pad, Span, Strided};
-use ndarray::{
-    s, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis,
-};
+use ndarray::{s, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -156,12 +154,14 @@ fn padded_rows<'a>(
 
 /// `dst[c·ld + r] = src(r, c)` (the transpose) for `r < rows`, `c < cols`, zeros in `rows..ld`.
 fn copy_transposed(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
-    assert!(cols * ld <= dst.len() && rows <= ld, "copy_transposed: dst too short");
+    assert!(
+        cols * ld <= dst.len() && rows <= ld,
+        "copy_transposed: dst too short"
+    );
     let full = if src.cs == 1 { rows / 8 * 8 } else { 0 };
     // eight source rows at a time: each destination row gets 8 consecutive floats
     for r0 in (0..full).step_by(8) {
-        let src_rows: [&[f32]; 8] =
-            std::array::from_fn(|i| &src.data[(r0 + i) * src.rs..][..cols]);
+        let src_rows: [&[f32]; 8] = std::array::from_fn(|i| &src.data[(r0 + i) * src.rs..][..cols]);
         for c in 0..cols {
             let d = &mut dst[c * ld + r0..][..8];
             for (x, row) in d.iter_mut().zip(&src_rows) {
@@ -421,7 +421,11 @@ fn forward_head(
                 let pd = buf(&mut sc.pd, nb * tp);
                 for (ii, out) in pd.chunks_exact_mut(tp).enumerate() {
                     let i = r0 + ii;
-                    d.apply_row(base + (i * t) as u64, &s[ii * tp..ii * tp + r1], &mut out[..r1]);
+                    d.apply_row(
+                        base + (i * t) as u64,
+                        &s[ii * tp..ii * tp + r1],
+                        &mut out[..r1],
+                    );
                 }
                 pd
             }
@@ -519,8 +523,7 @@ pub fn attention_backward(
                         cs: 1,
                     },
                     att: &attd[(b * n_head + h) * t * t..(b * n_head + h + 1) * t * t],
-                    drop: dropout
-                        .map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64)),
+                    drop: dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64)),
                 }
             })
             .collect();
@@ -623,10 +626,12 @@ fn backward_group(
                 rs: 1,
                 cs: ld,
             };
-            gemm_tiles(r1, pa, &dyp[r0 * lddy..], lddy, dvp, hp, true, |j0, _| Span {
-                n: hp,
-                k0: j0.saturating_sub(r0),
-                k1: nb,
+            gemm_tiles(r1, pa, &dyp[r0 * lddy..], lddy, dvp, hp, true, |j0, _| {
+                Span {
+                    n: hp,
+                    k0: j0.saturating_sub(r0),
+                    k1: nb,
+                }
             });
             // datt[i, j] = dy[i]·v[j] for the keys j < r0 + i1 (rounded up) tile i0..i1 sees
             let dya = Strided {
@@ -663,10 +668,12 @@ fn backward_group(
                 cs: 1,
             };
             // dq[i] = Σ_{j ≤ i} ds[i, j]·k[j]·scale (tile i0..i1 over keys 0..i1)
-            gemm_tiles(nb, da, kp, ldk, &mut dqp[r0 * hp..], hp, false, |_, i1| Span {
-                n: hp,
-                k0: 0,
-                k1: r0 + i1,
+            gemm_tiles(nb, da, kp, ldk, &mut dqp[r0 * hp..], hp, false, |_, i1| {
+                Span {
+                    n: hp,
+                    k0: 0,
+                    k1: r0 + i1,
+                }
             });
             // dk[j] += Σ_i ds[i, j]·q[i]·scale over this block's queries i ≥ j
             let dsa = Strided {

@@ -97,7 +97,7 @@ pub fn linear_backward(
 /// When `db` does not have `O` entries.
 pub fn add_column_sums(dout: ArrayView2<f32>, mut db: ArrayViewMut1<f32>) {
     /// Columns per task.
-    const COLS: usize = 256;
+    const COLS: usize = 64;
     let (rows, cols) = dout.dim();
     assert_eq!(
         db.len(),

@@ -18,6 +18,7 @@ pub mod layer_norm;
 pub mod linear;
 pub mod losses;
 pub mod matmul;
+pub mod par;
 pub mod pool;
 pub mod quant;
 pub mod rms_norm;

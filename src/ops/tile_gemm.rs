@@ -99,7 +99,11 @@ fn gemm_tiles_on(
     accumulate: bool,
     span: impl Fn(usize, usize) -> Span,
 ) {
-    assert!(path.is_available(), "gemm_tiles: {} is not available", path.name());
+    assert!(
+        path.is_available(),
+        "gemm_tiles: {} is not available",
+        path.name()
+    );
     match path {
         #[cfg(target_arch = "x86_64")]
         KernelPath::Avx512 => {
@@ -209,7 +213,10 @@ fn tiles<const MR: usize, const NR: usize>(
         assert!(last_a < a.data.len(), "gemm_tiles: a too short");
         assert!((k1 - 1) * ldb + s.n <= b.len(), "gemm_tiles: b too short");
     }
-    assert!((i0 + MR - 1) * ldc + s.n <= c.len(), "gemm_tiles: c too short");
+    assert!(
+        (i0 + MR - 1) * ldc + s.n <= c.len(),
+        "gemm_tiles: c too short"
+    );
     for j0 in (0..s.n).step_by(NR) {
         let mut acc = [[0.0f32; NR]; MR];
         if accumulate {
@@ -288,7 +295,13 @@ mod tests {
     }
 
     fn check_path(path: KernelPath) {
-        for &(m, k, n) in &[(1, 1, 32), (7, 5, 64), (17, 33, 32), (64, 32, 128), (13, 70, 96)] {
+        for &(m, k, n) in &[
+            (1, 1, 32),
+            (7, 5, 64),
+            (17, 33, 32),
+            (64, 32, 128),
+            (13, 70, 96),
+        ] {
             let (lda, ldb, ldc) = (k + 3, pad(n), pad(n) + NPAD);
             let b = vals(k * ldb, 2);
             for transposed in [false, true] {
@@ -304,9 +317,17 @@ mod tests {
                         // causal-like spans: rows i0..i1 see inner i0/2..i1, width pad(i1)
                         let span = |i0: usize, i1: usize| {
                             if causal {
-                                Span { n: pad(i1).min(pad(n)), k0: i0 / 2, k1: i1.min(k) }
+                                Span {
+                                    n: pad(i1).min(pad(n)),
+                                    k0: i0 / 2,
+                                    k1: i1.min(k),
+                                }
                             } else {
-                                Span { n: pad(n), k0: 0, k1: k }
+                                Span {
+                                    n: pad(n),
+                                    k0: 0,
+                                    k1: k,
+                                }
                             }
                         };
                         let start = vals(m * ldc, 4);
@@ -314,7 +335,10 @@ mod tests {
                         gemm_tiles_on(path, m, av, &b, ldb, &mut got, ldc, accumulate, span);
                         let mut want = start.clone();
                         reference(path, m, av, &b, ldb, &mut want, ldc, accumulate, span);
-                        let what = format!("{}: {m}x{k}x{n} t={transposed} acc={accumulate}", path.name());
+                        let what = format!(
+                            "{}: {m}x{k}x{n} t={transposed} acc={accumulate}",
+                            path.name()
+                        );
                         assert_eq!(got, want, "{what}");
                         if causal {
                             continue;
@@ -327,7 +351,11 @@ mod tests {
                                     assert_eq!(x, start[i * ldc + j]);
                                     continue;
                                 }
-                                let mut y = if accumulate { start[i * ldc + j] as f64 } else { 0.0 };
+                                let mut y = if accumulate {
+                                    start[i * ldc + j] as f64
+                                } else {
+                                    0.0
+                                };
                                 for p in 0..k {
                                     y += a[i * rs + p * cs] as f64 * b[p * ldb + j] as f64;
                                 }
@@ -344,8 +372,16 @@ mod tests {
     fn an_empty_inner_range_writes_zeros_or_keeps_the_output() {
         let b = vec![1.0f32; 2 * NPAD];
         let a = vec![2.0f32; 4];
-        let av = Strided { data: &a, rs: 2, cs: 1 };
-        let span = |_: usize, _: usize| Span { n: NPAD, k0: 1, k1: 1 };
+        let av = Strided {
+            data: &a,
+            rs: 2,
+            cs: 1,
+        };
+        let span = |_: usize, _: usize| Span {
+            n: NPAD,
+            k0: 1,
+            k1: 1,
+        };
         let mut c = vec![5.0f32; 2 * NPAD];
         gemm_tiles(2, av, &b, NPAD, &mut c, NPAD, true, span);
         assert!(c.iter().all(|&x| x == 5.0));

@@ -300,7 +300,7 @@ impl CausalSelfAttention {
         self.c_proj.forward(y2, out.view_mut())?;
         if train {
             ensure_shape(&mut cache.x, ndarray::Dim([rows, c]));
-            cache.x.assign(&x2);
+            crate::ops::par::assign(cache.x.view_mut(), x2);
         }
         cache.mode = Some(if train { Mode::Train } else { Mode::Eval });
         Ok(out

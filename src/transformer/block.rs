@@ -210,7 +210,7 @@ impl Block {
         if mode == Mode::Train && self.drop[0].p() > 0.0 {
             x1 = self.drop[0].forward(&x1, mode)?;
         }
-        x1 += x;
+        crate::ops::par::add_arrays(x1.view_mut(), x.view());
         // out = x1 + mlp(ln_2(x1))
         let h2 = self.ln_2.forward(&x1, mode)?;
         let mut out = self.mlp.forward(&h2, mode)?;
@@ -218,7 +218,7 @@ impl Block {
         if mode == Mode::Train && self.drop[1].p() > 0.0 {
             out = self.drop[1].forward(&out, mode)?;
         }
-        out += &x1;
+        crate::ops::par::add_arrays(out.view_mut(), x1.view());
         crate::buffers::recycle(x1);
         Ok(out)
     }
@@ -245,7 +245,7 @@ impl Block {
         };
         let mut dx1 = self.ln_2.backward(&dh2)?;
         crate::buffers::recycle(dh2);
-        dx1 += dout;
+        crate::ops::par::add_arrays(dx1.view_mut(), dout.view());
         let dh1 = if self.drop[0].p() > 0.0 {
             self.attn.backward(&self.drop[0].backward(&dx1)?)?
         } else {
@@ -253,7 +253,7 @@ impl Block {
         };
         let mut dx = self.ln_1.backward(&dh1)?;
         crate::buffers::recycle(dh1);
-        dx += &dx1;
+        crate::ops::par::add_arrays(dx.view_mut(), dx1.view());
         crate::buffers::recycle(dx1);
         Ok(dx)
     }

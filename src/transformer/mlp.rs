@@ -156,7 +156,7 @@ impl Mlp {
         let cache = &mut self.cache;
         if train {
             ensure_shape(&mut cache.x, ndarray::Dim([rows, c]));
-            cache.x.assign(&x2);
+            crate::ops::par::assign(cache.x.view_mut(), x2);
         }
         cache.last = Some(((b, t), if train { Mode::Train } else { Mode::Eval }));
         Ok(out

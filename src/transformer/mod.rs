@@ -172,8 +172,13 @@ impl Conv1D {
             .into_dimensionality::<Ix1>()
             .expect("bias is [out]");
         // out[r, o] = b[o] + Σ_i x[r, i]·W[i, o]
-        for mut row in out.rows_mut() {
-            row.assign(&b);
+        match (out.as_slice_mut(), b.as_slice()) {
+            (Some(o), Some(b)) => crate::ops::par::fill_rows(o, b),
+            _ => {
+                for mut row in out.rows_mut() {
+                    row.assign(&b);
+                }
+            }
         }
         matmul_into(x, self.w(), out, true);
         Ok(())
