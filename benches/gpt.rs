@@ -395,9 +395,11 @@ fn main() {
         None => vec![1, 2],
     };
     println!(
-        "few-rows products (decoding): {}; SGEMM: {}",
+        "few-rows products (decoding): {}; SGEMM: {}; attention tiles: {} ({} rows)",
         handgrad::ops::gemv::KernelPath::detected().name(),
-        handgrad::ops::matmul::sgemm_path()
+        handgrad::ops::matmul::sgemm_path(),
+        handgrad::ops::gemv::KernelPath::detected().name(),
+        handgrad::ops::tile_gemm::tile_rows()
     );
     for &th in &threads {
         println!(

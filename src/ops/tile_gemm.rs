@@ -72,6 +72,7 @@ pub struct Span {
 /// # Panics
 /// When a span's `n` is not a multiple of [`NPAD`] or exceeds `ldb` or `ldc`, or an index falls
 /// outside `a`, `b` or `c`.
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_tiles(
     m: usize,
     a: Strided,
@@ -365,6 +366,33 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_fma_paths_give_the_same_bits() {
+        let fma: Vec<KernelPath> = KernelPath::available()
+            .into_iter()
+            .filter(|&p| p != KernelPath::Scalar)
+            .collect();
+        let (m, k, n) = (29, 45, 96);
+        let (a, b) = (vals(m * k, 5), vals(k * n, 6));
+        let av = Strided {
+            data: &a,
+            rs: k,
+            cs: 1,
+        };
+        let span = |_: usize, _: usize| Span { n, k0: 0, k1: k };
+        let outs: Vec<Vec<f32>> = fma
+            .iter()
+            .map(|&path| {
+                let mut c = vec![0.0f32; m * n];
+                gemm_tiles_on(path, m, av, &b, n, &mut c, n, false, span);
+                c
+            })
+            .collect();
+        for (path, c) in fma.iter().zip(&outs).skip(1) {
+            assert_eq!(c, &outs[0], "{} vs {}", path.name(), fma[0].name());
         }
     }
 
