@@ -307,8 +307,20 @@ pub fn attention_forward(
         let [q, k, v] = head_offsets(heads, b, h, t, hs).map(at);
         let att = att.as_slice_mut().expect("a standard-layout (T, T) block");
         let drop = dropout.map(|d| (d, (((b + d.first_row) * n_head + h) * t * t) as u64));
+        let keys = Keys { len: t, past: 0 };
         SCRATCH.with_borrow_mut(|sc| {
-            super::wide::wide_loop!(forward_head(q, k, v, t, hs, scale, att, y, drop, sc))
+            super::wide::wide_loop!(forward_head(
+                q,
+                k,
+                v,
+                keys,
+                hs,
+                scale,
+                Some(att),
+                y,
+                drop,
+                sc
+            ))
         });
     });
 }
@@ -366,52 +378,68 @@ pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
     rest.fill(0.0);
 }
 
-/// One `(b, h)` pair of [`attention_forward`]; `drop` carries the dropout and the mask index of
-/// this pair's entry `(0, 0)`.
+/// The keys one head attends over: `len` of them, the first query sitting at position `past`
+/// (query `i` sees keys `0..=past + i`). Training: `past = 0`, `len = T`.
+#[derive(Debug, Clone, Copy)]
+struct Keys {
+    len: usize,
+    past: usize,
+}
+
+/// One head of causal attention, for [`attention_forward`] (one `(b, h)` pair) and for prompt
+/// processing over a KV cache ([`prefill_head`]); `drop` carries the dropout and the mask index
+/// of entry `(0, 0)`.
 ///
-/// Per block of [`ROW_BLOCK`] queries `r0..r1`: the scores against the visible keys (each tile
-/// of rows `i0..i1` only up to key `i1`, rounded up to the padding), the softmax in the score
-/// block, its copy into `att`, and `y = att·v` (tile `i0..i1` over keys `0..i1`).
+/// Per block of [`ROW_BLOCK`] queries: the scores against the visible keys (each tile of rows
+/// `i0..i1` only up to key `past + i1`, rounded up to the padding), the softmax in the score
+/// block, its copy into `att` (when kept), and `y = att·v` (tile `i0..i1` over keys
+/// `0..past + i1`).
 ///
 /// # Shapes
-/// `q, k, v: (T, HS)` (strided), `att: (T·T)`, `y: (T, HS)`.
+/// `q: (Tq, HS)`, `k, v: (len, HS)` (strided), `att: (Tq·len)`, `y: (Tq, HS)` with
+/// `Tq = len − past`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_head(
     q: Strided,
     k: Strided,
     v: Strided,
-    t: usize,
+    keys: Keys,
     hs: usize,
     scale: f32,
-    att: &mut [f32],
+    mut att: Option<&mut [f32]>,
     mut y: ArrayViewMut2<f32>,
     drop: Option<(AttnDropout, u64)>,
     sc: &mut Scratch,
 ) {
-    let (tp, hp, rb) = (pad(t), pad(hs), ROW_BLOCK.min(t));
+    let (t, past) = (keys.len, keys.past);
+    let tq = t - past;
+    let (tp, hp, rb) = (pad(t), pad(hs), ROW_BLOCK.min(tq));
     let kt = buf(&mut sc.kt, hs * tp);
     copy_transposed(k, t, hs, kt, tp);
     let (vp, ldv) = padded_rows(v, t, hs, &mut sc.vp);
     let s = buf(&mut sc.s, rb * tp);
     let out = buf(&mut sc.out, rb * hp);
-    for r0 in (0..t).step_by(ROW_BLOCK) {
-        let r1 = (r0 + ROW_BLOCK).min(t);
+    for r0 in (0..tq).step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(tq);
         let nb = r1 - r0;
-        // s[ii, j] = q[r0 + ii]·k[j] for the keys j < r0 + i1 (rounded up) tile i0..i1 sees
+        // s[ii, j] = q[r0 + ii]·k[j] for the keys j < past + r0 + i1 (rounded up) tile i0..i1
+        // sees
         let qa = Strided {
             data: &q.data[r0 * q.rs..],
             ..q
         };
         gemm_tiles(nb, qa, kt, tp, s, tp, false, |_, i1| Span {
-            n: pad(r0 + i1),
+            n: pad(past + r0 + i1),
             k0: 0,
             k1: hs,
         });
         for (ii, row) in s.chunks_exact_mut(tp).take(nb).enumerate() {
             let i = r0 + ii;
-            softmax_visible(row, i + 1, scale);
-            att[i * t..(i + 1) * t].copy_from_slice(&row[..t]);
+            softmax_visible(row, past + i + 1, scale);
+            if let Some(att) = att.as_deref_mut() {
+                att[i * t..(i + 1) * t].copy_from_slice(&row[..t]);
+            }
         }
         // y[i] = Σ_{j ≤ i} att[i, j]·v[j]; with dropout the masked, rescaled copy is used and
         // `att` keeps the probabilities for the backward
@@ -423,8 +451,8 @@ fn forward_head(
                     let i = r0 + ii;
                     d.apply_row(
                         base + (i * t) as u64,
-                        &s[ii * tp..ii * tp + r1],
-                        &mut out[..r1],
+                        &s[ii * tp..ii * tp + past + r1],
+                        &mut out[..past + r1],
                     );
                 }
                 pd
@@ -438,10 +466,54 @@ fn forward_head(
         gemm_tiles(nb, pa, vp, ldv, out, hp, false, |_, i1| Span {
             n: hp,
             k0: 0,
-            k1: r0 + i1,
+            k1: past + r0 + i1,
         });
         write_rows(out, hp, y.slice_mut(s![r0..r1, ..]));
     }
+}
+
+/// Prompt processing for one head over a KV cache: `y = softmax(q·kᵀ/√HS, causal)·v` for `Tq`
+/// new queries at positions `len − Tq..len` ([`super::kv_attention`]'s block path; the same
+/// kernel as the training forward, nothing kept for a backward).
+///
+/// # Shapes
+/// `q: (Tq, HS)` (strided), `k, v: (len, HS)` row-major (`len·HS` floats), `y: (Tq, HS)`.
+pub(crate) fn prefill_head(
+    q: Strided,
+    k: &[f32],
+    v: &[f32],
+    hs: usize,
+    scale: f32,
+    y: ArrayViewMut2<f32>,
+) {
+    let (tq, len) = (y.nrows(), k.len() / hs);
+    assert!(
+        tq <= len && v.len() == k.len(),
+        "prefill_head: cache shorter than the queries"
+    );
+    let keys = Keys {
+        len,
+        past: len - tq,
+    };
+    let at = |data| Strided {
+        data,
+        rs: hs,
+        cs: 1,
+    };
+    SCRATCH.with_borrow_mut(|sc| {
+        super::wide::wide_loop!(forward_head(
+            q,
+            at(k),
+            at(v),
+            keys,
+            hs,
+            scale,
+            None,
+            y,
+            None,
+            sc
+        ))
+    });
 }
 
 /// Causal attention backward: `dqkv` (overwritten) from `dy`, the cached `qkv` and `att`.

@@ -6,8 +6,8 @@
 //! whole prefix. Grouped-query attention as in [`super::attention`]: query head `h` reads the
 //! cached key/value head `h / (NH/NKV)`.
 
-use super::attention::{softmax_visible, Heads, ROW_BLOCK};
-use super::matmul::{gemm_into, Threads};
+use super::attention::{prefill_head, softmax_visible, Heads};
+use super::tile_gemm::Strided;
 use ndarray::{s, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -49,6 +49,8 @@ pub fn attention_cached(
         "attention_cached: one value list per (row, kv head)"
     );
     let scale = 1.0 / (hs as f32).sqrt();
+    let q_std = q.as_standard_layout();
+    let qd = q_std.as_slice().expect("standard layout");
     // one task per (row, head): each writes its own columns of y, so the result is the same on
     // any number of threads
     let mut tasks = Vec::with_capacity(rows * n_head);
@@ -68,13 +70,23 @@ pub fn attention_cached(
         let q_h = q.slice(s![r, .., h * hs..(h + 1) * hs]);
         let k = ArrayView2::from_shape((len, hs), k).expect("(L, HS) keys");
         let v = ArrayView2::from_shape((len, hs), v).expect("(L, HS) values");
-        SCRATCH.with_borrow_mut(|scratch| {
-            if tn >= GEMM_MIN_QUERIES {
-                head_blocked(q_h, k, v, scale, y_h, scratch);
-            } else {
-                head_rows(q_h, k, v, scale, y_h, scratch);
-            }
-        });
+        if tn >= GEMM_MIN_QUERIES {
+            let q_h = Strided {
+                data: &qd[(r * tn) * c + h * hs..],
+                rs: c,
+                cs: 1,
+            };
+            prefill_head(
+                q_h,
+                k.as_slice().expect("(L, HS)"),
+                v.as_slice().expect("(L, HS)"),
+                hs,
+                scale,
+                y_h,
+            );
+        } else {
+            SCRATCH.with_borrow_mut(|scratch| head_rows(q_h, k, v, scale, y_h, scratch));
+        }
     };
     let work = rows * n_head * tn * keys.first().map_or(0, Vec::len);
     if work > 1 << 14 {
@@ -84,8 +96,8 @@ pub fn attention_cached(
     }
 }
 
-/// From this many new queries on, a head's scores are computed as GEMM blocks (prompt
-/// processing); fewer (decoding) take the row loop.
+/// From this many new queries on, a head runs the blocked kernel of the training forward
+/// ([`prefill_head`], prompt processing); fewer (decoding) take the row loop.
 const GEMM_MIN_QUERIES: usize = 8;
 
 thread_local! {
@@ -123,48 +135,49 @@ fn head_rows(
     }
 }
 
-/// One head in blocks of [`ROW_BLOCK`] queries: `S = Q·Kᵀ` and `Y = softmax(S)·V` as GEMMs over
-/// the keys the block can see (prompt processing).
-///
-/// # Shapes
-/// `q: (Tn, HS)`, `k, v: (L, HS)`, `y: (Tn, HS)`.
-fn head_blocked(
-    q: ArrayView2<f32>,
-    k: ArrayView2<f32>,
-    v: ArrayView2<f32>,
-    scale: f32,
-    mut y: ArrayViewMut2<f32>,
-    scratch: &mut Vec<f32>,
-) {
-    let (tn, len) = (q.nrows(), k.nrows());
-    let past = len - tn;
-    for i0 in (0..tn).step_by(ROW_BLOCK) {
-        let i1 = (i0 + ROW_BLOCK).min(tn);
-        let seen = past + i1;
-        let n = (i1 - i0) * seen;
-        if scratch.len() < n {
-            scratch.resize(n, 0.0);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::attention::attention_forward;
+    use ndarray::{Array3, Array4};
+
+    /// The cached forms (the blocked prefill with a past, and the query-by-query rows) against
+    /// the training forward over the whole sequence, with GQA, odd and padded-free head sizes.
+    #[test]
+    fn cached_attention_matches_the_full_forward() {
+        for &(t, nh, nkv, hs, past) in &[
+            (90, 4, 2, 5, 17),
+            (75, 2, 2, 32, 3),
+            (20, 2, 1, 8, 12),
+            (30, 2, 1, 8, 25),
+        ] {
+            let heads = Heads::gqa(nh, nkv);
+            let w = heads.qkv_width(hs);
+            let qkv = Array3::from_shape_fn((1, t, w), |(_, i, j)| {
+                ((i * 13 + j * 7) as f32 * 0.31).sin()
+            });
+            let mut att = Array4::zeros((1, nh, t, t));
+            let mut want = Array3::zeros((1, t, nh * hs));
+            attention_forward(qkv.view(), heads, att.view_mut(), want.view_mut(), None);
+            // the cache holds every position; the last t − past are the new queries
+            let cache = |first: usize| -> Vec<Vec<f32>> {
+                (0..nkv)
+                    .map(|g| {
+                        let c0 = first + g * hs;
+                        qkv.slice(s![0, .., c0..c0 + hs]).iter().copied().collect()
+                    })
+                    .collect()
+            };
+            let (keys, values) = (cache(nh * hs), cache((nh + nkv) * hs));
+            let q = qkv.slice(s![.., past.., ..nh * hs]).to_owned();
+            let mut y = Array3::zeros((1, t - past, nh * hs));
+            attention_cached(q.view(), heads, &keys, &values, y.view_mut());
+            for (g, w) in y.iter().zip(want.slice(s![.., past.., ..]).iter()) {
+                assert!(
+                    (g - w).abs() <= 1e-5,
+                    "t={t} hs={hs} past={past}: {g} vs {w}"
+                );
+            }
         }
-        let mut att = ArrayViewMut2::from_shape((i1 - i0, seen), &mut scratch[..n]).expect("block");
-        // raw[i, j] = q[i]·k[j] for the block's queries and the keys it can see
-        gemm_into(
-            q.slice(s![i0..i1, ..]),
-            k.slice(s![..seen, ..]).t(),
-            att.view_mut(),
-            false,
-            Threads::Serial,
-        );
-        for (ii, mut row) in att.outer_iter_mut().enumerate() {
-            let row = row.as_slice_mut().expect("contiguous block rows");
-            softmax_visible(row, past + i0 + ii + 1, scale);
-        }
-        // y[i] = Σ_{j ≤ p} att[i, j]·v[j]
-        gemm_into(
-            att.view(),
-            v.slice(s![..seen, ..]),
-            y.slice_mut(s![i0..i1, ..]),
-            false,
-            Threads::Serial,
-        );
     }
 }
