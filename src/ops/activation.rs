@@ -139,20 +139,13 @@ fn map_into(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
         x.len(),
         y.len()
     );
-    let run = |x: &[f32], y: &mut [f32]| {
+    super::par::zip_chunks(y, x, |y, x| {
         super::wide::wide_loop!({
             for (y, &x) in y.iter_mut().zip(x) {
                 *y = f(x);
             }
         })
-    };
-    if x.len() > PARALLEL_MIN_LEN {
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| run(x, y));
-    } else {
-        run(x, y);
-    }
+    });
 }
 
 /// `dx[i] = g(cache[i], dy[i])`.

@@ -327,52 +327,20 @@ pub fn attention_forward(
 
 /// One causal softmax row: `att[j] = exp(s_j − max) / Σ_{j' < visible} exp(s_j' − max)` with
 /// `s_j = att[j]·scale` for `j < visible`; the masked rest is set to exactly 0 (the −∞ of the
-/// mask, never exp'd). Shared by this kernel and [`super::kv_attention`].
+/// mask). Shared by this kernel and [`super::kv_attention`].
 ///
-/// Entries past `visible` up to the next multiple of 16 (when the row is that long) are read
-/// as whole vectors and masked out, so a row's tail is not a scalar loop; they may hold
-/// anything (their lanes are never combined with the visible ones).
+/// The entries past `visible` up to the next multiple of 16 (as far as the row reaches) are set
+/// to −∞ first, so the reductions of [`super::lanes`] run over whole vectors: those lanes add
+/// `exp(−∞) = 0` exactly, and the sum has the bits of the visible part alone.
 #[inline(always)]
 pub(crate) fn softmax_visible(att: &mut [f32], visible: usize, scale: f32) {
-    use super::lanes::LANES;
-    let whole = visible.div_ceil(LANES) * LANES;
-    if whole > att.len() {
-        // a short row: the scalar tail
-        let (vis, masked) = att.split_at_mut(visible);
-        let max = super::lanes::max_scaled(vis, scale);
-        let sum = super::lanes::exp_in_place_sum(vis, scale, max);
-        let inv = 1.0 / sum;
-        for a in vis.iter_mut() {
-            *a *= inv;
-        }
-        masked.fill(0.0);
-        return;
-    }
-    let (vis, rest) = att.split_at_mut(whole);
-    let mut m = [f32::NEG_INFINITY; LANES];
-    for (c, chunk) in vis.chunks_exact(LANES).enumerate() {
-        for l in 0..LANES {
-            let x = if c * LANES + l < visible {
-                chunk[l] * scale
-            } else {
-                f32::NEG_INFINITY
-            };
-            m[l] = m[l].max(x);
-        }
-    }
-    let max = m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    // the same lanes and order as `lanes::exp_in_place_sum`: masked lanes add exact zeros
-    let mut acc = [0.0f32; LANES];
-    for (c, chunk) in vis.chunks_exact_mut(LANES).enumerate() {
-        for l in 0..LANES {
-            let e = super::fast_exp::exp(chunk[l] * scale - max);
-            let e = if c * LANES + l < visible { e } else { 0.0 };
-            chunk[l] = e;
-            acc[l] += e;
-        }
-    }
-    let inv = 1.0 / super::lanes::lanes_sum(acc);
-    for a in vis.iter_mut() {
+    let whole = (visible.div_ceil(super::lanes::LANES) * super::lanes::LANES).min(att.len());
+    let (row, rest) = att.split_at_mut(whole);
+    row[visible..].fill(f32::NEG_INFINITY);
+    let max = super::lanes::max_scaled(row, scale);
+    let sum = super::lanes::exp_in_place_sum(row, scale, max);
+    let inv = 1.0 / sum;
+    for a in row.iter_mut() {
         *a *= inv;
     }
     rest.fill(0.0);

@@ -67,24 +67,17 @@ pub fn attention_cached(
             len >= tn && v.len() == k.len(),
             "attention_cached: cache too short"
         );
-        let q_h = q.slice(s![r, .., h * hs..(h + 1) * hs]);
-        let k = ArrayView2::from_shape((len, hs), k).expect("(L, HS) keys");
-        let v = ArrayView2::from_shape((len, hs), v).expect("(L, HS) values");
         if tn >= GEMM_MIN_QUERIES {
             let q_h = Strided {
                 data: &qd[(r * tn) * c + h * hs..],
                 rs: c,
                 cs: 1,
             };
-            prefill_head(
-                q_h,
-                k.as_slice().expect("(L, HS)"),
-                v.as_slice().expect("(L, HS)"),
-                hs,
-                scale,
-                y_h,
-            );
+            prefill_head(q_h, k, v, hs, scale, y_h);
         } else {
+            let q_h = q.slice(s![r, .., h * hs..(h + 1) * hs]);
+            let k = ArrayView2::from_shape((len, hs), k).expect("(L, HS) keys");
+            let v = ArrayView2::from_shape((len, hs), v).expect("(L, HS) values");
             SCRATCH.with_borrow_mut(|scratch| head_rows(q_h, k, v, scale, y_h, scratch));
         }
     };

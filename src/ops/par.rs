@@ -9,16 +9,26 @@
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use rayon::prelude::*;
 
-/// Buffers with at least this many elements are split across the pool.
-const PARALLEL_MIN_LEN: usize = 1 << 15;
+/// Buffers with more elements than this are split across the pool.
+const PARALLEL_MIN_LEN: usize = super::activation::PARALLEL_MIN_LEN;
 
 /// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
+const CHUNK: usize = 1 << 13;
 
-/// Runs `f` on matching chunks of `dst` and `src` (in parallel when large).
-fn zip_chunks(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    assert_eq!(dst.len(), src.len(), "par: lengths differ");
-    if dst.len() >= PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
+/// Runs `f` on matching chunks of `dst` and `src` (in parallel when large): the driver of these
+/// passes and of the activations' `*_forward_into`.
+///
+/// # Panics
+/// When the lengths differ.
+pub(crate) fn zip_chunks(dst: &mut [f32], src: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "par: dst has {} elements, src {}",
+        dst.len(),
+        src.len()
+    );
+    if dst.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
             .for_each(|(d, s)| f(d, s));
@@ -66,7 +76,7 @@ pub fn fill_rows(dst: &mut [f32], row: &[f32]) {
             r.copy_from_slice(row);
         }
     };
-    if dst.len() >= PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
+    if dst.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
         let rows_per_task = (CHUNK / n).max(1);
         dst.par_chunks_mut(rows_per_task * n).for_each(fill);
     } else {
@@ -74,9 +84,23 @@ pub fn fill_rows(dst: &mut [f32], row: &[f32]) {
     }
 }
 
-/// Whether both views are the same shape and contiguous in standard order.
-fn flat<D: Dimension>(dst: &ArrayViewMut<f32, D>, src: &ArrayView<f32, D>) -> bool {
-    dst.shape() == src.shape() && dst.is_standard_layout() && src.is_standard_layout()
+/// Runs `flat(dst, src)` on the two views' elements when both are the same shape and
+/// contiguous in standard order, and returns whether it did.
+fn on_slices<D: Dimension>(
+    dst: &mut ArrayViewMut<f32, D>,
+    src: &ArrayView<f32, D>,
+    flat: impl FnOnce(&mut [f32], &[f32]),
+) -> bool {
+    if dst.shape() != src.shape() {
+        return false;
+    }
+    match (dst.as_slice_mut(), src.as_slice()) {
+        (Some(d), Some(s)) => {
+            flat(d, s);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// `dst.assign(&src)`, through [`copy`] when both are contiguous (ndarray's otherwise, which
@@ -85,12 +109,7 @@ fn flat<D: Dimension>(dst: &ArrayViewMut<f32, D>, src: &ArrayView<f32, D>) -> bo
 /// # Panics
 /// When `src` cannot be broadcast to `dst`'s shape.
 pub fn assign<D: Dimension>(mut dst: ArrayViewMut<f32, D>, src: ArrayView<f32, D>) {
-    if flat(&dst, &src) {
-        copy(
-            dst.as_slice_mut().expect("standard layout"),
-            src.as_slice().expect("standard layout"),
-        );
-    } else {
+    if !on_slices(&mut dst, &src, copy) {
         dst.assign(&src);
     }
 }
@@ -101,12 +120,7 @@ pub fn assign<D: Dimension>(mut dst: ArrayViewMut<f32, D>, src: ArrayView<f32, D
 /// # Panics
 /// When `src` cannot be broadcast to `dst`'s shape.
 pub fn add_arrays<D: Dimension>(mut dst: ArrayViewMut<f32, D>, src: ArrayView<f32, D>) {
-    if flat(&dst, &src) {
-        add_assign(
-            dst.as_slice_mut().expect("standard layout"),
-            src.as_slice().expect("standard layout"),
-        );
-    } else {
+    if !on_slices(&mut dst, &src, add_assign) {
         dst += &src;
     }
 }

@@ -130,37 +130,37 @@ fn gemm_tiles_on(
 mod x86 {
     use super::{rows, Span, Strided};
 
-    /// [`rows`] with 8×32 tiles (16 accumulators of 16 lanes), compiled for AVX-512.
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx512(
-        m: usize,
-        a: Strided,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-        span: &dyn Fn(usize, usize) -> Span,
-    ) {
-        rows::<8, 32>(m, a, b, ldb, c, ldc, accumulate, span, f32::mul_add)
+    /// `$name`: [`rows`] with `$mr`×`$nr` tiles, compiled with `$features` (one copy per
+    /// instruction set; the arguments are passed as they are, so the accumulators stay in
+    /// registers).
+    macro_rules! path {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $mr:literal, $nr:literal) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn $name(
+                m: usize,
+                a: Strided,
+                b: &[f32],
+                ldb: usize,
+                c: &mut [f32],
+                ldc: usize,
+                accumulate: bool,
+                span: &dyn Fn(usize, usize) -> Span,
+            ) {
+                rows::<$mr, $nr>(m, a, b, ldb, c, ldc, accumulate, span, f32::mul_add)
+            }
+        };
     }
 
-    /// [`rows`] with 6×16 tiles (12 accumulators of 8 lanes), compiled for AVX2 + FMA.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx2(
-        m: usize,
-        a: Strided,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-        span: &dyn Fn(usize, usize) -> Span,
-    ) {
-        rows::<6, 16>(m, a, b, ldb, c, ldc, accumulate, span, f32::mul_add)
-    }
+    path!(
+        /// 8×32 tiles (16 accumulators of 16 lanes) for AVX-512.
+        avx512, "avx512f,avx512vl,avx2,fma", 8, 32
+    );
+    path!(
+        /// 6×16 tiles (12 accumulators of 8 lanes) for AVX2 + FMA.
+        avx2, "avx2,fma", 6, 16
+    );
 }
 
 /// The row loop of [`gemm_tiles`]: full tiles of `MR` rows, then single rows.
