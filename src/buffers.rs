@@ -46,6 +46,30 @@ pub(crate) fn zeros<Sh: IntoDimension>(shape: Sh) -> Array<f32, Sh::Dim> {
     Array::from_shape_vec(dim, v).expect("length is the shape's size")
 }
 
+/// An array of `shape` whose every element the caller overwrites before reading any: a recycled
+/// buffer keeps whatever finite values its last user left (no zero-filling pass, which is a
+/// single-threaded write of the whole buffer), a fresh one is zeroed by the allocator.
+///
+/// Only for outputs that a kernel writes in full (a LayerNorm, an overwriting SGEMM, a bias
+/// broadcast); anything that accumulates takes [`zeros`].
+pub(crate) fn for_overwrite<Sh: IntoDimension>(shape: Sh) -> Array<f32, Sh::Dim> {
+    let dim = shape.into_dimension();
+    let n = dim.size();
+    let v = match take(n) {
+        Some(mut v) => {
+            // keep the old contents; only a tail beyond the last length is zero-filled
+            if v.len() >= n {
+                v.truncate(n);
+            } else {
+                v.resize(n, 0.0);
+            }
+            v
+        }
+        None => vec![0.0; n],
+    };
+    Array::from_shape_vec(dim, v).expect("length is the shape's size")
+}
+
 /// Hands `a`'s storage back for a later [`zeros`] on this thread (or frees it when the pool is
 /// full or the buffer is too small to be worth keeping).
 pub(crate) fn recycle<D: Dimension>(a: Array<f32, D>) {
@@ -88,6 +112,31 @@ fn take(n: usize) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn for_overwrite_reuses_without_a_fill_and_zeroes_a_new_tail() {
+        let mut a = zeros((1000, 128));
+        a.fill(2.0);
+        let ptr = a.as_ptr();
+        recycle(a);
+        // same buffer, old contents kept (the caller overwrites them)
+        let b = for_overwrite((500, 256));
+        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b.shape(), &[500, 256]);
+        assert!(b.iter().all(|&x| x == 2.0));
+        recycle(b);
+        // a shorter request, then a longer one within the capacity: the grown tail is zero
+        let c = for_overwrite((700, 128));
+        assert_eq!(c.as_ptr(), ptr);
+        recycle(c);
+        let d = for_overwrite((1000, 128));
+        assert_eq!(d.as_ptr(), ptr);
+        assert!(d.iter().take(700 * 128).all(|&x| x == 2.0));
+        assert!(d.iter().skip(700 * 128).all(|&x| x == 0.0));
+        // a miss is a zeroed allocation
+        let e = for_overwrite((MIN_ELEMS, 3));
+        assert!(e.iter().all(|&x| x == 0.0));
+    }
 
     #[test]
     fn reuses_and_zero_fills() {

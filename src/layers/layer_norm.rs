@@ -172,7 +172,7 @@ impl LayerNorm {
         b.check(&[c], || format!("{name}.bias"))?;
         let x_std = x.as_standard_layout();
         let (wv, bv) = (w.value.as_standard_layout(), b.value.as_standard_layout());
-        let mut out = crate::buffers::zeros(x.raw_dim());
+        let mut out = crate::buffers::for_overwrite(x.raw_dim());
         layer_norm_forward(
             x_std.as_slice().expect("standard layout"),
             wv.as_slice().expect("standard layout"),
@@ -270,7 +270,7 @@ impl Layer for LayerNorm {
         b.check(&[c], || format!("{name}.bias"))?;
         let d = dout.as_standard_layout();
         let wv = w.value.as_standard_layout();
-        let mut dx = crate::buffers::zeros(dout.raw_dim());
+        let mut dx = crate::buffers::for_overwrite(dout.raw_dim());
         layer_norm_backward(
             d.as_slice().expect("standard layout"),
             self.cache.x.as_slice().expect("cached input is contiguous"),

@@ -291,7 +291,7 @@ impl CausalSelfAttention {
             dropout,
         );
         // out = y·W_proj + b_proj
-        let mut out: Array2<f32> = crate::buffers::zeros((rows, c));
+        let mut out: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         let y2 = cache
             .y
             .view()
@@ -373,7 +373,7 @@ impl CausalSelfAttention {
             cache.dqkv.view_mut(),
             cache.dropout,
         );
-        let mut dx: Array2<f32> = crate::buffers::zeros((rows, c));
+        let mut dx: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         let dqkv2 = cache
             .dqkv
             .view()

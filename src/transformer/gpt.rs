@@ -187,7 +187,7 @@ impl Gpt {
         let (b, t) = ids.dim();
         let c = self.config.n_embd;
         let ids: Vec<usize> = ids.iter().copied().collect();
-        let mut x = crate::buffers::zeros(IxDyn(&[b, t, c]));
+        let mut x = crate::buffers::for_overwrite(IxDyn(&[b, t, c]));
         // (a user may have replaced a weight by one in another memory layout)
         let (wte, wpe) = (
             self.wte.value.as_standard_layout(),
@@ -341,7 +341,7 @@ impl Gpt {
             .view()
             .into_dimensionality::<Ix2>()
             .expect("[V, C]");
-        let mut dh: Array2<f32> = crate::buffers::zeros((b * t, c));
+        let mut dh: Array2<f32> = crate::buffers::for_overwrite((b * t, c));
         // dh = dlogits·wte
         matmul_into(self.cache.dlogits.view(), wte, dh.view_mut(), false);
         // dwte += dlogitsᵀ·h   (the tied head's share)

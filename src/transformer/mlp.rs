@@ -208,7 +208,7 @@ impl Mlp {
             act.as_slice_mut().expect("contiguous buffer"),
         );
         // out = act·W_proj + b_proj
-        let mut out: Array2<f32> = crate::buffers::zeros((rows, c));
+        let mut out: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         self.c_proj.forward(act.view(), out.view_mut())?;
         Ok(out)
     }
@@ -259,7 +259,7 @@ impl Mlp {
             cache.dact.as_slice().expect("contiguous buffer"),
             cache.dfc.as_slice_mut().expect("contiguous buffer"),
         );
-        let mut dx: Array2<f32> = crate::buffers::zeros((rows, c));
+        let mut dx: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         self.c_fc
             .backward(cache.x.view(), cache.dfc.view(), dx.view_mut())?;
         Ok(dx
