@@ -41,35 +41,39 @@ pub fn pool(n: usize) -> rayon::ThreadPool {
 /// has no AVX2+FMA. Each thread runs 12 independent 8-wide FMA chains (enough to cover the
 /// latency × throughput of current x86 cores); with AVX-512 it uses 16-wide vectors.
 pub fn fma_peak_gflops(threads: usize) -> Option<f64> {
+    let p = pool(threads);
+    (0..3)
+        .map(|_| fma_rate(&p, threads, 20_000_000))
+        .reduce(|a, b| Some(a?.max(b?)))
+        .flatten()
+}
+
+/// One run of the FMA chains of [`fma_peak_gflops`] on `threads` tasks of pool `p`, `iters`
+/// iterations each, in GFLOP/s: what the machine delivers right now (a short run beside a timed
+/// sample sees the same share of the cores as the sample). `None` without AVX2+FMA.
+pub fn fma_rate(p: &rayon::ThreadPool, threads: usize, iters: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
         let avx512 = is_x86_feature_detected!("avx512f");
-        let iters: u64 = 20_000_000;
-        let p = pool(threads);
-        let mut best = 0.0f64;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let sink: f32 = p.install(|| {
-                use rayon::prelude::*;
-                (0..threads)
-                    .into_par_iter()
-                    .map(|i| fma::run(iters, 1.0 + i as f32 * 1e-7, avx512))
-                    .sum()
-            });
-            let secs = t.elapsed().as_secs_f64();
-            std::hint::black_box(sink);
-            let lanes = if avx512 { 16.0 } else { 8.0 };
-            let flops = threads as f64 * iters as f64 * 12.0 * lanes * 2.0;
-            best = best.max(flops / secs / 1e9);
-        }
-        Some(best)
+        let t = Instant::now();
+        let sink: f32 = p.install(|| {
+            (0..threads)
+                .into_par_iter()
+                .map(|i| fma::run(iters, 1.0 + i as f32 * 1e-7, avx512))
+                .sum()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        let lanes = if avx512 { 16.0 } else { 8.0 };
+        let flops = threads as f64 * iters as f64 * 12.0 * lanes * 2.0;
+        Some(flops / secs / 1e9)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = threads;
+        let _ = (p, threads, iters);
         None
     }
 }
