@@ -269,6 +269,45 @@ pub fn gelu_forward_into(x: &[f32], y: &mut [f32]) {
     map_into(x, y, gelu);
 }
 
+/// The bias add of a product and the GELU after it, in one pass over rows of width
+/// `bias.len()`: `fc[r, j] += bias[j]`, then `act[r, j] = gelu(fc[r, j])` (the MLP's
+/// `gelu(x·W_fc + b_fc)`, keeping the biased `fc` for the backward). The same bits as adding the
+/// bias first and running [`gelu_forward_into`].
+///
+/// # Shapes
+/// `fc: (rows·H)`, `bias: (H)`, `act: (rows·H)`.
+///
+/// # Panics
+/// When the lengths disagree (callers check shapes first).
+pub fn bias_gelu_forward_into(fc: &mut [f32], bias: &[f32], act: &mut [f32]) {
+    let h = bias.len();
+    assert!(
+        h > 0 && fc.len() == act.len() && fc.len().is_multiple_of(h),
+        "bias_gelu: fc has {} elements, act {}, bias {h}",
+        fc.len(),
+        act.len()
+    );
+    let run = |fc: &mut [f32], act: &mut [f32]| {
+        super::wide::wide_loop!({
+            for (fc, act) in fc.chunks_exact_mut(h).zip(act.chunks_exact_mut(h)) {
+                for ((f, a), &b) in fc.iter_mut().zip(act.iter_mut()).zip(bias) {
+                    let v = *f + b;
+                    *f = v;
+                    *a = gelu(v);
+                }
+            }
+        })
+    };
+    if fc.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
+        let chunk = (CHUNK / h).max(1) * h;
+        fc.par_chunks_mut(chunk)
+            .zip(act.par_chunks_mut(chunk))
+            .for_each(|(f, a)| run(f, a));
+    } else {
+        run(fc, act);
+    }
+}
+
 /// GELU backward from the forward **input** `x`:
 /// `dx = dy·[0.5·(1 + t) + 0.5·x·(1 − t²)·√(2/π)·(1 + 3·0.044715·x²)]`, `t = tanh(u)`.
 ///
@@ -516,6 +555,24 @@ mod tests {
         gelu_forward_into(&x, &mut par);
         for (i, (&p, &x)) in par.iter().zip(&x).enumerate() {
             assert_eq!(p.to_bits(), gelu(x).to_bits(), "element {i}");
+        }
+    }
+
+    #[test]
+    fn bias_gelu_is_the_bias_add_then_gelu_bit_for_bit() {
+        // a parallel size (rows of 96 over several chunks) and a serial one
+        for rows in [700usize, 5] {
+            let h = 96;
+            let n = rows * h;
+            let p: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect();
+            let b: Vec<f32> = (0..h).map(|j| (j as f32 * 0.11).cos()).collect();
+            let (mut fc, mut act) = (p.clone(), vec![f32::NAN; n]);
+            bias_gelu_forward_into(&mut fc, &b, &mut act);
+            for i in 0..n {
+                let want = p[i] + b[i % h];
+                assert_eq!(fc[i].to_bits(), want.to_bits(), "fc element {i}");
+                assert_eq!(act[i].to_bits(), gelu(want).to_bits(), "act element {i}");
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_S
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::Mode;
-use crate::ops::activation::{gelu_backward_into, gelu_forward_into};
+use crate::ops::activation::{bias_gelu_forward_into, gelu_backward_into};
 use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::Array2;
@@ -200,11 +200,13 @@ impl Mlp {
         let (rows, c, h) = (x2.nrows(), self.n_embd, self.n_inner());
         ensure_shape(fc, ndarray::Dim([rows, h]));
         ensure_shape(act, ndarray::Dim([rows, h]));
-        // fc = x·W_fc + b_fc
-        self.c_fc.forward(x2, fc.view_mut())?;
-        // act = gelu(fc)
-        gelu_forward_into(
-            fc.as_slice().expect("contiguous buffer"),
+        // fc = x·W_fc, then fc += b_fc and act = gelu(fc) in one pass
+        self.c_fc.forward_product(x2, fc.view_mut())?;
+        let b = self.c_fc.bias_row();
+        let b = b.as_standard_layout();
+        bias_gelu_forward_into(
+            fc.as_slice_mut().expect("contiguous buffer"),
+            b.as_slice().expect("a bias is contiguous"),
             act.as_slice_mut().expect("contiguous buffer"),
         );
         // out = act·W_proj + b_proj

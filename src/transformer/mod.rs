@@ -184,6 +184,40 @@ impl Conv1D {
         Ok(())
     }
 
+    /// `out = x·W` without the bias, for a caller that adds [`Conv1D::bias_row`] in its own next
+    /// pass over `out` (the MLP's fused bias + GELU).
+    ///
+    /// # Shapes
+    /// `x: (rows, in)`, `out: (rows, out)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the widths or row counts disagree.
+    pub(crate) fn forward_product(
+        &self,
+        x: ArrayView2<f32>,
+        out: ArrayViewMut2<f32>,
+    ) -> Result<()> {
+        self.check("forward", &x, self.n_in(), out.dim())?;
+        if out.ncols() != self.n_out() {
+            return Err(Error::shape(
+                "Conv1D forward",
+                format!("an output with {} columns", self.n_out()),
+                out.shape(),
+            ));
+        }
+        matmul_into(x, self.w(), out, false);
+        Ok(())
+    }
+
+    /// The bias as a row, `(out)`.
+    pub(crate) fn bias_row(&self) -> ndarray::ArrayView1<'_, f32> {
+        self.bias
+            .value
+            .view()
+            .into_dimensionality::<Ix1>()
+            .expect("bias is [out]")
+    }
+
     /// Backward of [`Conv1D::forward`]: overwrites `dx`, accumulates the parameter gradients.
     ///
     /// ```text
