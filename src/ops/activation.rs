@@ -325,6 +325,62 @@ pub fn gelu_backward_into(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     zip_map_into(x, dy, dx, gelu_grad);
 }
 
+/// [`gelu_backward_into`] over rows of width `db.len()`, with the column sums of `dx` added
+/// to `db` in the same pass (the bias gradient of the product before the GELU:
+/// `db[j] += Σ_r dx[r, j]`). Rows go in fixed chunks of the same size whatever the thread count;
+/// each chunk sums its rows in order and the chunk sums are added in chunk order, so `db` is
+/// bit-identical on 1 or N threads.
+///
+/// # Shapes
+/// `x: (rows·H)`, `dy: (rows·H)`, `dx: (rows·H)`, `db: (H)`.
+///
+/// # Panics
+/// When the lengths disagree (callers check shapes first).
+pub fn gelu_backward_bias_into(x: &[f32], dy: &[f32], dx: &mut [f32], db: &mut [f32]) {
+    let h = db.len();
+    assert!(
+        h > 0 && x.len() == dy.len() && dy.len() == dx.len() && dx.len().is_multiple_of(h),
+        "gelu_backward_bias: x has {} elements, dy {}, dx {}, db {h}",
+        x.len(),
+        dy.len(),
+        dx.len()
+    );
+    let chunk = (CHUNK / h).max(1) * h;
+    let n_chunks = dx.len().div_ceil(chunk);
+    let mut partials = vec![0.0f32; n_chunks * h];
+    let run = |((dx, (x, dy)), part): ((&mut [f32], (&[f32], &[f32])), &mut [f32])| {
+        super::wide::wide_loop!({
+            for ((dx, x), dy) in dx
+                .chunks_exact_mut(h)
+                .zip(x.chunks_exact(h))
+                .zip(dy.chunks_exact(h))
+            {
+                for (((dx, &x), &dy), p) in dx.iter_mut().zip(x).zip(dy).zip(part.iter_mut()) {
+                    let g = gelu_grad(x, dy);
+                    *dx = g;
+                    *p += g;
+                }
+            }
+        })
+    };
+    if dx.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
+        dx.par_chunks_mut(chunk)
+            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+            .zip(partials.par_chunks_mut(h))
+            .for_each(run);
+    } else {
+        dx.chunks_mut(chunk)
+            .zip(x.chunks(chunk).zip(dy.chunks(chunk)))
+            .zip(partials.chunks_mut(h))
+            .for_each(run);
+    }
+    for part in partials.chunks_exact(h) {
+        for (d, &p) in db.iter_mut().zip(part) {
+            *d += p;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sigmoid
 // ---------------------------------------------------------------------------------------------
@@ -573,6 +629,43 @@ mod tests {
                 assert_eq!(fc[i].to_bits(), want.to_bits(), "fc element {i}");
                 assert_eq!(act[i].to_bits(), gelu(want).to_bits(), "act element {i}");
             }
+        }
+    }
+
+    #[test]
+    fn gelu_backward_bias_is_gelu_backward_plus_chunked_column_sums() {
+        for rows in [700usize, 5] {
+            let h = 96;
+            let n = rows * h;
+            let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect();
+            let dy: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.13).cos()).collect();
+            let mut dx = vec![f32::NAN; n];
+            let mut db: Vec<f32> = (0..h).map(|j| j as f32).collect();
+            gelu_backward_bias_into(&x, &dy, &mut dx, &mut db);
+            let mut want = vec![0.0; n];
+            gelu_backward_into(&x, &dy, &mut want);
+            assert_eq!(dx, want);
+            // the column sums in f64 (the f32 ones differ in the last bits only)
+            for j in 0..h {
+                let s: f64 = (0..rows).map(|r| want[r * h + j] as f64).sum::<f64>() + j as f64;
+                assert!(
+                    (db[j] as f64 - s).abs() < 1e-4 * (1.0 + s.abs()),
+                    "db[{j}] {} vs {s}",
+                    db[j]
+                );
+            }
+            // the same bits on one thread as on the pool
+            let one = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap();
+            let mut db1: Vec<f32> = (0..h).map(|j| j as f32).collect();
+            let mut dx1 = vec![0.0; n];
+            one.install(|| gelu_backward_bias_into(&x, &dy, &mut dx1, &mut db1));
+            assert_eq!(
+                db1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                db.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 }

@@ -4,7 +4,7 @@ use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_S
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::Mode;
-use crate::ops::activation::{bias_gelu_forward_into, gelu_backward_into};
+use crate::ops::activation::{bias_gelu_forward_into, gelu_backward_bias_into};
 use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::Array2;
@@ -255,15 +255,20 @@ impl Mlp {
         // dact = dout·W_projᵀ (overwritten), dW_proj += actᵀ·dout
         self.c_proj
             .backward(cache.act.view(), d2, cache.dact.view_mut())?;
-        // dfc = dact·gelu'(fc)
-        gelu_backward_into(
+        // dfc = dact·gelu'(fc), and db_fc += Σ_rows dfc in the same pass
+        let mut db = vec![0.0f32; h];
+        gelu_backward_bias_into(
             cache.fc.as_slice().expect("contiguous buffer"),
             cache.dact.as_slice().expect("contiguous buffer"),
             cache.dfc.as_slice_mut().expect("contiguous buffer"),
+            &mut db,
         );
+        let mut bias_grad = self.c_fc.bias_grad_mut();
+        bias_grad += &ndarray::ArrayView1::from(&db);
+        // dx = dfc·W_fcᵀ, dW_fc += xᵀ·dfc (shapes fixed by the forward)
         let mut dx: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         self.c_fc
-            .backward(cache.x.view(), cache.dfc.view(), dx.view_mut())?;
+            .backward_product(cache.x.view(), cache.dfc.view(), dx.view_mut());
         Ok(dx
             .into_shape_with_order((b, t, c))
             .expect("contiguous")

@@ -247,14 +247,7 @@ impl Conv1D {
                 dx.shape(),
             ));
         }
-        matmul_nt_into(dout, self.w(), dx, false);
-        let dw = self
-            .weight
-            .grad
-            .view_mut()
-            .into_dimensionality::<Ix2>()
-            .expect("[in, out]");
-        matmul_tn_into(x, dout, dw, true);
+        self.backward_product(x, dout, dx);
         let db = self
             .bias
             .grad
@@ -263,6 +256,34 @@ impl Conv1D {
             .expect("[out]");
         crate::ops::linear::add_column_sums(dout, db);
         Ok(())
+    }
+
+    /// [`Conv1D::backward`] without the bias gradient (`dx = dout·Wᵀ`, `dW += xᵀ·dout`), for a
+    /// caller that sums `dout`'s columns into [`Conv1D::bias_grad_mut`] in its own pass; shapes
+    /// checked by the caller.
+    pub(crate) fn backward_product(
+        &mut self,
+        x: ArrayView2<f32>,
+        dout: ArrayView2<f32>,
+        dx: ArrayViewMut2<f32>,
+    ) {
+        matmul_nt_into(dout, self.w(), dx, false);
+        let dw = self
+            .weight
+            .grad
+            .view_mut()
+            .into_dimensionality::<Ix2>()
+            .expect("[in, out]");
+        matmul_tn_into(x, dout, dw, true);
+    }
+
+    /// The bias gradient, `(out)`.
+    pub(crate) fn bias_grad_mut(&mut self) -> ndarray::ArrayViewMut1<'_, f32> {
+        self.bias
+            .grad
+            .view_mut()
+            .into_dimensionality::<Ix1>()
+            .expect("[out]")
     }
 
     /// `[("weight", …), ("bias", …)]`.
