@@ -325,6 +325,9 @@ pub fn gelu_backward_into(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     zip_map_into(x, dy, dx, gelu_grad);
 }
 
+/// One chunk of [`gelu_backward_bias_into`]: `((dx, (x, dy)), partial column sums)`.
+type BiasChunk<'a> = ((&'a mut [f32], (&'a [f32], &'a [f32])), &'a mut [f32]);
+
 /// [`gelu_backward_into`] over rows of width `db.len()`, with the column sums of `dx` added
 /// to `db` in the same pass (the bias gradient of the product before the GELU:
 /// `db[j] += Σ_r dx[r, j]`). Rows go in fixed chunks of the same size whatever the thread count;
@@ -348,7 +351,7 @@ pub fn gelu_backward_bias_into(x: &[f32], dy: &[f32], dx: &mut [f32], db: &mut [
     let chunk = (CHUNK / h).max(1) * h;
     let n_chunks = dx.len().div_ceil(chunk);
     let mut partials = vec![0.0f32; n_chunks * h];
-    let run = |((dx, (x, dy)), part): ((&mut [f32], (&[f32], &[f32])), &mut [f32])| {
+    let run = |((dx, (x, dy)), part): BiasChunk| {
         super::wide::wide_loop!({
             for ((dx, x), dy) in dx
                 .chunks_exact_mut(h)
