@@ -149,6 +149,19 @@ impl Conv1D {
         Ok(())
     }
 
+    /// The shape check of both forward forms: `x: (rows, in)`, `out: (rows, out)`.
+    fn check_forward(&self, x: &ArrayView2<f32>, out: &ArrayViewMut2<f32>) -> Result<()> {
+        self.check("forward", x, self.n_in(), out.dim())?;
+        if out.ncols() != self.n_out() {
+            return Err(Error::shape(
+                "Conv1D forward",
+                format!("an output with {} columns", self.n_out()),
+                out.shape(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `out = x·W + b`, written into `out`.
     ///
     /// # Shapes
@@ -157,14 +170,7 @@ impl Conv1D {
     /// # Errors
     /// [`Error::Shape`] when the widths or row counts disagree.
     pub fn forward(&self, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) -> Result<()> {
-        self.check("forward", &x, self.n_in(), out.dim())?;
-        if out.ncols() != self.n_out() {
-            return Err(Error::shape(
-                "Conv1D forward",
-                format!("an output with {} columns", self.n_out()),
-                out.shape(),
-            ));
-        }
+        self.check_forward(&x, &out)?;
         let b = self
             .bias
             .value
@@ -197,14 +203,7 @@ impl Conv1D {
         x: ArrayView2<f32>,
         out: ArrayViewMut2<f32>,
     ) -> Result<()> {
-        self.check("forward", &x, self.n_in(), out.dim())?;
-        if out.ncols() != self.n_out() {
-            return Err(Error::shape(
-                "Conv1D forward",
-                format!("an output with {} columns", self.n_out()),
-                out.shape(),
-            ));
-        }
+        self.check_forward(&x, &out)?;
         matmul_into(x, self.w(), out, false);
         Ok(())
     }
