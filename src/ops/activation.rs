@@ -617,14 +617,18 @@ mod tests {
         }
     }
 
+    /// `scale·sin(step·i)` for `i` in `0..n`: smooth test inputs of both signs.
+    fn wave(n: usize, step: f32, scale: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * step).sin() * scale).collect()
+    }
+
     #[test]
     fn bias_gelu_is_the_bias_add_then_gelu_bit_for_bit() {
         // a parallel size (rows of 96 over several chunks) and a serial one
         for rows in [700usize, 5] {
             let h = 96;
             let n = rows * h;
-            let p: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect();
-            let b: Vec<f32> = (0..h).map(|j| (j as f32 * 0.11).cos()).collect();
+            let (p, b) = (wave(n, 0.37, 4.0), wave(h, 0.11, 1.0));
             let (mut fc, mut act) = (p.clone(), vec![f32::NAN; n]);
             bias_gelu_forward_into(&mut fc, &b, &mut act);
             for i in 0..n {
@@ -640,8 +644,7 @@ mod tests {
         for rows in [700usize, 5] {
             let h = 96;
             let n = rows * h;
-            let x: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 4.0).collect();
-            let dy: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.13).cos()).collect();
+            let (x, dy) = (wave(n, 0.37, 4.0), wave(n, 0.13, 1.0));
             let mut dx = vec![f32::NAN; n];
             let mut db: Vec<f32> = (0..h).map(|j| j as f32).collect();
             gelu_backward_bias_into(&x, &dy, &mut dx, &mut db);

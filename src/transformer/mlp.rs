@@ -202,11 +202,11 @@ impl Mlp {
         ensure_shape(act, ndarray::Dim([rows, h]));
         // fc = x·W_fc, then fc += b_fc and act = gelu(fc) in one pass
         self.c_fc.forward_product(x2, fc.view_mut())?;
-        let b = self.c_fc.bias_row();
+        let b = self.c_fc.bias_row()?;
         let b = b.as_standard_layout();
         bias_gelu_forward_into(
             fc.as_slice_mut().expect("contiguous buffer"),
-            b.as_slice().expect("a bias is contiguous"),
+            b.as_slice().expect("standard layout"),
             act.as_slice_mut().expect("contiguous buffer"),
         );
         // out = act·W_proj + b_proj
@@ -263,7 +263,7 @@ impl Mlp {
             cache.dfc.as_slice_mut().expect("contiguous buffer"),
             &mut db,
         );
-        let mut bias_grad = self.c_fc.bias_grad_mut();
+        let mut bias_grad = self.c_fc.bias_grad_mut()?;
         bias_grad += &ndarray::ArrayView1::from(&db);
         // dx = dfc·W_fcᵀ, dW_fc += xᵀ·dfc (shapes fixed by the forward)
         let mut dx: Array2<f32> = crate::buffers::for_overwrite((rows, c));

@@ -171,12 +171,7 @@ impl Conv1D {
     /// [`Error::Shape`] when the widths or row counts disagree.
     pub fn forward(&self, x: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) -> Result<()> {
         self.check_forward(&x, &out)?;
-        let b = self
-            .bias
-            .value
-            .view()
-            .into_dimensionality::<Ix1>()
-            .expect("bias is [out]");
+        let b = self.bias_row()?;
         // out[r, o] = b[o] + Σ_i x[r, i]·W[i, o]
         match (out.as_slice_mut(), b.as_slice()) {
             (Some(o), Some(b)) => crate::ops::par::fill_rows(o, b),
@@ -209,12 +204,16 @@ impl Conv1D {
     }
 
     /// The bias as a row, `(out)`.
-    pub(crate) fn bias_row(&self) -> ndarray::ArrayView1<'_, f32> {
+    ///
+    /// # Errors
+    /// [`Error::Param`] when the bias or its gradient was replaced by one of another shape.
+    pub(crate) fn bias_row(&self) -> Result<ndarray::ArrayView1<'_, f32>> {
+        self.bias.check(&[self.n_out()], || "Conv1D bias".into())?;
         self.bias
             .value
             .view()
             .into_dimensionality::<Ix1>()
-            .expect("bias is [out]")
+            .map_err(|e| Error::param("Conv1D bias", e.to_string()))
     }
 
     /// Backward of [`Conv1D::forward`]: overwrites `dx`, accumulates the parameter gradients.
@@ -247,13 +246,7 @@ impl Conv1D {
             ));
         }
         self.backward_product(x, dout, dx);
-        let db = self
-            .bias
-            .grad
-            .view_mut()
-            .into_dimensionality::<Ix1>()
-            .expect("[out]");
-        crate::ops::linear::add_column_sums(dout, db);
+        crate::ops::linear::add_column_sums(dout, self.bias_grad_mut()?);
         Ok(())
     }
 
@@ -277,12 +270,16 @@ impl Conv1D {
     }
 
     /// The bias gradient, `(out)`.
-    pub(crate) fn bias_grad_mut(&mut self) -> ndarray::ArrayViewMut1<'_, f32> {
+    ///
+    /// # Errors
+    /// [`Error::Param`] when the bias or its gradient was replaced by one of another shape.
+    pub(crate) fn bias_grad_mut(&mut self) -> Result<ndarray::ArrayViewMut1<'_, f32>> {
+        self.bias.check(&[self.n_out()], || "Conv1D bias".into())?;
         self.bias
             .grad
             .view_mut()
             .into_dimensionality::<Ix1>()
-            .expect("[out]")
+            .map_err(|e| Error::param("Conv1D bias", e.to_string()))
     }
 
     /// `[("weight", …), ("bias", …)]`.
