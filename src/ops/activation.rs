@@ -270,16 +270,17 @@ pub fn gelu_forward_into(x: &[f32], y: &mut [f32]) {
 }
 
 /// The bias add of a product and the GELU after it, in one pass over rows of width
-/// `bias.len()`: `fc[r, j] += bias[j]`, then `act[r, j] = gelu(fc[r, j])` (the MLP's
-/// `gelu(x·W_fc + b_fc)`, keeping the biased `fc` for the backward). The same bits as adding the
-/// bias first and running [`gelu_forward_into`].
+/// `bias.len()`: `act[r, j] = gelu(fc[r, j] + bias[j])` (the MLP's `gelu(x·W_fc + b_fc)`).
+/// `fc` is left as it is: the backward ([`bias_gelu_backward_in_place`]) adds the bias again
+/// rather than this pass writing the biased product back (one pass over memory fewer). The same
+/// bits as adding the bias first and running [`gelu_forward_into`].
 ///
 /// # Shapes
 /// `fc: (rows·H)`, `bias: (H)`, `act: (rows·H)`.
 ///
 /// # Panics
 /// When the lengths disagree (callers check shapes first).
-pub fn bias_gelu_forward_into(fc: &mut [f32], bias: &[f32], act: &mut [f32]) {
+pub fn bias_gelu_forward_into(fc: &[f32], bias: &[f32], act: &mut [f32]) {
     let h = bias.len();
     assert!(
         h > 0 && fc.len() == act.len() && fc.len().is_multiple_of(h),
@@ -287,20 +288,18 @@ pub fn bias_gelu_forward_into(fc: &mut [f32], bias: &[f32], act: &mut [f32]) {
         fc.len(),
         act.len()
     );
-    let run = |fc: &mut [f32], act: &mut [f32]| {
+    let run = |fc: &[f32], act: &mut [f32]| {
         super::wide::wide_loop!({
-            for (fc, act) in fc.chunks_exact_mut(h).zip(act.chunks_exact_mut(h)) {
-                for ((f, a), &b) in fc.iter_mut().zip(act.iter_mut()).zip(bias) {
-                    let v = *f + b;
-                    *f = v;
-                    *a = gelu(v);
+            for (fc, act) in fc.chunks_exact(h).zip(act.chunks_exact_mut(h)) {
+                for ((&f, a), &b) in fc.iter().zip(act.iter_mut()).zip(bias) {
+                    *a = gelu(f + b);
                 }
             }
         })
     };
     if fc.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
         let chunk = (CHUNK / h).max(1) * h;
-        fc.par_chunks_mut(chunk)
+        fc.par_chunks(chunk)
             .zip(act.par_chunks_mut(chunk))
             .for_each(|(f, a)| run(f, a));
     } else {
@@ -325,55 +324,53 @@ pub fn gelu_backward_into(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     zip_map_into(x, dy, dx, gelu_grad);
 }
 
-/// One chunk of [`gelu_backward_bias_into`]: `((dx, (x, dy)), partial column sums)`.
-type BiasChunk<'a> = ((&'a mut [f32], (&'a [f32], &'a [f32])), &'a mut [f32]);
+/// One chunk of [`bias_gelu_backward_in_place`]: `((d, fc), partial column sums)`.
+type BiasChunk<'a> = ((&'a mut [f32], &'a [f32]), &'a mut [f32]);
 
-/// [`gelu_backward_into`] over rows of width `db.len()`, with the column sums of `dx` added
-/// to `db` in the same pass (the bias gradient of the product before the GELU:
-/// `db[j] += Σ_r dx[r, j]`). Rows go in fixed chunks of the same size whatever the thread count;
-/// each chunk sums its rows in order and the chunk sums are added in chunk order, so `db` is
-/// bit-identical on 1 or N threads.
+/// The backward of [`bias_gelu_forward_into`], in place: `d[r, j] = gelu'(x)·d[r, j]` with
+/// `x = fc[r, j] + bias[j]` (formed as the forward formed it: the same bits), and the column
+/// sums of the new `d` added to `db` in the same pass (the bias gradient:
+/// `db[j] += Σ_r d[r, j]`). Overwriting `dL/dact` with `dL/dfc` saves a buffer and a pass over
+/// memory. Rows go in fixed chunks of the same size whatever the thread count; each chunk sums
+/// its rows in order and the chunk sums are added in chunk order, so `db` is bit-identical on 1
+/// or N threads.
 ///
 /// # Shapes
-/// `x: (rows·H)`, `dy: (rows·H)`, `dx: (rows·H)`, `db: (H)`.
+/// `fc: (rows·H)`, `bias: (H)`, `d: (rows·H)`, `db: (H)`.
 ///
 /// # Panics
 /// When the lengths disagree (callers check shapes first).
-pub fn gelu_backward_bias_into(x: &[f32], dy: &[f32], dx: &mut [f32], db: &mut [f32]) {
+pub fn bias_gelu_backward_in_place(fc: &[f32], bias: &[f32], d: &mut [f32], db: &mut [f32]) {
     let h = db.len();
     assert!(
-        h > 0 && x.len() == dy.len() && dy.len() == dx.len() && dx.len().is_multiple_of(h),
-        "gelu_backward_bias: x has {} elements, dy {}, dx {}, db {h}",
-        x.len(),
-        dy.len(),
-        dx.len()
+        h > 0 && bias.len() == h && fc.len() == d.len() && d.len().is_multiple_of(h),
+        "bias_gelu_backward: fc has {} elements, d {}, bias {}, db {h}",
+        fc.len(),
+        d.len(),
+        bias.len()
     );
     let chunk = (CHUNK / h).max(1) * h;
-    let n_chunks = dx.len().div_ceil(chunk);
+    let n_chunks = d.len().div_ceil(chunk);
     let mut partials = vec![0.0f32; n_chunks * h];
-    let run = |((dx, (x, dy)), part): BiasChunk| {
+    let run = |((d, fc), part): BiasChunk| {
         super::wide::wide_loop!({
-            for ((dx, x), dy) in dx
-                .chunks_exact_mut(h)
-                .zip(x.chunks_exact(h))
-                .zip(dy.chunks_exact(h))
-            {
-                for (((dx, &x), &dy), p) in dx.iter_mut().zip(x).zip(dy).zip(part.iter_mut()) {
-                    let g = gelu_grad(x, dy);
-                    *dx = g;
+            for (d, fc) in d.chunks_exact_mut(h).zip(fc.chunks_exact(h)) {
+                for (((d, &f), &b), p) in d.iter_mut().zip(fc).zip(bias).zip(part.iter_mut()) {
+                    let g = gelu_grad(f + b, *d);
+                    *d = g;
                     *p += g;
                 }
             }
         })
     };
-    if dx.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
-        dx.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+    if d.len() > PARALLEL_MIN_LEN && rayon::current_num_threads() > 1 {
+        d.par_chunks_mut(chunk)
+            .zip(fc.par_chunks(chunk))
             .zip(partials.par_chunks_mut(h))
             .for_each(run);
     } else {
-        dx.chunks_mut(chunk)
-            .zip(x.chunks(chunk).zip(dy.chunks(chunk)))
+        d.chunks_mut(chunk)
+            .zip(fc.chunks(chunk))
             .zip(partials.chunks_mut(h))
             .for_each(run);
     }
@@ -629,28 +626,31 @@ mod tests {
             let h = 96;
             let n = rows * h;
             let (p, b) = (wave(n, 0.37, 4.0), wave(h, 0.11, 1.0));
-            let (mut fc, mut act) = (p.clone(), vec![f32::NAN; n]);
-            bias_gelu_forward_into(&mut fc, &b, &mut act);
+            let mut act = vec![f32::NAN; n];
+            bias_gelu_forward_into(&p, &b, &mut act);
             for i in 0..n {
                 let want = p[i] + b[i % h];
-                assert_eq!(fc[i].to_bits(), want.to_bits(), "fc element {i}");
                 assert_eq!(act[i].to_bits(), gelu(want).to_bits(), "act element {i}");
             }
         }
     }
 
     #[test]
-    fn gelu_backward_bias_is_gelu_backward_plus_chunked_column_sums() {
+    fn bias_gelu_backward_is_gelu_backward_of_the_biased_input_plus_chunked_column_sums() {
         for rows in [700usize, 5] {
             let h = 96;
             let n = rows * h;
-            let (x, dy) = (wave(n, 0.37, 4.0), wave(n, 0.13, 1.0));
-            let mut dx = vec![f32::NAN; n];
+            let (fc, dy, b) = (wave(n, 0.37, 4.0), wave(n, 0.13, 1.0), wave(h, 0.11, 1.0));
+            let x: Vec<f32> = (0..n).map(|i| fc[i] + b[i % h]).collect();
+            let mut d = dy.clone();
             let mut db: Vec<f32> = (0..h).map(|j| j as f32).collect();
-            gelu_backward_bias_into(&x, &dy, &mut dx, &mut db);
+            bias_gelu_backward_in_place(&fc, &b, &mut d, &mut db);
             let mut want = vec![0.0; n];
             gelu_backward_into(&x, &dy, &mut want);
-            assert_eq!(dx, want);
+            assert_eq!(
+                d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
             // the column sums in f64 (the f32 ones differ in the last bits only)
             for j in 0..h {
                 let s: f64 = (0..rows).map(|r| want[r * h + j] as f64).sum::<f64>() + j as f64;
@@ -666,8 +666,9 @@ mod tests {
                 .build()
                 .unwrap();
             let mut db1: Vec<f32> = (0..h).map(|j| j as f32).collect();
-            let mut dx1 = vec![0.0; n];
-            one.install(|| gelu_backward_bias_into(&x, &dy, &mut dx1, &mut db1));
+            let mut d1 = dy.clone();
+            one.install(|| bias_gelu_backward_in_place(&fc, &b, &mut d1, &mut db1));
+            assert_eq!(d1, d);
             assert_eq!(
                 db1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 db.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -124,7 +124,7 @@ fn copy_rows(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: usize)
     for (r, d) in dst.chunks_exact_mut(ld).take(rows).enumerate() {
         let row = &src.data[r * src.rs..];
         if src.cs == 1 {
-            d[..cols].copy_from_slice(&row[..cols]);
+            copy_short(&mut d[..cols], &row[..cols]);
         } else {
             for (c, x) in d[..cols].iter_mut().enumerate() {
                 *x = row[c * src.cs];
@@ -134,22 +134,29 @@ fn copy_rows(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: usize)
     }
 }
 
+/// Extra floats (one cache line) at the end of each row of the scratch operands, so that rows
+/// read one after another at a stride of the row length spread over the L1 cache's sets
+/// instead of a power-of-two stride landing on a few of them.
+const SKEW: usize = 16;
+
 /// The rows of a `(rows, cols)` operand as [`gemm_tiles`] reads them, `(data, row stride)`:
 /// `src` itself when its rows are contiguous and `cols` is a multiple of the padding (every
-/// real model's head size), else a zero-padded copy in `spare`.
+/// real model's head size; a copy measured slower, as the source rows are cold and the copy
+/// pays their misses), else a zero-padded copy in `spare` with rows of `pad(cols) + SKEW`
+/// floats.
 fn padded_rows<'a>(
     src: Strided<'a>,
     rows: usize,
     cols: usize,
     spare: &'a mut Vec<f32>,
 ) -> (&'a [f32], usize) {
-    let cp = pad(cols);
-    if src.cs == 1 && cp == cols {
+    if src.cs == 1 && pad(cols) == cols {
         return (src.data, src.rs);
     }
-    let dst = buf(spare, rows * cp);
-    copy_rows(src, rows, cols, dst, cp);
-    (dst, cp)
+    let ld = pad(cols) + SKEW;
+    let dst = buf(spare, rows * ld);
+    copy_rows(src, rows, cols, dst, ld);
+    (dst, ld)
 }
 
 /// `dst[c·ld + r] = src(r, c)` (the transpose) for `r < rows`, `c < cols`, zeros in `rows..ld`.
@@ -182,10 +189,34 @@ fn copy_transposed(src: Strided, rows: usize, cols: usize, dst: &mut [f32], ld: 
 
 /// Writes `src[r·ld..r·ld + HS]` into row `r` of `dst: (T, HS)`.
 fn write_rows(src: &[f32], ld: usize, mut dst: ArrayViewMut2<f32>) {
-    for (row, s) in dst.outer_iter_mut().zip(src.chunks(ld)) {
-        for (d, &v) in row.into_iter().zip(s) {
-            *d = v;
+    for (mut row, s) in dst.outer_iter_mut().zip(src.chunks(ld)) {
+        match row.as_slice_mut() {
+            Some(d) => {
+                let n = d.len();
+                copy_short(d, &s[..n]);
+            }
+            None => {
+                for (d, &v) in row.iter_mut().zip(s) {
+                    *d = v;
+                }
+            }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for rows of a few dozen floats: whole blocks of 16 as inline
+/// vector moves (a `memcpy` call per short row costs more than the copy).
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy_short: lengths");
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in d.by_ref().zip(s.by_ref()) {
+        let d: &mut [f32; 16] = d.try_into().expect("a block of 16");
+        *d = s.try_into().expect("a block of 16");
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
 
@@ -637,7 +668,10 @@ fn backward_group(
     dkp.fill(0.0);
     let dvp = buf(dvp, t * hp);
     dvp.fill(0.0);
-    let s = buf(s, rb * tp);
+    // the score block's rows are 16 floats longer than the keys: the column reads of `dsᵀ·q`
+    // (stride ls) then spread over the cache sets instead of hitting a few (a 2^k stride)
+    let ls = tp + SKEW;
+    let s = buf(s, rb * ls);
     for (head, dq) in heads.iter().zip(dqs) {
         let (qp, ldq) = padded_rows(head.q, t, hs, qp);
         let (dyp, lddy) = padded_rows(head.dy, t, hs, dyp);
@@ -678,12 +712,12 @@ fn backward_group(
                 data: &head.dy.data[r0 * head.dy.rs..],
                 ..head.dy
             };
-            gemm_tiles(nb, dya, vt, tp, s, tp, false, |_, i1| Span {
+            gemm_tiles(nb, dya, vt, tp, s, ls, false, |_, i1| Span {
                 n: pad(r0 + i1),
                 k0: 0,
                 k1: hs,
             });
-            for (ii, d) in s.chunks_exact_mut(tp).take(nb).enumerate() {
+            for (ii, d) in s.chunks_exact_mut(ls).take(nb).enumerate() {
                 let i = r0 + ii;
                 if let Some((drop, base)) = head.drop {
                     // datt = datt_d ⊙ mask/(1 − p)
@@ -704,7 +738,7 @@ fn backward_group(
             }
             let da = Strided {
                 data: s,
-                rs: tp,
+                rs: ls,
                 cs: 1,
             };
             // dq[i] = Σ_{j ≤ i} ds[i, j]·k[j]·scale (tile i0..i1 over keys 0..i1)
@@ -719,7 +753,7 @@ fn backward_group(
             let dsa = Strided {
                 data: s,
                 rs: 1,
-                cs: tp,
+                cs: ls,
             };
             gemm_tiles(r1, dsa, &qp[r0 * ldq..], ldq, dkp, hp, true, |j0, _| Span {
                 n: hp,

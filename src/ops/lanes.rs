@@ -16,17 +16,34 @@ pub const LANES: usize = 16;
 /// `max_i x[i]·scale` (`−∞` for an empty row; NaN elements are skipped, as `f32::max` does).
 #[inline(always)]
 pub fn max_scaled(x: &[f32], scale: f32) -> f32 {
+    // `if v > m { v } else { m }` is one `maxps` per vector (NaNs are skipped as by `f32::max`),
+    // and the lanes fold in a tree rather than a serial chain.
+    #[inline(always)]
+    fn pick(m: f32, v: f32) -> f32 {
+        if v > m {
+            v
+        } else {
+            m
+        }
+    }
     let mut m = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in chunks.by_ref() {
         for l in 0..LANES {
-            m[l] = m[l].max(c[l] * scale);
+            m[l] = pick(m[l], c[l] * scale);
         }
     }
     for (l, &v) in chunks.remainder().iter().enumerate() {
-        m[l] = m[l].max(v * scale);
+        m[l] = pick(m[l], v * scale);
     }
-    m.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            m[l] = pick(m[l], m[l + width]);
+        }
+        width /= 2;
+    }
+    m[0]
 }
 
 /// Folds [`LANES`] partial sums in a fixed tree (the end of a lane-wise reduction): lane `l`

@@ -4,7 +4,7 @@ use super::{check_btc, ensure_shape, prefixed, residual_init_std, Conv1D, INIT_S
 use crate::error::{Error, Result};
 use crate::init::Rng;
 use crate::layers::Mode;
-use crate::ops::activation::{bias_gelu_forward_into, gelu_backward_bias_into};
+use crate::ops::activation::{bias_gelu_backward_in_place, bias_gelu_forward_into};
 use crate::param::Param;
 use crate::tensor::Tensor;
 use ndarray::Array2;
@@ -36,14 +36,14 @@ pub struct Mlp {
 struct Cache {
     /// The input as rows (training forwards only). Shapes: `(B·T, C)`.
     x: Array2<f32>,
-    /// `c_fc` output, the GELU input. Shapes: `(B·T, 4C)`.
+    /// `x·W_fc`, the `c_fc` product before its bias (the GELU input is `fc + b_fc`, formed in
+    /// the GELU's own passes, so the product is written once and not rewritten with the bias).
+    /// Shapes: `(B·T, 4C)`.
     fc: Array2<f32>,
     /// `gelu(fc)`, the `c_proj` input. Shapes: `(B·T, 4C)`.
     act: Array2<f32>,
-    /// Backward scratch `dL/dact`, then `dL/dfc`. Shapes: `(B·T, 4C)` each.
+    /// Backward scratch `dL/dact`, overwritten in place with `dL/dfc`. Shapes: `(B·T, 4C)`.
     dact: Array2<f32>,
-    /// See `dact`.
-    dfc: Array2<f32>,
     /// The `(B, T)` and mode of the last forward.
     last: Option<((usize, usize), Mode)>,
 }
@@ -103,7 +103,6 @@ impl Mlp {
                 fc: Array2::zeros((0, 0)),
                 act: Array2::zeros((0, 0)),
                 dact: Array2::zeros((0, 0)),
-                dfc: Array2::zeros((0, 0)),
                 last: None,
             },
         }
@@ -189,7 +188,7 @@ impl Mlp {
             .into_dyn())
     }
 
-    /// `fc = x·W_fc + b_fc`, `act = gelu(fc)`, returns `act·W_proj + b_proj`, with `fc` and
+    /// `fc = x·W_fc`, `act = gelu(fc + b_fc)`, returns `act·W_proj + b_proj`, with `fc` and
     /// `act` in the caller's buffers (reshaped to `(rows, H)` when needed).
     fn run(
         &self,
@@ -200,12 +199,12 @@ impl Mlp {
         let (rows, c, h) = (x2.nrows(), self.n_embd, self.n_inner());
         ensure_shape(fc, ndarray::Dim([rows, h]));
         ensure_shape(act, ndarray::Dim([rows, h]));
-        // fc = x·W_fc, then fc += b_fc and act = gelu(fc) in one pass
+        // fc = x·W_fc, then act = gelu(fc + b_fc) in one pass
         self.c_fc.forward_product(x2, fc.view_mut())?;
         let b = self.c_fc.bias_row()?;
         let b = b.as_standard_layout();
         bias_gelu_forward_into(
-            fc.as_slice_mut().expect("contiguous buffer"),
+            fc.as_slice().expect("contiguous buffer"),
             b.as_slice().expect("standard layout"),
             act.as_slice_mut().expect("contiguous buffer"),
         );
@@ -251,16 +250,17 @@ impl Mlp {
             .expect("standard layout");
         let cache = &mut self.cache;
         ensure_shape(&mut cache.dact, ndarray::Dim([rows, h]));
-        ensure_shape(&mut cache.dfc, ndarray::Dim([rows, h]));
         // dact = dout·W_projᵀ (overwritten), dW_proj += actᵀ·dout
         self.c_proj
             .backward(cache.act.view(), d2, cache.dact.view_mut())?;
-        // dfc = dact·gelu'(fc), and db_fc += Σ_rows dfc in the same pass
+        // dfc = dact·gelu'(fc + b_fc) in place of dact, and db_fc += Σ_rows dfc in the same pass
         let mut db = vec![0.0f32; h];
-        gelu_backward_bias_into(
+        let bias = self.c_fc.bias_row()?;
+        let bias = bias.as_standard_layout();
+        bias_gelu_backward_in_place(
             cache.fc.as_slice().expect("contiguous buffer"),
-            cache.dact.as_slice().expect("contiguous buffer"),
-            cache.dfc.as_slice_mut().expect("contiguous buffer"),
+            bias.as_slice().expect("standard layout"),
+            cache.dact.as_slice_mut().expect("contiguous buffer"),
             &mut db,
         );
         let mut bias_grad = self.c_fc.bias_grad_mut()?;
@@ -268,7 +268,7 @@ impl Mlp {
         // dx = dfc·W_fcᵀ, dW_fc += xᵀ·dfc (shapes fixed by the forward)
         let mut dx: Array2<f32> = crate::buffers::for_overwrite((rows, c));
         self.c_fc
-            .backward_product(cache.x.view(), cache.dfc.view(), dx.view_mut());
+            .backward_product(cache.x.view(), cache.dact.view(), dx.view_mut());
         Ok(dx
             .into_shape_with_order((b, t, c))
             .expect("contiguous")
