@@ -138,6 +138,8 @@ pub fn sum_f64_by(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -146,8 +148,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[l] += x[l] * y[l];
         }
     }
-    for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
+    // The tail as one more zero-padded vector, so that every lane is handled alike and the loop
+    // above stays one register wide: the padding adds `0·0 = +0` to lanes that can never hold
+    // `−0` (they start at `+0`, and a sum is `−0` only when both terms are), so the bits are
+    // those of adding the tail's products alone.
+    if !ra.is_empty() {
+        let (mut x, mut y) = ([0.0f32; LANES], [0.0f32; LANES]);
+        x[..ra.len()].copy_from_slice(ra);
+        y[..rb.len()].copy_from_slice(rb);
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
     }
     lanes_sum(acc)
 }
@@ -214,6 +225,47 @@ mod tests {
             assert_eq!(wide.1.to_bits(), base.1.to_bits());
             assert_eq!(wide.2.to_bits(), base.2.to_bits());
             assert_eq!(z, z2);
+        }
+    }
+
+    #[test]
+    fn dot_is_its_lane_definition_bit_for_bit() {
+        // element i into lane i mod LANES, lanes folded by `lanes_sum`: the zero-padded tail
+        // must add nothing, also with signed zeros, cancellations, infinities and NaN
+        let specials = [
+            -0.0f32,
+            0.0,
+            -1.5,
+            1.5,
+            f32::INFINITY,
+            f32::NAN,
+            1e-30,
+            -3.25,
+        ];
+        for n in [0, 1, 5, 15, 16, 17, 31, 33, 768, 777] {
+            for case in 0..3 {
+                let x: Vec<f32> = (0..n)
+                    .map(|i| match case {
+                        0 => -0.0,
+                        1 => specials[i % 6],
+                        _ => ((i * 37 % 101) as f32 * 0.173).sin(),
+                    })
+                    .collect();
+                let y: Vec<f32> = (0..n)
+                    .map(|i| match case {
+                        0 => 1.0,
+                        1 => specials[(i * 3 + 1) % specials.len()],
+                        _ => -(((i * 11 % 53) as f32) * 0.31).cos(),
+                    })
+                    .collect();
+                let mut lanes = [0.0f32; LANES];
+                for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+                    lanes[i % LANES] += a * b;
+                }
+                let want = lanes_sum(lanes);
+                let got = dot(&x, &y);
+                assert_eq!(got.to_bits(), want.to_bits(), "n={n}, case {case}");
+            }
         }
     }
 }
