@@ -6,7 +6,7 @@
 //! than one thread; every output element is reduced over `K` in the same order whatever the
 //! thread count, so results are bit-identical for 1 or N threads (tested in `tests/determinism.rs`).
 //!
-//! Products with at most four rows of `a` (decoding, small-batch inference) go to the
+//! Products with at most eight rows of `a` (decoding, small-batch inference) go to the
 //! bandwidth-bound kernels of [`super::gemv`] instead when the weight operand has a unit stride.
 //!
 //! Outputs are written into caller-provided buffers (`*_into`), optionally accumulating, so hot

@@ -1,4 +1,4 @@
-//! The few-rows products (`ops::gemv`, taken by `matmul` for M ≤ 4): against a float64
+//! The few-rows products (`ops::gemv`, taken by `matmul` for M ≤ 8): against a float64
 //! reference, bit-identical across the CPU paths and across thread counts, both weight layouts.
 
 use handgrad::ndarray::{s, Array2};
@@ -114,16 +114,17 @@ fn accumulating_adds_to_the_output_and_other_layouts_are_declined() {
     for (x, y) in acc.iter().zip(&once) {
         assert_eq!(*x, 1.5 + *y);
     }
-    // five rows, or a weight with no unit stride: left to SGEMM, output untouched
-    let mut out = Array2::<f32>::from_elem((5, 70), 9.0);
+    // more than MAX_ROWS rows, or a weight with no unit stride: left to SGEMM, output untouched
+    let mut out = Array2::<f32>::from_elem((MAX_ROWS + 1, 70), 9.0);
     assert!(!try_gemv(
         path,
-        filled(5, 200, 1).view(),
+        filled(MAX_ROWS + 1, 200, 1).view(),
         b.view(),
         out.view_mut(),
         false,
         false
     ));
+    assert!(out.iter().all(|&v| v == 9.0));
     let strided = filled(400, 140, 5);
     let bs = strided.slice(s![..;2, ..;2]);
     let mut out = Array2::<f32>::from_elem((2, 70), 9.0);
