@@ -116,20 +116,27 @@ fn rows_form(
     let work = |(c, p): (usize, &mut [f32])| {
         let k0 = c * K_CHUNK;
         let k1 = (k0 + K_CHUNK).min(k);
-        for (r, x) in rows.iter().enumerate() {
-            let acc = &mut p[r * n..(r + 1) * n];
-            let mut kk = k0;
-            while kk + 8 <= k1 {
-                axpy8(path, &x[kk..kk + 8], &b[kk * n..(kk + 8) * n], acc);
-                kk += 8;
+        // each block of eight weight rows is used by every activation row while it is in
+        // cache (the order of each row's operations is that of a pass per row)
+        let mut kk = k0;
+        while kk + 8 <= k1 {
+            let bb = &b[kk * n..(kk + 8) * n];
+            for (acc, x) in p.chunks_exact_mut(n).zip(rows) {
+                axpy8(path, &x[kk..kk + 8], bb, acc);
             }
-            while kk + 4 <= k1 {
-                let s = [x[kk], x[kk + 1], x[kk + 2], x[kk + 3]];
-                axpy4(path, s, &b[kk * n..(kk + 4) * n], acc);
-                kk += 4;
+            kk += 8;
+        }
+        while kk + 4 <= k1 {
+            let bb = &b[kk * n..(kk + 4) * n];
+            for (acc, x) in p.chunks_exact_mut(n).zip(rows) {
+                axpy4(path, [x[kk], x[kk + 1], x[kk + 2], x[kk + 3]], bb, acc);
             }
-            for kk in kk..k1 {
-                axpy(path, x[kk], &b[kk * n..(kk + 1) * n], acc);
+            kk += 4;
+        }
+        for kk in kk..k1 {
+            let bb = &b[kk * n..(kk + 1) * n];
+            for (acc, x) in p.chunks_exact_mut(n).zip(rows) {
+                axpy(path, x[kk], bb, acc);
             }
         }
     };
