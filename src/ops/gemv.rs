@@ -258,10 +258,10 @@ fn axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
     }
 }
 
-/// `acc[j] = acc[j] + (((s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j])) + ((s4·b4[j] + s5·b5[j])
-/// + (s6·b6[j] + s7·b7[j])))` for eight consecutive rows `b = [b0 … b7]`, each `acc.len()` long:
-/// eight streams from memory per pass over `acc` (10–15 % more of the read bandwidth than four
-/// on a 2-core AMD EPYC).
+/// `acc[j] = acc[j] + (lo + hi)` with `lo = (s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j])` and
+/// `hi = (s4·b4[j] + s5·b5[j]) + (s6·b6[j] + s7·b7[j])`, for eight consecutive rows
+/// `b = [b0 … b7]`, each `acc.len()` long: eight streams from memory per pass over `acc`
+/// (10–15 % more of the read bandwidth than four on a 2-core AMD EPYC).
 #[inline(always)]
 fn axpy8_body(s: &[f32], b: &[f32], acc: &mut [f32]) {
     let n = acc.len();
