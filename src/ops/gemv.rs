@@ -5,8 +5,8 @@
 //! two layouts of the weight get one kernel each, both streaming it from memory in order:
 //! - **rows form** `b: (K, N)` row-major (GPT-2's `Conv1D` `[in, out]` weights): `K` is cut into
 //!   fixed chunks of [`K_CHUNK`] consecutive rows (each a contiguous run of memory); each chunk adds
-//!   `a[r, k]·b[k, :]` into its own partial row, eight rows of `b` per pass over it (then four,
-//!   then one for a chunk's tail), and the partial rows are summed in chunk order;
+//!   `a[r, k]·b[k, :]` into its own partial row, eight rows of `b` per pass over it (one at a
+//!   time for a tail of fewer than eight), and the partial rows are summed in chunk order;
 //! - **dots form** `b = wᵀ` with `w: (N, K)` row-major (`nn.Linear` weights, the tied LM head):
 //!   each output is one dot product over a contiguous row of `w`, in 16 interleaved lanes summed in
 //!   a fixed order at the end.
@@ -126,13 +126,6 @@ fn rows_form(
             }
             kk += 8;
         }
-        while kk + 4 <= k1 {
-            let bb = &b[kk * n..(kk + 4) * n];
-            for (acc, x) in p.chunks_exact_mut(n).zip(rows) {
-                axpy4(path, [x[kk], x[kk + 1], x[kk + 2], x[kk + 3]], bb, acc);
-            }
-            kk += 4;
-        }
         for kk in kk..k1 {
             let bb = &b[kk * n..(kk + 1) * n];
             for (acc, x) in p.chunks_exact_mut(n).zip(rows) {
@@ -231,7 +224,6 @@ macro_rules! on_path {
 
 on_path! {
     axpy / axpy_body(s: f32, x: &[f32], acc: &mut [f32]);
-    axpy4 / axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]);
     axpy8 / axpy8_body(s: &[f32], b: &[f32], acc: &mut [f32]);
     dot / dot_body(a: &[f32], w: &[f32]) -> f32;
 }
@@ -244,24 +236,10 @@ fn axpy_body(s: f32, x: &[f32], acc: &mut [f32]) {
     }
 }
 
-/// `acc[j] = acc[j] + ((s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j]))` for four consecutive
-/// rows `b = [b0 b1 b2 b3]`, each `acc.len()` long.
-#[inline(always)]
-fn axpy4_body(s: [f32; 4], b: &[f32], acc: &mut [f32]) {
-    let n = acc.len();
-    let (b0, rest) = b.split_at(n);
-    let (b1, rest) = rest.split_at(n);
-    let (b2, b3) = rest.split_at(n);
-    let b3 = &b3[..n];
-    for j in 0..n {
-        acc[j] += (s[0] * b0[j] + s[1] * b1[j]) + (s[2] * b2[j] + s[3] * b3[j]);
-    }
-}
-
 /// `acc[j] = acc[j] + (lo + hi)` with `lo = (s0·b0[j] + s1·b1[j]) + (s2·b2[j] + s3·b3[j])` and
 /// `hi = (s4·b4[j] + s5·b5[j]) + (s6·b6[j] + s7·b7[j])`, for eight consecutive rows
 /// `b = [b0 … b7]`, each `acc.len()` long: eight streams from memory per pass over `acc`
-/// (10–15 % more of the read bandwidth than four on a 2-core AMD EPYC).
+/// (10–15 % more of the read bandwidth than four rows per pass on a 2-core AMD EPYC).
 #[inline(always)]
 fn axpy8_body(s: &[f32], b: &[f32], acc: &mut [f32]) {
     let n = acc.len();
