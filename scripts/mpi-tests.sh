@@ -40,7 +40,7 @@ for np in 1 2 4; do
   [ "$np" -gt 2 ] && extra=(--oversubscribe)
   rc=0
   timeout 600 mpirun "${root_flag[@]}" "${extra[@]}" -np "$np" "$bin" --selftest --reference "$ref" >"$log" 2>&1 || rc=$?
-  grep -E "^(PASS|FAIL)" "$log" | sed "s/^/  np $np: /"
+  { grep -E "^(PASS|FAIL)" "$log" || true; } | sed "s/^/  np $np: /"
   n_pass="$(grep -c '^PASS' "$log" || true)"
   if [ "$rc" = 0 ] && [ "$n_pass" = 4 ] && ! grep -q '^FAIL' "$log"; then
     pass "mpirun -np $np: deterministic weights bit-identical, all-reduce within tolerance"
@@ -52,7 +52,10 @@ done
 # a rank whose labels are corrupt: every rank stops with an error, nobody waits
 rc=0
 timeout 120 mpirun "${root_flag[@]}" -np 2 "$bin" --selftest --fail-rank 1 >"$log" 2>&1 || rc=$?
-if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "rank 1 of 2 failed" "$log" && grep -q "out of range" "$log"; then
+# the launcher kills whichever rank is still running when the first one exits, so only one of
+# the two errors may be printed: rank 1's own, or rank 0's, which carries rank 1's message
+# (tests/core/distributed.rs checks that). Either way the cause is printed.
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -Eq "^error: (rank 1 of 2 failed .*)?.*out of range" "$log"; then
   pass "a failing rank stops every rank with an error (exit $rc)"
 else
   cat "$log"; fail "failing rank (exit $rc; 124 = timed out)"

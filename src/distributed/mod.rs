@@ -71,6 +71,21 @@ pub enum Reduction {
     AllReduce,
 }
 
+/// How many bytes of a failed rank's error message [`Distributed::agree`] sends to the others.
+pub const AGREE_MESSAGE_BYTES: usize = 2000;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A handle on a world of ranks (cheap to clone), with the [`Reduction`] mode used by the
 /// training loops that take it.
 ///
@@ -180,20 +195,32 @@ impl Distributed {
 
     /// Every rank learns whether every rank's `result` is `Ok`: then each gets its own value
     /// back; otherwise the failing ranks get their own error and the others an
-    /// [`Error::State`] naming the first failed rank and `when`. Every rank must call it (that
-    /// is what keeps one rank's error from leaving the others waiting in a collective).
+    /// [`Error::State`] naming the first failed rank, `when`, and that rank's error message (at
+    /// most [`AGREE_MESSAGE_BYTES`] bytes of it), so rank 0 — the one that prints — reports the
+    /// cause even when the launcher ends the failing rank before its own output is written.
+    /// Every rank must call it (that is what keeps one rank's error from leaving the others
+    /// waiting in a collective).
     ///
     /// # Errors
     /// As described; transport errors.
     pub fn agree<T>(&self, result: Result<T>, when: &str) -> Result<T> {
-        let flag = [u8::from(result.is_err())];
-        let all = self.comm.all_gather_bytes(&flag)?;
-        let failed = all.iter().position(|f| f.first() != Some(&0));
+        // an empty message means Ok; a failed rank sends b"!" followed by its message
+        let mine = match &result {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                let mut m = b"!".to_vec();
+                m.extend_from_slice(truncate_utf8(&e.to_string(), AGREE_MESSAGE_BYTES).as_bytes());
+                m
+            }
+        };
+        let all = self.comm.all_gather_bytes(&mine)?;
+        let failed = all.iter().position(|m| !m.is_empty());
         match (result, failed) {
             (Err(e), _) => Err(e),
             (Ok(_), Some(r)) => Err(Error::State(format!(
-                "rank {r} of {} failed {when} (see its error); rank {} stopped with it",
+                "rank {r} of {} failed {when}: {}; rank {} stopped with it",
                 self.size(),
+                String::from_utf8_lossy(all[r].get(1..).unwrap_or_default()),
                 self.rank()
             ))),
             (Ok(v), None) => Ok(v),
@@ -273,5 +300,20 @@ impl Distributed {
         let mut bytes = self.agree(read, &format!("reading {}", path.display()))?;
         self.comm.broadcast_bytes(0, &mut bytes)?;
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_utf8;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_utf8("abc", 5), "abc");
+        assert_eq!(truncate_utf8("abc", 2), "ab");
+        // "é" is two bytes: a cut inside it drops it
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("aé", 3), "aé");
+        assert_eq!(truncate_utf8("é", 0), "");
     }
 }

@@ -137,9 +137,18 @@ impl MpiWorld {
         op: &str,
     ) -> Result<Vec<T>> {
         let (c, d) = counts_displs(counts, op)?;
-        let mut recv = vec![T::default(); counts.iter().sum()];
+        let total: usize = counts.iter().sum();
+        if total == 0 {
+            // every rank knows the counts: nothing to move
+            return Ok(Vec::new());
+        }
+        let mut recv = vec![T::default(); total];
+        // An empty slice's pointer is dangling, and for one-byte types it is the address 1,
+        // which Open MPI reads as MPI_IN_PLACE: send an empty slice of a real buffer instead.
+        let one = [T::default()];
+        let send = if mine.is_empty() { &one[..0] } else { mine };
         let mut part = PartitionMut::new(&mut recv[..], c, d);
-        world.all_gather_varcount_into(mine, &mut part);
+        world.all_gather_varcount_into(send, &mut part);
         Ok(recv)
     }
 }
