@@ -3,9 +3,10 @@
 
 /// A parameter-free layer that the layer before it can apply in its own pass, while the values
 /// are in cache ([`crate::Sequential`] asks every layer which of the following ones it absorbs).
-/// A fused training forward and its backward are bit-identical to running the layers one by
-/// one; a fused inference forward may round differently (see
-/// [`crate::ops::conv2d::conv2d_relu_pool_forward`]).
+/// A fused training forward is bit-identical to running the layers one by one, and so is its
+/// backward below 16 input channels; with 16 or more the backward runs by the pooled gradient's
+/// nonzeros and rounds differently, and a fused inference forward may round differently (see
+/// [`crate::ops::conv2d::conv2d_relu_pool_forward`] and its backward).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fusable {
     /// [`super::Relu`].

@@ -1,12 +1,17 @@
-//! Conv2d → ReLU → MaxPool2d(2) fused in one pass: bit-identical to the three layers run one by
-//! one (forward, every gradient, the input gradient; odd sizes, padding, dilation, no bias,
-//! banded images), finite differences, 1 vs 2 threads, and errors.
+//! Conv2d → ReLU → MaxPool2d(2) fused in one pass: the training forward bit-identical to the
+//! three layers run one by one, and the gradients too where the backward runs the dense products
+//! (fewer than 16 input channels); with ≥ 16 input channels the backward runs by the pooled
+//! gradient's nonzeros and matches the layers within float rounding and an f64 reference (odd
+//! sizes, padding, dilation, no bias, banded images); finite differences, 1 vs 2 threads, and
+//! errors.
 
 use crate::common;
 
 use common::{assert_close, grad_check, random_tensor, weighted_sum};
 use handgrad::layers::{Conv2d, Dense, Flatten, Fusable, Layer, MaxPool2d, Mode, Padding};
-use handgrad::ops::conv2d::{conv2d_relu_pool_forward, Conv2dGeom, Conv2dWorkspace};
+use handgrad::ops::conv2d::{
+    conv2d_relu_pool_backward, conv2d_relu_pool_forward, Conv2dGeom, Conv2dWorkspace,
+};
 use handgrad::prelude::*;
 use handgrad::{Error, Tensor};
 use ndarray::{Array4, Ix1, Ix4};
@@ -45,6 +50,18 @@ fn layer_by_layer(m: &mut Sequential, x: &Tensor, dout: &Tensor) -> (Tensor, Ten
     (h, d)
 }
 
+/// The gradients of the fused and the unfused model: bit for bit, or (`sparse`: the first
+/// group's backward runs by the nonzeros, another summation order) within float rounding.
+fn same_grads(what: &str, a: &Tensor, b: &Tensor, sparse: bool) {
+    if sparse {
+        assert_close(a, b, 1e-6, 1e-5, what);
+    } else {
+        assert_eq!(bits(a), bits(b), "{what}");
+    }
+}
+
+/// `winograd`: the first group has ≥ 16 input channels, so its inference forward runs by
+/// Winograd and its backward by the nonzeros.
 fn check_against_unfused(
     what: &str,
     x: &Tensor,
@@ -61,9 +78,10 @@ fn check_against_unfused(
     let dx = fused.backward(&dout).unwrap();
     let (out_ref, dx_ref) = layer_by_layer(&mut plain, x, &dout);
     assert_eq!(bits(&out), bits(&out_ref), "{what}: training output");
-    assert_eq!(bits(&dx), bits(&dx_ref), "{what}: input gradient");
+    same_grads(&format!("{what}: input gradient"), &dx, &dx_ref, winograd);
     for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
-        assert_eq!(bits(&p.grad), bits(&q.grad), "{what}: gradient of {name}");
+        let what = format!("{what}: gradient of {name}");
+        same_grads(&what, &p.grad, &q.grad, winograd && name.starts_with("0."));
     }
     // the training step (the first layer's parameter-only backward) and inference
     fused.zero_grad();
@@ -74,11 +92,8 @@ fn check_against_unfused(
     let b = plain.loss_backward(x, &labels, loss).unwrap();
     assert_eq!(a.to_bits(), b.to_bits(), "{what}: loss");
     for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
-        assert_eq!(
-            bits(&p.grad),
-            bits(&q.grad),
-            "{what}: training gradient of {name}"
-        );
+        let what = format!("{what}: training gradient of {name}");
+        same_grads(&what, &p.grad, &q.grad, winograd && name.starts_with("0."));
     }
     let eval = fused.predict(x).unwrap();
     let eval_ref = plain.forward_all(x).unwrap().pop().unwrap();
@@ -97,7 +112,7 @@ fn check_against_unfused(
 }
 
 #[test]
-fn fused_groups_are_bit_identical_to_the_layers_one_by_one() {
+fn fused_groups_match_the_layers_one_by_one() {
     let id = |c: Conv2d| c;
     // odd conv outputs (the last row / column is dropped by the pool)
     check_against_unfused("odd sizes", &random_tensor(&[3, 2, 17, 16], 1), &id, false);
@@ -114,6 +129,19 @@ fn fused_groups_are_bit_identical_to_the_layers_one_by_one() {
         &|c| c.dilation(2).with_bias(false),
         false,
     );
+    // ≥ 16 input channels (the backward by the nonzeros): odd sizes, padding, no bias
+    check_against_unfused(
+        "16 channels, odd",
+        &random_tensor(&[2, 16, 13, 15], 12),
+        &id,
+        true,
+    );
+    check_against_unfused(
+        "16 channels, same padding, no bias",
+        &random_tensor(&[2, 17, 12, 11], 13),
+        &|c| c.padding(Padding::Same).with_bias(false),
+        true,
+    );
     // images unfolded in bands of output rows (an odd band height, rounded to whole windows)
     check_against_unfused("banded", &random_tensor(&[1, 16, 66, 62], 4), &id, true);
     check_against_unfused(
@@ -125,7 +153,7 @@ fn fused_groups_are_bit_identical_to_the_layers_one_by_one() {
 }
 
 #[test]
-fn seed_cnn_training_step_is_bit_identical_to_the_unfused_layers() {
+fn seed_cnn_training_step_matches_the_unfused_layers() {
     let x = random_tensor(&[4, 1, 28, 28], 6);
     let build =
         || handgrad::model::small_cnn(&[1, 28, 28], 10, &mut handgrad::init::rng(0)).unwrap();
@@ -135,17 +163,35 @@ fn seed_cnn_training_step_is_bit_identical_to_the_unfused_layers() {
     let dx = fused.backward(&dout).unwrap();
     let (out_ref, dx_ref) = layer_by_layer(&mut plain, &x, &dout);
     assert_eq!(bits(&out), bits(&out_ref), "output");
-    assert_eq!(bits(&dx), bits(&dx_ref), "input gradient");
+    // the second block (32 input channels) back-propagates by the nonzeros: it and everything
+    // before it within rounding; the Dense layers after it bit for bit
+    same_grads("input gradient", &dx, &dx_ref, true);
+    let convs = ["0.", "3."];
     for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
-        assert_eq!(bits(&p.grad), bits(&q.grad), "gradient of {name}");
+        let sparse = convs.iter().any(|c| name.starts_with(c));
+        same_grads(&format!("gradient of {name}"), &p.grad, &q.grad, sparse);
     }
 }
 
 #[test]
 fn fused_gradients_match_finite_differences() {
-    let x = random_tensor(&[2, 2, 7, 8], 8);
+    // 2 input channels: the dense backward; 16: the backward by the nonzeros
+    // (seeds with no kink within the step of any entry: see below)
+    for (c, seed) in [(2, 4), (16, SEED16)] {
+        finite_differences(c, seed);
+    }
+}
+
+/// With 16 channels a weight moves many windows' sums, so a step of 1e-3 crosses some window's
+/// argmax for the initialisation seeds 5, 6 and 7 (the dense backward gives the same analytic
+/// values there: a kink, not an error); 8 crosses none.
+const SEED16: u64 = 8;
+
+fn finite_differences(c: usize, seed: u64) {
+    let x = random_tensor(&[2, c, 7, 8], 8);
     let mut conv = Conv2d::new(3, 3).pad(1);
-    conv.build(&[2, 7, 8], &mut handgrad::init::rng(4)).unwrap();
+    conv.build(&[c, 7, 8], &mut handgrad::init::rng(seed))
+        .unwrap();
     assert_eq!(conv.fuses(&TAIL), 2);
     let out = conv
         .forward_fused(Cow::Borrowed(&x), Mode::Train, &TAIL)
@@ -174,22 +220,50 @@ fn fused_gradients_match_finite_differences() {
     };
     // L is piecewise linear; this seed has no kink within the step of any entry, so central
     // differences are exact up to f32 rounding
-    grad_check("fused dx", &x, &dx, |xp| loss(&w, &b, xp), 1e-3, 5e-3);
-    grad_check("fused dW", &w, &dw, |wp| loss(wp, &b, &x), 1e-3, 5e-3);
-    grad_check("fused db", &b, &db, |bp| loss(&w, bp, &x), 1e-3, 5e-3);
+    grad_check(
+        &format!("fused dx, C = {c}"),
+        &x,
+        &dx,
+        |xp| loss(&w, &b, xp),
+        1e-3,
+        5e-3,
+    );
+    grad_check(
+        &format!("fused dW, C = {c}"),
+        &w,
+        &dw,
+        |wp| loss(wp, &b, &x),
+        1e-3,
+        5e-3,
+    );
+    grad_check(
+        &format!("fused db, C = {c}"),
+        &b,
+        &db,
+        |bp| loss(&w, bp, &x),
+        1e-3,
+        5e-3,
+    );
     assert!(dx.iter().any(|&v| v != 0.0), "some gradient passes");
 }
 
 #[test]
 fn fused_training_is_bit_identical_on_1_and_2_threads() {
-    let x = random_tensor(&[6, 3, 20, 21], 10);
+    // 3 input channels (dense backward) and 16 (the backward by the nonzeros)
+    for c in [3, 16] {
+        same_on_1_and_2_threads(c);
+    }
+}
+
+fn same_on_1_and_2_threads(c: usize) {
+    let x = random_tensor(&[6, c, 20, 21], 10);
     let run = |t: usize| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
             .unwrap()
             .install(|| {
-                let mut m = model([3, 20, 21], &|c| c);
+                let mut m = model([c, 20, 21], &|conv| conv);
                 let out = m.forward(&x, Mode::Train).unwrap();
                 let dx = m.backward(&random_tensor(out.shape(), 12)).unwrap();
                 let grads: Vec<Vec<u32>> = m.params().iter().map(|(_, p)| bits(&p.grad)).collect();
@@ -198,7 +272,7 @@ fn fused_training_is_bit_identical_on_1_and_2_threads() {
     };
     assert!(
         run(1) == run(2),
-        "fused training differs between 1 and 2 threads"
+        "fused training differs between 1 and 2 threads (C = {c})"
     );
 }
 
@@ -307,5 +381,115 @@ fn inference_by_winograd_matches_an_f64_reference_on_any_thread_count() {
             1e-4,
             &format!("{what}: im2col vs f64"),
         );
+    }
+}
+
+#[test]
+fn backward_by_the_nonzeros_matches_an_f64_reference() {
+    // ≥ 16 input channels: the backward runs by the pooled gradient's nonzeros
+    for (what, shape, o, pad, bias) in [
+        ("valid, odd output", [2, 16, 11, 12], 5, 0, true),
+        ("padded, no bias", [3, 20, 9, 10], 4, 1, false),
+    ] {
+        let (n, c, h, wd) = (shape[0], shape[1], shape[2], shape[3]);
+        let x = random_tensor(&shape, 40);
+        let w = random_tensor(&[o, c, 3, 3], 41).mapv(|v| v * 0.2);
+        let b = bias.then(|| random_tensor(&[o], 42).mapv(|v| v * 0.1));
+        let g = Conv2dGeom::new(c, h, wd, o, 3, 3).with_padding(pad, pad);
+        let (x4, w4) = (
+            x.view().into_dimensionality::<Ix4>().unwrap(),
+            w.view().into_dimensionality::<Ix4>().unwrap(),
+        );
+        let mut ws = Conv2dWorkspace::new();
+        let mut codes = Vec::new();
+        let out = conv2d_relu_pool_forward(
+            x4,
+            w4,
+            b.as_ref()
+                .map(|b| b.view().into_dimensionality::<Ix1>().unwrap()),
+            &g,
+            &mut ws,
+            Some(&mut codes),
+        );
+        let dout = random_tensor(out.shape(), 43);
+        let mut dw = Array4::<f32>::zeros((o, c, 3, 3));
+        let mut db = ndarray::Array1::<f32>::zeros(o);
+        let dx = conv2d_relu_pool_backward(
+            dout.view().into_dimensionality::<Ix4>().unwrap(),
+            &codes,
+            x4,
+            w4,
+            &g,
+            &mut ws,
+            dw.view_mut(),
+            Some(db.view_mut()),
+            true,
+        )
+        .unwrap();
+        // f64: dz = dout at each window's maximum of relu(z) when it is > 0, then the dense sums
+        let xp = |img: usize, ch: usize, i: usize, j: usize| -> f64 {
+            let (i, j) = (i as isize - pad as isize, j as isize - pad as isize);
+            if i < 0 || j < 0 || i >= h as isize || j >= wd as isize {
+                0.0
+            } else {
+                x[[img, ch, i as usize, j as usize]] as f64
+            }
+        };
+        let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+        let mut dw_ref = vec![0.0f64; o * c * 9];
+        let mut db_ref = vec![0.0f64; o];
+        let (hp, wp) = (h + 2 * pad, wd + 2 * pad);
+        let mut dxp_ref = vec![0.0f64; n * c * hp * wp];
+        let mut passing = 0;
+        for img in 0..n {
+            for oc in 0..o {
+                for p in 0..oh / 2 {
+                    for q in 0..ow / 2 {
+                        let (mut best, mut at) = (0.0f64, None);
+                        for (a, bb) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let (i, j) = (2 * p + a, 2 * q + bb);
+                            let mut z = b.as_ref().map_or(0.0, |b| b[[oc]] as f64);
+                            for ch in 0..c {
+                                for u in 0..3 {
+                                    for v in 0..3 {
+                                        z += w[[oc, ch, u, v]] as f64 * xp(img, ch, i + u, j + v);
+                                    }
+                                }
+                            }
+                            if z > best {
+                                (best, at) = (z, Some((i, j)));
+                            }
+                        }
+                        let Some((i, j)) = at else { continue };
+                        passing += 1;
+                        let gv = dout[[img, oc, p, q]] as f64;
+                        db_ref[oc] += gv;
+                        for ch in 0..c {
+                            for u in 0..3 {
+                                for v in 0..3 {
+                                    dw_ref[((oc * c + ch) * 3 + u) * 3 + v] +=
+                                        gv * xp(img, ch, i + u, j + v);
+                                    dxp_ref[((img * c + ch) * hp + i + u) * wp + j + v] +=
+                                        gv * w[[oc, ch, u, v]] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(passing > 0, "{what}: some gradient passes");
+        let dw_ref = Array4::from_shape_vec((o, c, 3, 3), dw_ref)
+            .unwrap()
+            .mapv(|v| v as f32)
+            .into_dyn();
+        let db_ref = ndarray::Array1::from(db_ref).mapv(|v| v as f32).into_dyn();
+        let dx_ref = Array4::from_shape_fn((n, c, h, wd), |(img, ch, i, j)| {
+            dxp_ref[((img * c + ch) * hp + i + pad) * wp + j + pad] as f32
+        })
+        .into_dyn();
+        assert_close(&dw.into_dyn(), &dw_ref, 1e-5, 1e-4, &format!("{what}: dW"));
+        assert_close(&db.into_dyn(), &db_ref, 1e-5, 1e-4, &format!("{what}: db"));
+        assert_close(&dx.into_dyn(), &dx_ref, 1e-5, 1e-4, &format!("{what}: dx"));
     }
 }

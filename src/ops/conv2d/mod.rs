@@ -42,6 +42,7 @@ use std::sync::Mutex;
 mod geom;
 mod grouped;
 mod pooled;
+mod pooled_sparse;
 mod unfold;
 mod winograd;
 mod workspace;

@@ -15,7 +15,9 @@
 //! the unfused `Conv2d` and `ReLU` compute, so the result is bit-identical to the three layers
 //! (the inference forward of larger 3×3 convolutions instead runs by Winograd, `winograd.rs`).
 //!
-//! The backward expands `dout` into the convolution's output gradient and runs the products of
+//! The backward with at least 16 input channels runs by the pooled gradient's nonzeros
+//! (`pooled_sparse.rs`: 3/4 or more of the dense products' terms are zeros); otherwise it
+//! expands `dout` into the convolution's output gradient and runs the products of
 //! [`conv2d_backward`]:
 //!
 //! ```text
@@ -178,8 +180,10 @@ fn pool_row(r0: &[f32], r1: &[f32], b: f32, out: &mut [f32], codes: Option<&mut 
 }
 
 /// Backward of [`conv2d_relu_pool_forward`]: accumulates (`+=`) into `dw` and `dbias`, and
-/// returns `dx` when `want_dx`. `codes` are the forward's; `x` is its input. Bit-identical to
-/// the backward of `MaxPool2d`, `ReLU` and [`conv2d_backward`] in turn.
+/// returns `dx` when `want_dx`. `codes` are the forward's; `x` is its input. Below 16 input
+/// channels (or with dilation) bit-identical to the backward of `MaxPool2d`, `ReLU` and
+/// [`conv2d_backward`] in turn; from 16 on it adds only the nonzero terms, in another order, so
+/// it equals them within float rounding (deterministic, and the same on any thread count).
 ///
 /// # Shapes
 /// `dout: (N, O, ⌊OH/2⌋, ⌊OW/2⌋)`, `codes`: as many, `x: (N, C, H, W)`, `w, dw: (O, C, kh, kw)`,
@@ -218,6 +222,19 @@ pub fn conv2d_relu_pool_backward(
     let per_image = (0..n)
         .map(|i| (&d[i * len..][..len], &codes[i * len..][..len]))
         .collect();
+    if super::pooled_sparse::applies(g) {
+        return super::pooled_sparse::backward(
+            per_image,
+            (ph, pw),
+            x,
+            w,
+            g,
+            ws,
+            dw,
+            dbias,
+            want_dx,
+        );
+    }
     backward_dense(per_image, Some((ph, pw)), x, w, g, ws, dw, dbias, want_dx)
 }
 
