@@ -228,9 +228,10 @@ on_path! {
     dot / dot_body(a: &[f32], w: &[f32]) -> f32;
 }
 
-/// `acc[j] = acc[j] + s·x[j]`.
+/// `acc[j] = acc[j] + s·x[j]` (a multiply and a separate add: the same bits on every vector
+/// width; inline it into a [`super::wide`] loop for the wide copies).
 #[inline(always)]
-fn axpy_body(s: f32, x: &[f32], acc: &mut [f32]) {
+pub(crate) fn axpy_body(s: f32, x: &[f32], acc: &mut [f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a += s * v;
     }

@@ -60,6 +60,15 @@ fn same_grads(what: &str, a: &Tensor, b: &Tensor, sparse: bool) {
     }
 }
 
+/// [`same_grads`] for every parameter; `sparse`: the first layer back-propagates by the
+/// nonzeros.
+fn same_param_grads(what: &str, fused: &Sequential, plain: &Sequential, sparse: bool) {
+    for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
+        let what = format!("{what} of {name}");
+        same_grads(&what, &p.grad, &q.grad, sparse && name.starts_with("0."));
+    }
+}
+
 /// `winograd`: the first group has ≥ 16 input channels, so its inference forward runs by
 /// Winograd and its backward by the nonzeros.
 fn check_against_unfused(
@@ -79,10 +88,7 @@ fn check_against_unfused(
     let (out_ref, dx_ref) = layer_by_layer(&mut plain, x, &dout);
     assert_eq!(bits(&out), bits(&out_ref), "{what}: training output");
     same_grads(&format!("{what}: input gradient"), &dx, &dx_ref, winograd);
-    for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
-        let what = format!("{what}: gradient of {name}");
-        same_grads(&what, &p.grad, &q.grad, winograd && name.starts_with("0."));
-    }
+    same_param_grads(&format!("{what}: gradient"), &fused, &plain, winograd);
     // the training step (the first layer's parameter-only backward) and inference
     fused.zero_grad();
     plain.zero_grad();
@@ -91,10 +97,12 @@ fn check_against_unfused(
     let a = fused.loss_backward(x, &labels, loss).unwrap();
     let b = plain.loss_backward(x, &labels, loss).unwrap();
     assert_eq!(a.to_bits(), b.to_bits(), "{what}: loss");
-    for ((name, p), (_, q)) in fused.params().iter().zip(plain.params().iter()) {
-        let what = format!("{what}: training gradient of {name}");
-        same_grads(&what, &p.grad, &q.grad, winograd && name.starts_with("0."));
-    }
+    same_param_grads(
+        &format!("{what}: training gradient"),
+        &fused,
+        &plain,
+        winograd,
+    );
     let eval = fused.predict(x).unwrap();
     let eval_ref = plain.forward_all(x).unwrap().pop().unwrap();
     if winograd {

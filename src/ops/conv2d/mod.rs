@@ -398,6 +398,29 @@ fn check_grads<'a>(
     dbias
 }
 
+/// `sum[t] = Σ_n parts[n·L + t]`, `sum` (resized to `len` = L) from `parts` = the images'
+/// `len`-long partials one after the other: every element is summed over the images in image
+/// order (the elements are split over threads, which changes no element's order).
+pub(super) fn sum_image_parts(parts: &[f32], len: usize, sum: &mut Vec<f32>) {
+    let chunk = 4096;
+    sum.clear();
+    sum.resize(len, 0.0);
+    sum.par_chunks_mut(chunk).enumerate().for_each(|(ci, acc)| {
+        for part in parts.chunks_exact(len) {
+            let part = &part[ci * chunk..][..acc.len()];
+            acc.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+        }
+    });
+}
+
+/// `acc[t] += parts[n·L + t]` for each image `n` in turn (`L = acc.len()`): the per-image bias
+/// gradients added in image order.
+pub(super) fn add_image_parts(parts: &[f32], acc: &mut ArrayViewMut1<f32>) {
+    for part in parts.chunks_exact(acc.len()) {
+        acc.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
+    }
+}
+
 /// The backward of a dense (`groups = 1`) convolution. `per_image[n]` is image `n`'s output
 /// gradient: `(dout_n, [])` with `dout_n: (O, OH, OW)`, or, after a fused ReLU + 2×2 max pool
 /// (`pooled = Some((PH, PW))`), `(dpool_n, codes_n)` with both `(O, PH, PW)`, expanded into the
@@ -545,29 +568,14 @@ pub(super) fn backward_dense(
             })
         });
 
-    // dWᵀ[kk, o] = Σ_n dWᵀ_n[kk, o]: every element is summed over the images in image order
-    // (the elements are split over threads, which changes no element's order).
-    let parts = &dw_parts[..n * k * g.o];
-    let chunk = 4096;
-    dw_sum.clear();
-    dw_sum.resize(k * g.o, 0.0);
-    dw_sum
-        .par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(ci, acc)| {
-            for part in parts.chunks_exact(k * g.o) {
-                let part = &part[ci * chunk..][..acc.len()];
-                acc.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
-            }
-        });
+    // dWᵀ[kk, o] = Σ_n dWᵀ_n[kk, o], in image order
+    sum_image_parts(&dw_parts[..n * k * g.o], k * g.o, dw_sum);
     let sum = ArrayView4::from_shape((g.c, g.kh, g.kw, g.o), &dw_sum[..])
         .expect("(C, kh, kw, O)")
         .permuted_axes([3, 0, 1, 2]);
     dw += &sum;
     if let Some(mut db) = dbias {
-        for part in db_parts[..n * g.o].chunks_exact(g.o) {
-            db.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
-        }
+        add_image_parts(&db_parts[..n * g.o], &mut db);
     }
     want_dx.then_some(dx)
 }

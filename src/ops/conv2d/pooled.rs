@@ -29,7 +29,13 @@ use crate::ops::activation::relu;
 use crate::ops::pool::fold_max;
 
 /// Bit of a code: the gradient passes (the ReLU input at the window's maximum was `> 0`).
-const PASS: u8 = 4;
+pub(super) const PASS: u8 = 4;
+
+/// The position `(a, b)` in its 2×2 window of the maximum a code names (row `a`, column `b`).
+#[inline(always)]
+pub(super) fn window_offset(code: u8) -> (usize, usize) {
+    (usize::from(code >> 1 & 1), usize::from(code & 1))
+}
 
 /// Whether [`conv2d_relu_pool_forward`] takes geometry `g`: a dense (`groups = 1`) stride-1
 /// convolution that is not 1×1-unpadded, with an output of at least 2×2.
@@ -260,7 +266,7 @@ pub(super) fn expand_pooled(
         for (p, (drow, crow)) in rows.enumerate() {
             for (q, (&dv, &c)) in drow.iter().zip(crow).enumerate() {
                 if c & PASS != 0 {
-                    let (a, b) = (usize::from(c >> 1 & 1), usize::from(c & 1));
+                    let (a, b) = window_offset(c);
                     out[(2 * p + a) * ow + 2 * q + b] += dv;
                 }
             }

@@ -20,25 +20,16 @@
 //! thread count; the multiply and the add are separate operations, so the AVX-512, AVX2 and
 //! baseline copies give the same bits.
 
+use super::pooled::{window_offset, PASS};
 use super::*;
+use crate::ops::gemv::axpy_body as axpy;
 use crate::ops::wide::wide_loop;
-
-/// Bit of a code: the gradient passes (as in `pooled.rs`).
-const PASS: u8 = 4;
 
 /// Whether [`backward`] takes geometry `g` (already one [`super::supports_relu_pool`] takes):
 /// no dilation and at least 16 input channels, so that a kernel row's run (`kw·C` values) is
 /// long enough for whole vectors. Narrower inputs (an RGB first layer) keep the dense products.
 pub(super) fn applies(g: &Conv2dGeom) -> bool {
     (g.dh, g.dw) == (1, 1) && g.c >= 16
-}
-
-/// `dst[t] = dst[t] + s·src[t]` (no fused multiply-add: the same bits on every vector width).
-#[inline(always)]
-fn axpy(s: f32, src: &[f32], dst: &mut [f32]) {
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d += s * v;
-    }
 }
 
 /// Image `x_n: (C, H, W)` laid out channels-last with the padding: `(Hp, Wp, C)`.
@@ -77,11 +68,8 @@ pub(super) fn backward(
     assert!(applies(g), "conv2d + relu + pool sparse backward: {g:?}");
     let n = check_shapes(&x, &w, g);
     let dbias = check_grads(g, &dw, dbias);
-    assert_eq!(
-        per_image.len(),
-        n,
-        "conv2d backward: one gradient per image"
-    );
+    // the caller builds one entry per image of x
+    debug_assert_eq!(per_image.len(), n);
     let (hp, wp) = (g.h + g.ph + g.ph_end, g.w + g.pw + g.pw_end);
     let (c, kh, kw) = (g.c, g.kh, g.kw);
     let run = kw * c;
@@ -110,13 +98,19 @@ pub(super) fn backward(
         (0..n).map(|_| &mut [][..]).collect()
     };
     let plane = ph * pw;
-    // per image: dW in (O, kh, kw, C) and db in (O) (every value is overwritten)
+    // scratch per image: the padded image channels-last, and its gradient
+    let padded = hp * wp * c;
+    let lens = [padded, if want_dx { padded } else { 0 }];
+    let scratch_len = lens.iter().sum();
+    ws.prepare(scratch_len);
     let Conv2dWorkspace {
+        scratch,
         dw_parts,
         db_parts,
         dw_sum,
-        ..
     } = ws;
+    let scratch = &scratch[..];
+    // per image: dW in (O, kh, kw, C) and db in (O) (every value is overwritten)
     dw_parts.resize(n * g.o * k, 0.0);
     db_parts.resize(n * g.o, 0.0);
     let (dw_parts, db_parts) = (&mut dw_parts[..n * g.o * k], &mut db_parts[..n * g.o]);
@@ -127,66 +121,58 @@ pub(super) fn backward(
         .zip(dw_parts.par_chunks_mut(g.o * k))
         .zip(db_parts.par_chunks_mut(g.o))
         .for_each(|((((dx_n, x_n), &(d_n, codes_n)), dw_n), db_n)| {
-            let mut xt = vec![0.0f32; hp * wp * c];
-            channels_last_padded(x_n, g, &mut xt);
-            let mut dxt = vec![0.0f32; if want_dx { hp * wp * c } else { 0 }];
-            wide_loop!({
-                for o in 0..g.o {
-                    let d_o = &d_n[o * plane..][..plane];
-                    let c_o = &codes_n[o * plane..][..plane];
-                    let dw_o = &mut dw_n[o * k..][..k];
-                    dw_o.fill(0.0);
-                    let wt_o = &wt[o * k..][..k];
-                    let mut db = 0.0f32;
-                    for (at, (&gv, &code)) in d_o.iter().zip(c_o).enumerate() {
-                        if code & PASS == 0 {
-                            continue;
+            with_scratch(scratch, scratch_len, |buf| {
+                let [xt, dxt] = carve(buf, lens);
+                channels_last_padded(x_n, g, xt);
+                dxt.fill(0.0);
+                wide_loop!({
+                    for o in 0..g.o {
+                        let d_o = &d_n[o * plane..][..plane];
+                        let c_o = &codes_n[o * plane..][..plane];
+                        let dw_o = &mut dw_n[o * k..][..k];
+                        dw_o.fill(0.0);
+                        let wt_o = &wt[o * k..][..k];
+                        let mut db = 0.0f32;
+                        for (at, (&gv, &code)) in d_o.iter().zip(c_o).enumerate() {
+                            if code & PASS == 0 {
+                                continue;
+                            }
+                            let (p, q) = (at / pw, at % pw);
+                            let (a, b) = window_offset(code);
+                            let (i, j) = (2 * p + a, 2 * q + b);
+                            db += gv;
+                            for u in 0..kh {
+                                let start = ((i + u) * wp + j) * c;
+                                axpy(gv, &xt[start..][..run], &mut dw_o[u * run..][..run]);
+                                if want_dx {
+                                    axpy(gv, &wt_o[u * run..][..run], &mut dxt[start..][..run]);
+                                }
+                            }
                         }
-                        let (p, q) = (at / pw, at % pw);
-                        let i = 2 * p + usize::from(code >> 1 & 1);
-                        let j = 2 * q + usize::from(code & 1);
-                        db += gv;
-                        for u in 0..kh {
-                            let start = ((i + u) * wp + j) * c;
-                            axpy(gv, &xt[start..][..run], &mut dw_o[u * run..][..run]);
-                            if want_dx {
-                                axpy(gv, &wt_o[u * run..][..run], &mut dxt[start..][..run]);
+                        db_n[o] = db;
+                    }
+                });
+                if want_dx {
+                    // crop and back to channels-first
+                    for (ci, plane) in dx_n.chunks_exact_mut(g.h * g.w).enumerate() {
+                        for (h, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                            let base = ((h + g.ph) * wp + g.pw) * c + ci;
+                            for (wi, v) in row.iter_mut().enumerate() {
+                                *v = dxt[base + wi * c];
                             }
                         }
                     }
-                    db_n[o] = db;
                 }
-            });
-            if want_dx {
-                // crop and back to channels-first
-                for (ci, plane) in dx_n.chunks_exact_mut(g.h * g.w).enumerate() {
-                    for (h, row) in plane.chunks_exact_mut(g.w).enumerate() {
-                        let base = ((h + g.ph) * wp + g.pw) * c + ci;
-                        for (wi, v) in row.iter_mut().enumerate() {
-                            *v = dxt[base + wi * c];
-                        }
-                    }
-                }
-            }
+            })
         });
     // dW[o, c, u, v] += Σ_n dW_n[o, u, v, c], summed in image order
-    dw_sum.clear();
-    dw_sum.resize(g.o * k, 0.0);
-    let sum = &mut dw_sum[..];
-    sum.par_chunks_mut(4096).enumerate().for_each(|(ci, acc)| {
-        for part in dw_parts.chunks_exact(g.o * k) {
-            let part = &part[ci * 4096..][..acc.len()];
-            acc.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
-        }
-    });
+    sum_image_parts(dw_parts, g.o * k, dw_sum);
     let sum = ArrayView4::from_shape((g.o, kh, kw, c), &dw_sum[..])
         .expect("(O, kh, kw, C)")
         .permuted_axes([0, 3, 1, 2]);
     dw += &sum;
     if let Some(mut db) = dbias {
-        for part in db_parts.chunks_exact(g.o) {
-            db.iter_mut().zip(part).for_each(|(a, &b)| *a += b);
-        }
+        add_image_parts(db_parts, &mut db);
     }
     want_dx.then_some(dx)
 }
