@@ -152,6 +152,7 @@ fn main() {
     for (t, p) in threads_list.iter().zip(&peaks) {
         println!("measured FMA peak, {t} thread(s): {p:.1} GFLOP/s");
     }
+    println!("{}", common::kernel_paths());
     println!();
     row(&[
         "case",

@@ -23,21 +23,6 @@ use handgrad::Tensor;
 use ndarray::IxDyn;
 use std::time::{Duration, Instant};
 
-fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return "avx512f";
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return "avx2+fma";
-        }
-        "sse2"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    "portable"
-}
-
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     Tensor::from_shape_fn(IxDyn(shape), |_| {
@@ -56,10 +41,8 @@ fn main() {
     let min_sample = Duration::from_millis(if quick { 20 } else { 100 });
     let threads = rayon::current_num_threads();
     println!(
-        "SIMD: {} (GEMM dispatch at run time); depthwise: {}; threads: {threads}; FMA peak: \
-         {:.1} GFLOP/s",
-        simd_level(),
-        handgrad::ops::depthwise::depthwise_path(),
+        "{}; threads: {threads}; FMA peak: {:.1} GFLOP/s",
+        common::kernel_paths(),
         fma_peak_gflops(threads).unwrap_or(f64::NAN)
     );
     let header = |cols: &[&str]| row(&cols.iter().map(|s| s.to_string()).collect::<Vec<_>>());

@@ -131,6 +131,18 @@ mod fma {
     }
 }
 
+/// The SIMD builds chosen at run time on this CPU, as the benches print them: the SGEMM
+/// micro-kernels (`avx512`, `avx2+fma` or `portable`), the element-wise loops (`avx512`, `avx2`
+/// or `baseline`) and the depthwise convolution loops (`avx512`, `avx2+fma` or `scalar`).
+pub fn kernel_paths() -> String {
+    format!(
+        "SIMD paths: SGEMM {}, element-wise {}, depthwise {}",
+        handgrad::ops::matmul::sgemm_path(),
+        handgrad::ops::wide::path(),
+        handgrad::ops::depthwise::depthwise_path()
+    )
+}
+
 /// Prints one row of a Markdown table.
 pub fn row(cells: &[String]) {
     println!("| {} |", cells.join(" | "));
