@@ -9,6 +9,11 @@ use crate::tokenizer::{BpeTokenizer, ChatTemplate, Message, Tokenizer};
 use crate::transformer::{CachedLm, Llama, LmDecoder};
 use std::path::Path;
 
+/// The callback that receives generated text piece by piece as it is decoded (streaming):
+/// `&mut |piece: &str| -> Result<()> { ... }`. An `Err` it returns stops generation and is
+/// returned by the call that streams.
+pub type TextSink<'a> = dyn FnMut(&str) -> Result<()> + 'a;
+
 /// The default template of a completion model: the text it continues.
 pub const COMPLETION_TEMPLATE: &str = "This is a picture of a {class}.";
 
@@ -43,7 +48,7 @@ pub trait LanguageModel {
         &mut self,
         prompt: &str,
         cfg: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str) -> Result<()>>,
+        on_text: Option<&mut TextSink<'_>>,
     ) -> Result<String>;
 }
 
@@ -245,7 +250,7 @@ impl<M: CachedLm, T: Tokenizer> LanguageModel for CausalLm<M, T> {
         &mut self,
         prompt: &str,
         cfg: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str) -> Result<()>>,
+        on_text: Option<&mut TextSink<'_>>,
     ) -> Result<String> {
         let CausalLm {
             model,

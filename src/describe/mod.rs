@@ -32,7 +32,7 @@ mod page;
 mod template;
 
 pub use classifier::{top_classes, ClassScore, ImageClassifier, SequentialClassifier};
-pub use language::{CausalLm, LanguageModel, CHAT_TEMPLATE, COMPLETION_TEMPLATE};
+pub use language::{CausalLm, LanguageModel, TextSink, CHAT_TEMPLATE, COMPLETION_TEMPLATE};
 pub use page::{base64, html_page, PageEntry};
 pub use template::{percent, PromptTemplate, PLACEHOLDERS};
 
@@ -216,7 +216,7 @@ impl<C: ImageClassifier, L: LanguageModel> Describer<C, L> {
         &mut self,
         image: &C::Image,
         cfg: &GenerateConfig,
-        on_text: &mut dyn FnMut(&str) -> Result<()>,
+        on_text: &mut TextSink<'_>,
     ) -> Result<Description> {
         let probs = self.classify(image)?;
         self.describe_probabilities(probs, cfg, Some(on_text))
@@ -235,7 +235,7 @@ impl<C: ImageClassifier, L: LanguageModel> Describer<C, L> {
         &mut self,
         probabilities: Vec<f32>,
         cfg: &GenerateConfig,
-        on_text: Option<&mut dyn FnMut(&str) -> Result<()>>,
+        on_text: Option<&mut TextSink<'_>>,
     ) -> Result<Description> {
         let names = self.classifier.class_names();
         let classes = top_classes(&probabilities, &names, self.top_k)?;

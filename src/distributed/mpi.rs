@@ -28,6 +28,9 @@ pub struct MpiWorld {
     size: usize,
 }
 
+/// The locked universe and receive buffer of [`MpiWorld`], held for the length of an MPI call.
+type WorldGuard<'a> = MutexGuard<'a, (Universe, Vec<f32>)>;
+
 impl std::fmt::Debug for MpiWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MpiWorld")
@@ -65,17 +68,15 @@ impl MpiWorld {
         let rank = world.rank() as usize;
         let size = world.size() as usize;
         for var in LAUNCHER_SIZE_VARS {
-            if let Some(n) = std::env::var(var)
+            let launched = std::env::var(var)
                 .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                if n != size {
-                    return Err(Error::State(format!(
-                        "the launcher started {n} processes ({var}={n}) but MPI reports a world \
-                         of {size}: this binary is linked to another MPI library than the \
-                         launcher's (rebuild against the launcher's library or use its mpirun)"
-                    )));
-                }
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = launched.filter(|&n| n != size) {
+                return Err(Error::State(format!(
+                    "the launcher started {n} processes ({var}={n}) but MPI reports a world \
+                     of {size}: this binary is linked to another MPI library than the \
+                     launcher's (rebuild against the launcher's library or use its mpirun)"
+                )));
             }
         }
         Ok(MpiWorld {
@@ -86,7 +87,7 @@ impl MpiWorld {
     }
 
     /// The world communicator, with the lock that serialises MPI calls.
-    fn world(&self) -> Result<(MutexGuard<'_, (Universe, Vec<f32>)>, SimpleCommunicator)> {
+    fn world(&self) -> Result<(WorldGuard<'_>, SimpleCommunicator)> {
         let guard = self
             .universe
             .lock()

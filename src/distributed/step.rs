@@ -41,6 +41,9 @@ pub(crate) fn default_micro(batch_size: usize) -> usize {
     batch_size.div_ceil(4).max(1)
 }
 
+/// What [`reduce_step`] calls to add a part of the step's sum: `(rows, buf)`, see there.
+pub(crate) type StepPart<'a> = dyn FnMut(Range<usize>, &mut [f32]) -> Result<()> + 'a;
+
 /// One step's vector of `len` values summed over the world. `part(rows, buf)` adds into the
 /// zeroed `buf` the (already weighted) contribution of the global batch's examples `rows`;
 /// in [`Reduction::Deterministic`] it is called once per micro-batch this rank owns, in
@@ -55,7 +58,7 @@ pub(crate) fn reduce_step(
     plan: StepPlan,
     len: usize,
     when: &str,
-    part: &mut dyn FnMut(Range<usize>, &mut [f32]) -> Result<()>,
+    part: &mut StepPart<'_>,
 ) -> Result<Vec<f32>> {
     let (p, r) = (world.size(), world.rank());
     match world.reduction() {
